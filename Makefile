@@ -1,0 +1,25 @@
+# One command sets up and runs the demo; one sets up and runs the tests.
+# torch==2.13.0 is installed first so that nothing pulls a multi-GB CUDA build (see DEVELOPERS.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test clean
+
+$(BIN)/dspseg: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/dspseg
+
+setup: $(BIN)/dspseg
+
+demo: setup
+	$(BIN)/dspseg demo --out demo-output
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache
