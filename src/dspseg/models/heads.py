@@ -1,0 +1,157 @@
+"""Segmentation heads and the backbone + head wrapper.
+
+Every head maps backbone features (B, F, H, W) to a dict that always holds ``"logits"``
+(B, C, H, W); the hard prediction is ``logits.argmax(1)``.
+
+* :class:`LinearHead` — a 1×1 convolution: ``{"logits"}``.
+* :class:`PrototypeHead` — the DSP head (paper §3.2–3.3, §5.2)::
+
+      f = normalize(conv1x1_D(LeakyReLU(conv1x1_D(BatchNorm(x)))))           (B, D, H, W), ‖f‖ = 1
+      p_c^k = prototypes[c, k] / ‖prototypes[c, k]‖                          (C, K, D)
+      s_c(f) = 1/K · Σ_k cos(f, p_c^k) = f · (1/K · Σ_k p_c^k)                (eq. 1–2), in [-1, 1]
+      logits = s / tau                                                      (eq. 3 before softmax)
+
+  Because f has unit norm, eq. 2 is one 1×1 convolution with the mean prototype of each class as
+  weight, so no loop over classes or prototypes is needed. The prototypes are re-normalised on every
+  forward (differentiably); the stored parameter itself is only rescaled by :meth:`renormalize_`.
+  Scores are computed in float32 even under autocast: with tau = 0.005 a bfloat16 score error of
+  4e-3 would move a logit by 0.8. Argmax of logits equals argmax of scores (tau > 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _check_feats(name: str, feats: Tensor, in_channels: int) -> None:
+    if feats.ndim != 4 or feats.shape[1] != in_channels:
+        raise ValueError(
+            f"{name}.forward: features must have shape (B, {in_channels}, H, W), got {tuple(feats.shape)}"
+        )
+
+
+def _positive_int(owner: str, name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+
+
+class LinearHead(nn.Module):
+    """1×1 convolution (Xavier weights, zero bias): features (B, F, H, W) → {"logits": (B, C, H, W)}."""
+
+    def __init__(self, in_channels: int, n_classes: int) -> None:
+        super().__init__()
+        _positive_int("LinearHead", "in_channels", in_channels)
+        _positive_int("LinearHead", "n_classes", n_classes)
+        self.in_channels = in_channels
+        self.n_classes = n_classes
+        self.conv = nn.Conv2d(in_channels, n_classes, 1)
+        nn.init.xavier_uniform_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, feats: Tensor) -> dict[str, Tensor]:
+        _check_feats("LinearHead", feats, self.in_channels)
+        return {"logits": self.conv(feats)}
+
+
+class PrototypeHead(nn.Module):
+    """DSP prototype head: cosine scores between unit pixel embeddings and learned class prototypes.
+
+    Args:
+        in_channels: F, channels of the backbone features.
+        n_classes: C.
+        n_prototypes: K prototypes per class (paper: 5).
+        embed_dim: D, embedding dimension (paper: 64).
+        tau: temperature, logits = scores / tau (paper: 0.05), > 0.
+
+    Returns from forward: ``{"scores": (B, C, H, W) in [-1, 1], "logits": scores / tau,
+    "embeddings": (B, D, H, W) unit-norm}``; all three are float32 (float64 for float64 input).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        n_prototypes: int = 5,
+        embed_dim: int = 64,
+        tau: float = 0.05,
+    ) -> None:
+        super().__init__()
+        _positive_int("PrototypeHead", "in_channels", in_channels)
+        _positive_int("PrototypeHead", "n_classes", n_classes)
+        _positive_int("PrototypeHead", "n_prototypes", n_prototypes)
+        _positive_int("PrototypeHead", "embed_dim", embed_dim)
+        if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau > 0:
+            raise ValueError(f"PrototypeHead: tau must be a positive number, got {tau!r}")
+        self.in_channels = in_channels
+        self.n_classes = n_classes
+        self.n_prototypes = n_prototypes
+        self.embed_dim = embed_dim
+        self.tau = float(tau)
+        self.embed = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.Conv2d(in_channels, embed_dim, 1),
+            nn.LeakyReLU(inplace=True),
+            nn.Conv2d(embed_dim, embed_dim, 1),
+        )
+        for m in self.embed.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        p = torch.randn(n_classes, n_prototypes, embed_dim)
+        self.prototypes = nn.Parameter(F.normalize(p, dim=-1))
+
+    def normalized_prototypes(self, dtype: torch.dtype | None = None) -> Tensor:
+        """Unit-norm prototypes p_c^k, (C, K, D), differentiable w.r.t. :attr:`prototypes`."""
+        p = self.prototypes if dtype is None else self.prototypes.to(dtype)
+        return F.normalize(p, dim=-1)
+
+    @torch.no_grad()
+    def renormalize_(self) -> None:
+        """Rescale the stored prototypes to unit norm in place (e.g. after an optimiser step, so
+        weight decay does not shrink them); forward results do not change."""
+        self.prototypes.copy_(F.normalize(self.prototypes, dim=-1))
+
+    def forward(self, feats: Tensor) -> dict[str, Tensor]:
+        """(B, F, H, W) → {"scores", "logits"} (B, C, H, W) and {"embeddings"} (B, D, H, W)."""
+        _check_feats("PrototypeHead", feats, self.in_channels)
+        emb = self.embed(feats)
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            dtype = torch.promote_types(emb.dtype, torch.float32)  # float32, or float64 if given
+            emb = F.normalize(emb.to(dtype), dim=1)
+            # eq. 1-2: mean_k <f, p_c^k> = <f, mean_k p_c^k>, one 1x1 conv with weight (C, D, 1, 1)
+            class_dirs = self.normalized_prototypes(dtype).mean(dim=1)
+            scores = F.conv2d(emb, class_dirs[:, :, None, None])
+        return {"scores": scores, "logits": scores / self.tau, "embeddings": emb}
+
+
+class SegmentationModel(nn.Module):
+    """Backbone + head.
+
+    ``backbone`` is any module mapping (B, Cin, H, W) to a feature map (B, F, H, W) and exposing
+    ``out_channels`` (= F); ``head`` maps that feature map to a dict with ``"logits"`` (a head that
+    returns a bare tensor is treated as returning logits). ``forward`` returns the head's dict.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(backbone, "out_channels"):
+            raise ValueError(
+                f"SegmentationModel: backbone {type(backbone).__name__} has no attribute "
+                "'out_channels'; set it to the number of channels of the feature map it returns"
+            )
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """(B, Cin, H, W) → {"logits": (B, C, H, W), ...head-specific entries}."""
+        out = self.head(self.backbone(x))
+        if isinstance(out, Tensor):
+            return {"logits": out}
+        if not isinstance(out, dict) or "logits" not in out:
+            raise TypeError(
+                f"SegmentationModel: head {type(self.head).__name__} must return a tensor or a dict "
+                f"with 'logits', got {type(out).__name__}"
+            )
+        return out
