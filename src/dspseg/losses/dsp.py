@@ -1,0 +1,155 @@
+r"""The Decoupled Semantic Prototypes loss, eq. 6–9 of the paper.
+
+For a positive — a bag of pixels pooled into one score ``ŝ_c`` for class c (see
+:mod:`dspseg.losses.pooling`) — eq. 6 with the normaliser of eq. 8 reads
+
+.. math::
+
+    L = \log Z_c - \hat s_c / \tau ,
+
+and eq. 9 sums it over the positives of each annotation type ``l ∈ {mask, box, point, image}``:
+
+.. math::
+
+    L_{DSP} = \sum_l \lambda_l \cdot \operatorname{mean}_{i \in \Omega^l} L(i, c_i).
+
+The paper writes a sum over positives; we average over each type's positives in the batch so that
+``λ`` does not have to change with the batch size or the number of objects per image. ``log Z_c``
+is shared by every positive of class c (it depends only on the batch), so it is computed once per
+class, in O(N·C) (:func:`dspseg.losses.normalizer.log_normalizer`).
+
+``variant="reference"`` reproduces the authors' released code instead: the same structure on
+softmax probabilities ``p = softmax(s/τ)`` — ``D_c = log(Σ_j Σ_k p_k(j)[k≠c ∨ c∉A_j] + ε)``,
+positives ``log(pooled p + ε)`` — per type ``(1/n_l) Σ_c (D_c − mean_{i∈Ω_c^l} log p̂_i)`` with
+``n_l`` the number of images carrying type l. The released code divides class c by ``(c+1)·n_l``
+through a counter that is never reset; that bug is fixed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dspseg.losses.normalizer import log_normalizer
+from dspseg.losses.pooling import pool_boxes, pool_images, pool_instances, pool_points
+
+ANNOTATION_TYPES = ("mask", "box", "point", "image")
+VARIANTS = ("paper", "reference")
+
+
+@dataclass
+class Bags:
+    """The batch's positive bags in collated layout (leading batch-index column).
+
+    instances: (B,H,W) batch-unique component ids (0 = none); instance_classes: (M,);
+    points: (P,4) ``[b,c,row,col]``; boxes: (Nb,6) ``[b,c,x0,y0,x1,y1]``; image_labels: (L,2) ``[b,c]``.
+    """
+
+    instances: Tensor
+    instance_classes: Tensor
+    points: Tensor
+    boxes: Tensor
+    image_labels: Tensor
+
+    @classmethod
+    def from_batch(cls, batch: dict) -> "Bags":
+        return cls(batch["instances"], batch["instance_classes"], batch["points"], batch["boxes"],
+                   batch["image_labels"])
+
+
+def pooled_positives(maps: Tensor, bags: Bags, valid: Tensor) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Pool ``maps`` (B,C,H,W) over every bag; per type: (pooled (P,), classes (P,), image index (P,))."""
+    out = {}
+    mask_vals, mask_cls = pool_instances(maps, bags.instances, bags.instance_classes)
+    # image index of each instance, for counting images per type (reference variant)
+    inst = bags.instances.reshape(bags.instances.shape[0], -1)
+    has_inst = torch.zeros(bags.instances.shape[0], dtype=torch.bool, device=maps.device)
+    if inst.numel():
+        has_inst = (inst > 0).any(dim=1)
+    out["mask"] = (mask_vals, mask_cls, torch.nonzero(has_inst).flatten())
+    box_vals, box_cls = pool_boxes(maps, bags.boxes)
+    out["box"] = (box_vals, box_cls, bags.boxes[:, 0].long().unique())
+    pt_vals, pt_cls = pool_points(maps, bags.points)
+    out["point"] = (pt_vals, pt_cls, bags.points[:, 0].long().unique())
+    im_vals, im_cls = pool_images(maps, bags.image_labels, valid)
+    out["image"] = (im_vals, im_cls, bags.image_labels[:, 0].long().unique())
+    return out
+
+
+def _zero(scores: Tensor) -> Tensor:
+    """An exact zero that is still part of the graph (so ``backward`` works on any batch)."""
+    return scores.reshape(-1)[:1].sum() * 0.0
+
+
+def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float) -> dict[str, Tensor]:
+    log_z = log_normalizer(scores, allowed, valid, tau)  # (C,)
+    terms = {}
+    for kind, (pooled, classes, _) in pooled_positives(scores, bags, valid).items():
+        if pooled.numel() == 0:
+            terms[kind] = _zero(scores)
+        else:
+            terms[kind] = (log_z[classes] - pooled / tau).mean()
+    return terms
+
+
+def _reference_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float,
+                     eps: float = 1e-7) -> dict[str, Tensor]:
+    probs = torch.softmax(scores / tau, dim=1)
+    v = valid.unsqueeze(1)
+    n_valid = valid.sum().to(scores.dtype)
+    # Σ_j Σ_k p_k(j)[k≠c ∨ c∉A_j] = Σ_j (1 − p_c(j)[c∈A_j])   (softmax rows sum to one)
+    admissible_mass = torch.where(v & allowed, probs, 0.0).sum(dim=(0, 2, 3))
+    denominator = torch.log(n_valid - admissible_mass + eps)  # (C,)
+    terms = {}
+    n_classes = scores.shape[1]
+    for kind, (pooled, classes, images) in pooled_positives(probs, bags, valid).items():
+        if pooled.numel() == 0:
+            terms[kind] = _zero(scores)
+            continue
+        log_pos = torch.log(pooled + eps)
+        per_class_sum = scores.new_zeros(n_classes).index_add_(0, classes, log_pos)
+        per_class_n = torch.bincount(classes, minlength=n_classes)
+        present = per_class_n > 0
+        per_class = denominator[present] - per_class_sum[present] / per_class_n[present]
+        terms[kind] = per_class.sum() / max(int(images.numel()), 1)
+    return terms
+
+
+def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float = 0.05,
+             lambdas: dict[str, float] | None = None, variant: str = "paper") -> dict[str, Tensor]:
+    """Eq. 9: the λ-weighted DSP loss per annotation type.
+
+    Args:
+        scores: (B,C,H,W) mean cosine class scores ``s_c`` (not divided by τ).
+        allowed: (B,C,H,W) bool admissible classes; valid: (B,H,W) bool.
+        bags: the positive bags.
+        tau: temperature; lambdas: weight per type (default 0.1 each); variant: ``paper`` | ``reference``.
+
+    Returns:
+        ``{"dsp_mask": λ_m L_m, "dsp_box": ..., "dsp_point": ..., "dsp_image": ...}``; a type
+        without positives in the batch contributes an exact (differentiable) zero.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    lam = {t: 0.1 for t in ANNOTATION_TYPES}
+    if lambdas:
+        unknown = set(lambdas) - set(ANNOTATION_TYPES)
+        if unknown:
+            raise ValueError(f"lambdas has unknown annotation types {sorted(unknown)}; use {ANNOTATION_TYPES}")
+        lam.update(lambdas)
+    fn = _paper_terms if variant == "paper" else _reference_terms
+    terms = fn(scores, allowed, valid, bags, tau)
+    return {f"dsp_{k}": lam[k] * v for k, v in terms.items()}
+
+
+class DSPLoss(nn.Module):
+    """Module twin of :func:`dsp_loss`; returns the summed loss."""
+
+    def __init__(self, tau: float = 0.05, lambdas: dict[str, float] | None = None, variant: str = "paper"):
+        super().__init__()
+        self.tau, self.lambdas, self.variant = tau, dict(lambdas or {}), variant
+
+    def forward(self, scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags) -> Tensor:
+        return sum(dsp_loss(scores, allowed, valid, bags, self.tau, self.lambdas, self.variant).values())
