@@ -83,8 +83,9 @@ def _zero(scores: Tensor) -> Tensor:
     return scores.reshape(-1)[:1].sum() * 0.0
 
 
-def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float) -> dict[str, Tensor]:
-    log_z = log_normalizer(scores, allowed, valid, tau)  # (C,)
+def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float,
+                 fused: bool = False) -> dict[str, Tensor]:
+    log_z = log_normalizer(scores, allowed, valid, tau, fused=fused)  # (C,)
     terms = {}
     for kind, (pooled, classes, _) in pooled_positives(scores, bags, valid).items():
         if pooled.numel() == 0:
@@ -95,7 +96,7 @@ def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau
 
 
 def _reference_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float,
-                     eps: float = 1e-7) -> dict[str, Tensor]:
+                     fused: bool = False, eps: float = 1e-7) -> dict[str, Tensor]:
     probs = torch.softmax(scores / tau, dim=1)
     v = valid.unsqueeze(1)
     n_valid = valid.sum().to(scores.dtype)
@@ -118,7 +119,8 @@ def _reference_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags,
 
 
 def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float = 0.05,
-             lambdas: dict[str, float] | None = None, variant: str = "paper") -> dict[str, Tensor]:
+             lambdas: dict[str, float] | None = None, variant: str = "paper",
+             fused: bool = False) -> dict[str, Tensor]:
     """Eq. 9: the λ-weighted DSP loss per annotation type.
 
     Args:
@@ -126,6 +128,7 @@ def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: fl
         allowed: (B,C,H,W) bool admissible classes; valid: (B,H,W) bool.
         bags: the positive bags.
         tau: temperature; lambdas: weight per type (default 0.1 each); variant: ``paper`` | ``reference``.
+        fused: compile the normaliser's elementwise passes (see :func:`log_normalizer`).
 
     Returns:
         ``{"dsp_mask": λ_m L_m, "dsp_box": ..., "dsp_point": ..., "dsp_image": ...}``; a type
@@ -140,16 +143,17 @@ def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: fl
             raise ValueError(f"lambdas has unknown annotation types {sorted(unknown)}; use {ANNOTATION_TYPES}")
         lam.update(lambdas)
     fn = _paper_terms if variant == "paper" else _reference_terms
-    terms = fn(scores, allowed, valid, bags, tau)
+    terms = fn(scores, allowed, valid, bags, tau, fused)
     return {f"dsp_{k}": lam[k] * v for k, v in terms.items()}
 
 
 class DSPLoss(nn.Module):
     """Module twin of :func:`dsp_loss`; returns the summed loss."""
 
-    def __init__(self, tau: float = 0.05, lambdas: dict[str, float] | None = None, variant: str = "paper"):
+    def __init__(self, tau: float = 0.05, lambdas: dict[str, float] | None = None, variant: str = "paper",
+                 fused: bool = False):
         super().__init__()
-        self.tau, self.lambdas, self.variant = tau, dict(lambdas or {}), variant
+        self.tau, self.lambdas, self.variant, self.fused = tau, dict(lambdas or {}), variant, fused
 
     def forward(self, scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags) -> Tensor:
-        return sum(dsp_loss(scores, allowed, valid, bags, self.tau, self.lambdas, self.variant).values())
+        return sum(dsp_loss(scores, allowed, valid, bags, self.tau, self.lambdas, self.variant, self.fused).values())

@@ -37,24 +37,71 @@ def _check(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float) -> None:
         raise ValueError(f"tau must be positive, got {tau}")
 
 
-def normaliser_statistics(x: Tensor, allowed: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-class shift and shifted sums of ``exp(x)`` over the valid pixels.
+def _stats_kernel(scores: Tensor, allowed: Tensor, valid: Tensor, m: Tensor, inv_tau: float) -> tuple[Tensor, Tensor]:
+    """``t_k = Σ_j exp(s_kj/τ − m_k)`` and ``r_k`` (same over ``k ∉ A_j``), valid pixels only: one pass."""
+    e = torch.exp(scores * inv_tau - m.view(1, -1, 1, 1))
+    e = torch.where(valid.unsqueeze(1), e, 0.0)
+    return e.sum(dim=(0, 2, 3)), torch.where(allowed, 0.0, e).sum(dim=(0, 2, 3))
+
+
+def _grad_kernel(scores: Tensor, allowed: Tensor, valid: Tensor, m: Tensor, inv_tau: float,
+                 w: Tensor, wu: Tensor) -> Tensor:
+    """``exp(s_kj/τ − m_k) · (w_k if k ∈ A_j else wu_k)`` on valid pixels, 0 elsewhere: one pass."""
+    e = torch.exp(scores * inv_tau - m.view(1, -1, 1, 1))
+    coef = torch.where(allowed, w.view(1, -1, 1, 1), wu.view(1, -1, 1, 1))
+    return torch.where(valid.unsqueeze(1), e * coef, 0.0)
+
+
+_compiled: dict[str, object] = {}
+
+
+def _kernels(fused: bool):
+    """The two elementwise kernels, fused by ``torch.compile`` when asked and available.
+
+    Fusion matters here: in eager mode each of exp, where, mul and sum is its own pass over the
+    N×C scores (≈2–3× a cross-entropy); compiled, the forward and the backward are one pass each.
+    """
+    if not fused:
+        return _stats_kernel, _grad_kernel
+    if "stats" not in _compiled:
+        try:
+            _compiled["stats"] = torch.compile(_stats_kernel, dynamic=True)
+            _compiled["grad"] = torch.compile(_grad_kernel, dynamic=True)
+        except Exception:  # pragma: no cover - no compiler toolchain: stay correct, just slower
+            _compiled["stats"], _compiled["grad"] = _stats_kernel, _grad_kernel
+    return _compiled["stats"], _compiled["grad"]
+
+
+# With scores in [-1, 1], exp(s/τ − 1/τ) ≥ exp(−2/τ): no float32 underflow while 2/τ ≤ 80, so the
+# fixed shift m_k = 1/τ saves the max pass. Smaller τ needs the per-class maximum.
+_FIXED_SHIFT_MAX_RANGE = 80.0
+
+
+def normaliser_statistics(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float,
+                          fused: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-class shift and shifted sums of ``exp(s/τ)`` over the valid pixels.
 
     Args:
-        x: (B,C,H,W) scaled scores ``s/τ``.
+        scores: (B,C,H,W) class scores ``s`` (mean cosines, in [-1, 1]).
         allowed: (B,C,H,W) bool, ``A_j``.
         valid: (B,H,W) bool.
 
     Returns:
-        ``m`` (C,) the per-class maximum over valid pixels, ``t`` (C,) ``Σ_j exp(x_kj − m_k)`` and
-        ``r`` (C,) ``Σ_{j: k∉A_j} exp(x_kj − m_k)``; ``log T = log t + m``, ``log R = log r + m``.
+        ``m`` (C,) the shift, ``t`` (C,) ``Σ_j exp(s_kj/τ − m_k)`` and ``r`` (C,)
+        ``Σ_{j: k∉A_j} exp(s_kj/τ − m_k)``; ``log T = log t + m``, ``log R = log r + m``.
     """
-    v = valid.unsqueeze(1)
-    neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
-    m = torch.where(v, x, neg_inf).amax(dim=(0, 2, 3))
-    e = torch.where(v, torch.exp(x - m.view(1, -1, 1, 1)), 0.0)
-    t = e.sum(dim=(0, 2, 3))
-    r = torch.where(allowed, 0.0, e).sum(dim=(0, 2, 3))
+    stats, _ = _kernels(fused)
+    inv_tau = 1.0 / tau
+    c = scores.shape[1]
+    if 2.0 * inv_tau <= _FIXED_SHIFT_MAX_RANGE:
+        m = scores.new_full((c,), inv_tau)
+        t, r = stats(scores, allowed, valid, m, inv_tau)
+        if bool(torch.isfinite(t).all() and (t > 0).all()):
+            return m, t, r
+        # scores outside [-1, 1] (not cosines): fall through to the exact per-class maximum
+    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
+    m = torch.where(valid.unsqueeze(1), scores, neg_inf).amax(dim=(0, 2, 3)) * inv_tau
+    t, r = stats(scores, allowed, valid, m, inv_tau)
     return m, t, r
 
 
@@ -70,43 +117,44 @@ def combine_log_normaliser(m: Tensor, t: Tensor, r: Tensor) -> Tensor:
 
 class _LogNormaliser(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, allowed: Tensor, valid: Tensor) -> Tensor:  # type: ignore[override]
-        m, t, r = normaliser_statistics(x, allowed, valid)
+    def forward(ctx, scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, fused: bool) -> Tensor:  # type: ignore[override]
+        m, t, r = normaliser_statistics(scores, allowed, valid, tau, fused)
         log_z = combine_log_normaliser(m.double(), t.double(), r.double())
-        ctx.save_for_backward(x, allowed, valid, m, log_z)
-        return log_z.to(x.dtype)
+        ctx.save_for_backward(scores, allowed, valid, m, log_z)
+        ctx.tau, ctx.fused = tau, fused
+        return log_z.to(scores.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        x, allowed, valid, m, log_z = ctx.saved_tensors
+        scores, allowed, valid, m, log_z = ctx.saved_tensors
+        inv_tau = 1.0 / ctx.tau
         g = grad.double()
         m64 = m.double()
         c = m.shape[0]
-        # d log Z_c / d x_kj = exp(x_kj − log Z_c) · ([k≠c] + [k=c][c∉A_j]); summing over c with weights g_c:
+        # With x = s/τ: d log Z_c / d x_kj = exp(x_kj − log Z_c) · ([k≠c] + [k=c][c∉A_j]). Weighted by g_c:
         #   grad_kj = exp(x_kj − m_k) · (w_k + [k∉A_j] · u_k),
-        #   w_k = Σ_{c≠k} g_c exp(m_k − log Z_c)   (≤ |g| since log Z_c ≥ log T_k ≥ m_k for c ≠ k),
-        #   u_k = g_k exp(m_k − log Z_k).
+        #   w_k = Σ_{c≠k} g_c exp(m_k − log Z_c),   u_k = g_k exp(m_k − log Z_k);  d/ds = d/dx · 1/τ.
         ratio = torch.exp(m64.unsqueeze(0) - log_z.unsqueeze(1))  # [c, k] = exp(m_k − log Z_c)
         off = ~torch.eye(c, dtype=torch.bool, device=m.device)
         w = (g.unsqueeze(1) * ratio * off).sum(dim=0)
         log_u_scale = m64 - log_z
-        v = valid.unsqueeze(1)
+        dt = scores.dtype
         if bool((log_u_scale < 60).all()):
+            _, grad_kernel = _kernels(ctx.fused)
             u = g * torch.exp(log_u_scale)
-            e = torch.exp(x - m.view(1, -1, 1, 1))
-            coef = torch.where(allowed, w.to(x.dtype).view(1, -1, 1, 1), (w + u).to(x.dtype).view(1, -1, 1, 1))
-            grad_x = torch.where(v, e * coef, 0.0)
+            grad_s = grad_kernel(scores, allowed, valid, m, inv_tau, (w * inv_tau).to(dt), ((w + u) * inv_tau).to(dt))
         else:
-            # exp(m_k − log Z_k) would overflow: some class scores far above every other class's total.
+            # exp(m_k − log Z_k) would overflow: class k's scores far above every other class's total.
             # Shift the R-term by log Z_k directly (x_kj ≤ log R_k ≤ log Z_k on its pixels, so ≤ 1).
+            x = scores * inv_tau
             e = torch.exp(x - m.view(1, -1, 1, 1))
-            e_r = torch.exp(x - log_z.to(x.dtype).view(1, -1, 1, 1))
-            grad_x = e * w.to(x.dtype).view(1, -1, 1, 1) + torch.where(allowed, 0.0, e_r * g.to(x.dtype).view(1, -1, 1, 1))
-            grad_x = torch.where(v, grad_x, 0.0)
-        return grad_x, None, None
+            e_r = torch.exp(x - log_z.to(dt).view(1, -1, 1, 1))
+            grad_x = e * w.to(dt).view(1, -1, 1, 1) + torch.where(allowed, 0.0, e_r * g.to(dt).view(1, -1, 1, 1))
+            grad_s = torch.where(valid.unsqueeze(1), grad_x, 0.0) * inv_tau
+        return grad_s, None, None, None, None
 
 
-def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float) -> Tensor:
+def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, fused: bool = False) -> Tensor:
     r"""``log Z_c`` of eq. 8 over the valid pixels of the whole batch.
 
     Args:
@@ -114,6 +162,8 @@ def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float) -
         allowed: (B,C,H,W) bool admissible classes ``A_j`` (see :mod:`dspseg.data.rasterise`).
         valid: (B,H,W) bool, False on padding.
         tau: temperature τ > 0; finite down to τ = 0.005.
+        fused: run the two elementwise passes through ``torch.compile`` (faster for large
+            batches; the first call compiles for a few seconds).
 
     Returns:
         (C,) tensor ``log Z_c``, differentiable with respect to ``scores``.
@@ -127,4 +177,4 @@ def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float) -
     _check(scores, allowed, valid, tau)
     if not bool(valid.any()):
         raise ValueError("valid has no True pixel: the normaliser of eq. 8 needs at least one real pixel")
-    return _LogNormaliser.apply(scores / tau, allowed, valid)
+    return _LogNormaliser.apply(scores, allowed, valid, float(tau), bool(fused))
