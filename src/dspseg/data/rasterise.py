@@ -1,0 +1,234 @@
+"""Turn any manifest record into the arrays every method consumes (DESIGN §1).
+
+For an image of shape (H, W) and C classes, :func:`rasterise` returns an :class:`Annotation` with
+
+* ``allowed`` (C, H, W) bool — the admissible classes A_j of every pixel j (paper eq. 8);
+* ``target`` (H, W) int64 — the cross-entropy target (mask ids, ``ignore_index`` elsewhere);
+* the positive bags of eq. 9: mask ``instances`` (8-connected components), ``points``, ``boxes`` and
+  ``image_labels``.
+
+**The image's classes** ``I`` (``image_classes``): ``labels`` if given (authoritative); else the
+classes its boxes or points name (complete by the manifest's contract), together with the classes a
+mask on the same image shows; else, for a mask, the classes it contains when it has no ignore pixel
+and all classes when it has one; else (unlabeled) all classes.
+
+**Admissible classes**, applied in order of increasing strength:
+
+1. weak map ``W``: without boxes ``W[c, j] = c ∈ I``. With boxes,
+   ``W[c, j] = (some box of class c covers j) or (c ∈ I and c has no box)``: boxes cover every
+   instance of their class, so a boxed class cannot occur outside its boxes;
+2. a pixel with ``W[:, j]`` empty contradicts the annotation (outside every box of an all-boxed image,
+   or ``labels == []``): it falls back to ``I`` (all classes if ``I`` is empty) and is a *conflict*;
+3. point pixel → exactly the point's class (the union, if points of several classes share a pixel);
+4. mask pixel (value ≠ ``ignore_index``) → exactly its class. Ignore pixels keep what 1–3 allow.
+
+``conflicts`` counts the pixels where the annotation contradicts itself: step 2's fallbacks, point
+pixels whose class step 1 excluded (or with points of two classes), and mask pixels whose class steps
+1–3 excluded; in the last two cases the stronger annotation wins. Consistent annotations give 0.
+
+**Bags**: ``instances`` / ``instance_classes`` from the mask, ``points`` (P, 3) rows
+``[class, row, col]``, ``boxes`` (Nb, 5) rows ``[class, x0, y0, x1, y1]`` (half-open, x = column),
+``image_labels`` = the explicit ``labels``. With ``derive_weak=True`` (paper §3.1: a masked image also
+has every weaker annotation) the mask's derived boxes and points (:mod:`dspseg.data.weak`) are
+appended to the bags, and ``image_labels`` also gets every class shown by the mask, the boxes or the
+points (so a box/point image without ``labels`` gets its class set). ``allowed`` does not change: boxes
+derived from a partial mask do not cover the instances hidden in its gaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dspseg.data.manifest import ImageRecord
+from dspseg.data.weak import check_mask, components_of_checked, weak_from_instances
+
+
+@dataclass
+class Annotation:
+    """Everything a method needs to know about one image's annotation (shapes in the field notes)."""
+
+    allowed: np.ndarray  # (C, H, W) bool — admissible classes per pixel (A_j of eq. 8)
+    target: np.ndarray  # (H, W) int64 — mask class ids, ignore_index elsewhere
+    instances: np.ndarray  # (H, W) int32 — mask connected components 1..M, 0 = none
+    instance_classes: np.ndarray  # (M,) int64 — class of instance k at index k-1
+    points: np.ndarray  # (P, 3) int64 rows [class, row, col]
+    boxes: np.ndarray  # (Nb, 5) int64 rows [class, x0, y0, x1, y1]
+    image_labels: np.ndarray  # (L,) int64 — positives for whole-image mean pooling, ascending
+    image_classes: np.ndarray  # (C,) bool — "the image's classes" I
+    kind: str  # record.annotation_type: mask | box | point | image | none
+    conflicts: int  # pixels where the annotation contradicted itself and fell back
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape: expected (H, W), got {shape!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"shape: expected positive (H, W), got {(h, w)}")
+    return h, w
+
+
+def _class_id(name: str, index: dict[str, int], field: str) -> int:
+    if name not in index:
+        raise ValueError(f"{field}: unknown class {name!r}; the dataset's classes are {list(index)}")
+    return index[name]
+
+
+def _boxes_array(record: ImageRecord, index: dict[str, int], h: int, w: int) -> np.ndarray:
+    out = np.zeros((len(record.boxes or []), 5), np.int64)
+    for i, b in enumerate(record.boxes or []):
+        x0, y0, x1, y1 = b.xyxy
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise ValueError(f"boxes[{i}].xyxy: {list(b.xyxy)} is empty or outside the {w}x{h} (W x H) image; "
+                             "need 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H (half-open)")
+        out[i] = (_class_id(b.cls, index, f"boxes[{i}].class"), x0, y0, x1, y1)
+    return out
+
+
+def _points_array(record: ImageRecord, index: dict[str, int], h: int, w: int) -> np.ndarray:
+    out = np.zeros((len(record.points or []), 3), np.int64)
+    for i, p in enumerate(record.points or []):
+        x, y = p.xy
+        if not (0 <= x < w and 0 <= y < h):
+            raise ValueError(f"points[{i}].xy: {list(p.xy)} is outside the {w}x{h} (W x H) image")
+        out[i] = (_class_id(p.cls, index, f"points[{i}].class"), y, x)
+    return out
+
+
+def _image_classes(record: ImageRecord, n: int, labels: np.ndarray, boxes: np.ndarray, points: np.ndarray,
+                   mask_present: np.ndarray | None, mask_has_ignore: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Return (I, shown): the image's classes and the classes a box, point or mask pixel shows, (C,) bool."""
+    shown = np.zeros(n, bool)
+    shown[boxes[:, 0]] = True
+    shown[points[:, 0]] = True
+    named_by_weak = shown.copy()
+    if mask_present is not None:
+        shown |= mask_present
+    if record.labels is not None:
+        image = np.zeros(n, bool)
+        image[labels] = True
+    elif named_by_weak.any():
+        image = shown.copy()  # boxes/points are complete; a mask's classes are named too
+    elif mask_present is not None and not mask_has_ignore:
+        image = mask_present.copy()
+    else:
+        image = np.ones(n, bool)
+    return image, shown
+
+
+def _weak_allowed(image_classes: np.ndarray, boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1–2: the weak map W (C, H, W) and the fallback conflict map (H, W)."""
+    n = len(image_classes)
+    if len(boxes) == 0:
+        allowed = np.repeat(image_classes[:, None, None], h * w, axis=1).reshape(n, h, w)
+        empty = np.full((h, w), not image_classes.any())
+    else:
+        allowed = np.zeros((n, h, w), bool)
+        boxed = np.zeros(n, bool)
+        for c, x0, y0, x1, y1 in boxes.tolist():
+            allowed[c, y0:y1, x0:x1] = True
+            boxed[c] = True
+        allowed[image_classes & ~boxed] = True
+        empty = ~allowed.any(axis=0)
+    if empty.any():
+        fallback = image_classes if image_classes.any() else np.ones(n, bool)
+        allowed[:, empty] = fallback[:, None]
+    return allowed, empty
+
+
+def _apply_points(allowed: np.ndarray, conflict: np.ndarray, points: np.ndarray) -> None:
+    """Step 3, in place: point pixels admit exactly their point class(es)."""
+    if len(points) == 0:
+        return
+    cls, row, col = points.T
+    excluded = ~allowed[cls, row, col]
+    conflict[row[excluded], col[excluded]] = True
+    pixel_class = np.unique(np.stack([row, col, cls], axis=1), axis=0)
+    pixels, counts = np.unique(pixel_class[:, :2], axis=0, return_counts=True)
+    multi = pixels[counts > 1]
+    conflict[multi[:, 0], multi[:, 1]] = True
+    allowed[:, row, col] = False
+    allowed[cls, row, col] = True
+
+
+def rasterise(record: ImageRecord, classes: list[str], ignore_index: int, shape: tuple[int, int],
+              mask: np.ndarray | None = None, derive_weak: bool = False, point_mode: str = "interior",
+              rng: np.random.Generator | None = None) -> Annotation:
+    """Rasterise one record onto its (H, W) grid (rules in the module docstring).
+
+    Args:
+        record: the manifest record (its ``mask`` field says whether ``mask`` must be given).
+        classes: the dataset's class names; ids are positions in this list.
+        ignore_index: mask value of unannotated pixels (not a class id).
+        shape: (H, W) of the image.
+        mask: (H, W) integer mask array, required iff ``record.mask`` is set.
+        derive_weak: also put the mask's derived boxes/points and every shown class into the bags.
+        point_mode, rng: how derived points are chosen (see :func:`dspseg.data.weak.derive_weak_labels`).
+
+    Raises:
+        ValueError naming the field and the value: shape mismatch, mask values that are neither a
+        class nor ``ignore_index``, unknown class names, empty or out-of-image boxes, out-of-image points.
+    """
+    h, w = _check_shape(shape)
+    n = len(classes)
+    index = {name: i for i, name in enumerate(classes)}
+    if n == 0 or len(index) != n:
+        raise ValueError(f"classes: expected a non-empty list of distinct names, got {classes!r}")
+    labels = np.array(sorted({_class_id(name, index, f"labels[{i}]") for i, name in enumerate(record.labels or [])}),
+                      np.int64)
+    boxes = _boxes_array(record, index, h, w)
+    points = _points_array(record, index, h, w)
+
+    if record.mask is not None and mask is None:
+        raise ValueError(f"mask: the record names mask file {record.mask!r} but no mask array was given")
+    if record.mask is None and mask is not None:
+        raise ValueError(f"mask: an array was given but the record {record.file!r} has no 'mask' field")
+    m = None if mask is None else check_mask(mask, n, ignore_index)
+    if m is not None and np.shares_memory(m, mask):
+        m = m.copy()  # the target must not alias the caller's array
+    if m is not None and m.shape != (h, w):
+        raise ValueError(f"mask: shape {m.shape} differs from the image shape {(h, w)}")
+
+    annotated = onehot = present = None
+    if m is not None:
+        annotated = m != ignore_index
+        ids = m.astype(np.uint8 if n < 255 else np.int64)  # small ids make the one-hot cheap
+        ids[~annotated] = n
+        onehot = ids[None] == np.arange(n, dtype=ids.dtype)[:, None, None]  # (C, H, W); False at ignore
+        present = onehot.any(axis=(1, 2))
+    image_classes, shown = _image_classes(record, n, labels, boxes, points, present,
+                                          bool(m is not None and not annotated.all()))
+    allowed, conflict = _weak_allowed(image_classes, boxes, h, w)
+    _apply_points(allowed, conflict, points)
+
+    if m is None:
+        target = np.full((h, w), ignore_index, np.int64)
+        instances, instance_classes = np.zeros((h, w), np.int32), np.zeros(0, np.int64)
+    else:
+        target = m
+        if len(boxes) == 0 and len(points) == 0:
+            # W is I everywhere: a mask pixel contradicts it iff its class is outside I.
+            excluded = present & ~image_classes
+            if excluded.any():
+                conflict |= onehot[excluded].any(axis=0)
+        else:
+            conflict |= annotated & ~np.logical_and(onehot, allowed).any(axis=0)  # allowed[m[j], j] is False
+        allowed &= ~annotated[None]
+        allowed |= onehot
+        instances, instance_classes = components_of_checked(m, n, ignore_index)
+
+    image_labels = labels
+    if derive_weak:
+        if m is not None:
+            wboxes, wpoints, _ = weak_from_instances(instances, instance_classes, point_mode, rng)
+            boxes = np.concatenate([boxes, wboxes])
+            points = np.concatenate([points, wpoints])
+        image_labels = np.flatnonzero(shown | np.isin(np.arange(n), labels)).astype(np.int64)
+
+    return Annotation(allowed=allowed, target=target, instances=instances, instance_classes=instance_classes,
+                      points=points, boxes=boxes, image_labels=image_labels, image_classes=image_classes,
+                      kind=record.annotation_type, conflicts=int(conflict.sum()))
