@@ -27,6 +27,7 @@ class list or the image files (unknown class, box outside the image, mask shape.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
@@ -207,6 +208,8 @@ def resolve_inside(root: Path, relative: str) -> Path:
     refused with :class:`PathEscapeError`, so a manifest can never make dspseg read (or write next
     to) files outside its own folder.
     """
+    if "\x00" in relative:
+        raise PathEscapeError(f"{relative!r} contains a NUL character")
     if not relative or relative.strip() != relative:
         raise PathEscapeError(f"'{relative}' is empty or has leading/trailing spaces")
     if os.path.isabs(relative) or relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":"):
@@ -237,8 +240,6 @@ def _record_label(raw: object, index: int) -> str:
 
 _FIXES = {
     "missing": "add the field",
-    "extra_forbidden": "remove the field or correct its spelling (allowed: file, group, split, mask, "
-    "boxes, points, labels; boxes/points items take 'class' and 'xyxy'/'xy')",
     "literal_error": "use one of the allowed values",
     "int_parsing": "write a whole number",
     "int_from_float": "write a whole number (no decimals)",
@@ -252,10 +253,55 @@ _FIXES = {
     "model_type": "write a JSON object {...}",
 }
 
+# Fields allowed at each level, for "unknown field" messages (and spelling suggestions).
+_ALLOWED = {
+    "manifest": ("format", "name", "classes", "ignore_index", "images"),
+    "record": ("file", "group", "split", "mask", "boxes", "points", "labels"),
+    "boxes": ("class", "xyxy"),
+    "points": ("class", "xy"),
+}
+_COORDS = {"xyxy": (4, "a box as [x0, y0, x1, y1] (half-open, x = column)"),
+           "xy": (2, "a point as [x, y] (x = column, y = row)")}
+
+
+def _lookup(raw: object, loc: list) -> object:
+    """The raw JSON value at ``loc`` (pydantic error location), or ``None`` if it is not there."""
+    for part in loc:
+        if isinstance(part, int) and isinstance(raw, list) and 0 <= part < len(raw):
+            raw = raw[part]
+        elif isinstance(part, str) and isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        else:
+            return None
+    return raw
+
+
+def _field_name(parts: list) -> str:
+    field = ""
+    for part in parts:
+        field += f"[{part}]" if isinstance(part, int) else (("." if field else "") + str(part))
+    return field
+
+
+def _unknown_field_fix(loc: list) -> str:
+    """Fix text for an unknown key: the allowed keys at that level and the closest spelling."""
+    name = str(loc[-1])
+    parent = [p for p in loc[:-1] if isinstance(p, str)]
+    level = "manifest" if not parent else ("record" if parent == ["images"] else parent[-1])
+    allowed = _ALLOWED.get(level, ())
+    close = difflib.get_close_matches(name.lower(), allowed, n=1, cutoff=0.6)
+    first = f"rename it to '{close[0]}'" if close else "remove it or correct its spelling"
+    return f"{first} (allowed here: {', '.join(allowed)})"
+
 
 def problems_from_validation_error(err: ValidationError, file: str, raw: object) -> list[Problem]:
-    """Turn pydantic's errors into :class:`Problem` s that name record, field and fix."""
-    out = []
+    """Turn pydantic's errors into :class:`Problem` s that name record, field and fix.
+
+    A coordinate list of the wrong length (``"xyxy": [1, 2, 3]``) gives one problem saying how many
+    numbers were found, not pydantic's per-position "Field required".
+    """
+    out: list[Problem] = []
+    seen: set[tuple[str, str, str]] = set()
     for e in err.errors():
         loc = list(e["loc"])
         if len(loc) >= 2 and loc[0] == "images" and isinstance(loc[1], int):
@@ -263,17 +309,34 @@ def problems_from_validation_error(err: ValidationError, file: str, raw: object)
             rest = loc[2:]
         else:
             where, rest = "manifest", loc
-        field = ""
-        for part in rest:
-            field += f"[{part}]" if isinstance(part, int) else (("." if field else "") + str(part))
-        fix = _FIXES.get(e["type"], "correct the value")
-        if e["type"] == "literal_error" and "expected" in (e.get("ctx") or {}):
+        message, fix = e["msg"], _FIXES.get(e["type"], "correct the value")
+        prefix = loc[: len(loc) - len(rest)]
+        # "xyxy": [1, 2, 3] fails as "missing" at xyxy[3]: report it once, on the list itself.
+        if len(rest) >= 2 and isinstance(rest[-1], int) and rest[-2] in _COORDS:
+            rest_coord = rest[:-1]
+        else:
+            rest_coord = rest
+        if rest_coord and rest_coord[-1] in _COORDS and e["type"] in ("missing", "too_short", "too_long"):
+            rest = rest_coord
+            value = _lookup(raw, prefix + rest)
+            got = f"{len(value)}" if isinstance(value, list) else repr(value)
+            n, what = _COORDS[rest[-1]]
+            message, fix = f"needs exactly {n} numbers, got {got}", f"write {what}"
+        elif e["type"] in ("model_type", "dict_type"):
+            message = "must be a JSON object {...}"
+            if where != "manifest" and not rest:
+                fix = 'write the image record as {"file": "images/a.tif", ...}'
+        elif e["type"] == "extra_forbidden":
+            message, fix = f"unknown field '{loc[-1]}'", _unknown_field_fix(loc)
+        elif e["type"] == "literal_error" and "expected" in (e.get("ctx") or {}):
             fix = f"use {e['ctx']['expected']}"
-        if e["type"] in ("too_short", "too_long") and field.endswith("xyxy"):
-            fix = "write the box as [x0, y0, x1, y1]"
-        if e["type"] in ("too_short", "too_long") and field.endswith("xy"):
-            fix = "write the point as [x, y]"
-        out.append(Problem(file, where, field, e["msg"], fix))
+        elif e["type"] in ("too_short", "too_long") and rest == ["classes"]:
+            fix = 'list at least one class name, e.g. "classes": ["background", "mito"]'
+        field = _field_name(rest)
+        if (where, field, message) in seen:
+            continue
+        seen.add((where, field, message))
+        out.append(Problem(file, where, field, message, fix))
     return out
 
 
@@ -305,7 +368,7 @@ def load_manifest(data: str | Path) -> Manifest:
         raise ManifestError([Problem(file, "manifest", "", "no such file",
                                      f"point dspseg at a folder containing {MANIFEST_NAME} or at the file itself")])
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a BOM (Windows editors)
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError([Problem(file, "manifest", "", f"cannot read the file ({e})",
                                      "save it as UTF-8 text and check its permissions")]) from None
