@@ -1,0 +1,157 @@
+"""Checkpoints: plain dicts of tensors and primitive containers, written atomically.
+
+A checkpoint (``OUT/checkpoints/last.pt`` for resuming, ``best.pt`` for evaluation and prediction)::
+
+    {"format": "dspseg-checkpoint/1", "dspseg_version": str,
+     "model": state_dict, "optimizer": state_dict | None, "method_state": dict,
+     "config": TrainConfig as a dict, "step": int, "data_position": int (batches consumed),
+     "best_metric": float | None (val mean Dice), "best_step": int | None,
+     "rng": {"torch": ByteTensor, "cuda": [ByteTensor], "numpy": {...}, "python": [...]} | None,
+     "normalisation": {"mean": [float] * Cin, "std": [float] * Cin},
+     "classes": [str], "ignore_index": int, "in_channels": int,
+     "model_args": {"width", "levels", "head", "head_kwargs"}}
+
+Everything in it loads with ``torch.load(weights_only=True)``: no pickled classes, so a checkpoint
+from elsewhere cannot run code. Writing goes to a temporary file in the same folder, which is
+flushed and fsync'ed and then renamed over the target (``os.replace`` is atomic), so a crash or a
+full disk mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dspseg.engine.config import UserError
+
+FORMAT = "dspseg-checkpoint/1"
+
+
+class CheckpointError(UserError):
+    """A checkpoint or run folder that cannot be used (missing, corrupt, foreign)."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # some file systems refuse to fsync a directory; the file itself is already synced
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint on the CPU with ``weights_only=True``; CheckpointError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; is this a dspseg run folder whose training got that far?")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or not a torch file
+        raise CheckpointError(f"cannot read the checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                              "it may be truncated or not a dspseg checkpoint") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dspseg checkpoint (format {FORMAT} expected)")
+    return state
+
+
+def run_checkpoint(run: str | Path, which: str = "best") -> Path:
+    """``RUN/checkpoints/<which>.pt``; ``which`` is ``best`` or ``last``. CheckpointError if missing."""
+    if which not in ("best", "last"):
+        raise CheckpointError(f"checkpoint must be 'best' or 'last', got {which!r}")
+    run = Path(run)
+    if not run.is_dir():
+        raise CheckpointError(f"the run folder {run} does not exist; give the --out folder of a `dspseg train` run")
+    path = run / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{run} has no checkpoints/{which}.pt; is it a dspseg run folder, and did training "
+                              "reach its first checkpoint?")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> dict[str, Any]:
+    """States of the torch (CPU and CUDA), numpy and python global generators, as tensors and lists."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+
+
+# ------------------------------------------------------------------------------------------- models
+
+
+def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Copy the tensors of ``state`` whose name and shape match into ``model``.
+
+    Returns ``(loaded, skipped)`` parameter names; ``skipped`` holds entries missing in ``model``,
+    entries of ``model`` missing in ``state`` and shape mismatches (e.g. another head), each with
+    the reason, so the caller can tell the user what was not initialised.
+    """
+    own = model.state_dict()
+    loaded, skipped, take = [], [], {}
+    for name, value in state.items():
+        if name not in own:
+            skipped.append(f"{name} (not in this model)")
+        elif tuple(own[name].shape) != tuple(value.shape):
+            skipped.append(f"{name} (shape {tuple(value.shape)} there, {tuple(own[name].shape)} here)")
+        else:
+            take[name] = value
+            loaded.append(name)
+    skipped += [f"{name} (not in the checkpoint)" for name in own if name not in state]
+    model.load_state_dict(take, strict=False)
+    return loaded, skipped
+
+
+def build_model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
+    """The model described by ``state["model_args"]`` with the checkpoint's weights, in eval mode."""
+    from dspseg.models import build_model
+
+    args = state["model_args"]
+    model = build_model(int(state["in_channels"]), len(state["classes"]), width=int(args["width"]),
+                        head=str(args["head"]), levels=int(args["levels"]), **dict(args.get("head_kwargs") or {}))
+    model.load_state_dict(state["model"])
+    return model.eval()

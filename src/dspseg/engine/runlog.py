@@ -1,0 +1,272 @@
+"""The run folder that explains itself: ``config.yaml``, ``env.json``, ``metrics.csv``, ``progress.png``.
+
+    OUT/
+      config.yaml        the fully resolved TrainConfig (re-run with --config OUT/config.yaml)
+      env.json           versions, git commit, seed, machine, threads, accelerator
+      metrics.csv        one row per logged step: step, epoch, every loss term, loss, lr,
+                         val_mean_dice and val_dice_<class> at validation steps, elapsed_s
+      progress.png       loss terms and validation Dice over steps
+      checkpoints/       last.pt (resume) and best.pt (best validation mean Dice)
+      eval/              <split>.json written by `dspseg evaluate`
+
+``metrics.csv`` is kept in memory and rewritten atomically at every log or validation interval (a
+few thousand rows at most), so it is never half-written and a resumed run continues it cleanly
+(rows after the checkpoint's step are dropped).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dspseg.engine.config import TrainConfig, config_to_yaml
+
+PACKAGES = ("torch", "numpy", "scipy", "lightning-fabric", "pydantic", "typer", "pyyaml", "rich",
+            "torchmetrics", "kornia", "tifffile", "imageio", "connected-components-3d", "matplotlib")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_config(out: Path, cfg: TrainConfig) -> Path:
+    """``OUT/config.yaml``: the resolved configuration."""
+    path = Path(out) / "config.yaml"
+    write_text_atomic(path, config_to_yaml(cfg))
+    return path
+
+
+def git_commit() -> str | None:
+    """``git rev-parse HEAD`` run in the folder of the dspseg package, or None (not a checkout, no git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = res.stdout.strip()
+    return commit if res.returncode == 0 and commit else None
+
+
+def environment(cfg: TrainConfig, accelerator: str, threads: int) -> dict[str, Any]:
+    """What ran and where: versions, git commit, seed, host, CPU count, threads, accelerator."""
+    from dspseg import __version__
+
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "dspseg": __version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": versions,
+        "seed": cfg.seed,
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "accelerator": accelerator,
+        "precision": cfg.precision,
+        "command": sys.argv,
+    }
+
+
+def write_env(out: Path, env: dict[str, Any]) -> Path:
+    """``OUT/env.json``."""
+    path = Path(out) / "env.json"
+    write_text_atomic(path, json.dumps(env, indent=1) + "\n")
+    return path
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+class MetricsLog:
+    """Rows of ``metrics.csv`` kept in memory; :meth:`flush` rewrites the file atomically.
+
+    Columns: ``step, epoch``, the loss terms in the order first seen, ``loss, lr``, the validation
+    columns, ``elapsed_s``. A row may leave columns empty (validation columns between validations).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = ["step", "epoch"]
+
+    def _add_columns(self, row: dict[str, Any]) -> None:
+        for key in row:
+            if key not in self.columns:
+                self.columns.append(key)
+        head = [c for c in self.columns if c in ("step", "epoch")]
+        tail = [c for c in ("loss", "lr") if c in self.columns]
+        val = [c for c in self.columns if c.startswith("val_")]
+        terms = [c for c in self.columns if c not in head + tail + val + ["elapsed_s"]]
+        end = ["elapsed_s"] if "elapsed_s" in self.columns else []
+        self.columns = head + terms + tail + val + end
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Add a row (or merge into the last one when it has the same step)."""
+        self._add_columns(row)
+        if self.rows and self.rows[-1].get("step") == row.get("step"):
+            self.rows[-1].update(row)
+        else:
+            self.rows.append(dict(row))
+
+    def flush(self) -> None:
+        """Rewrite the CSV file (atomically) with every row so far."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.columns)
+        for row in self.rows:
+            writer.writerow([_cell(row.get(c)) for c in self.columns])
+        write_text_atomic(self.path, buf.getvalue())
+
+    def load(self, up_to_step: int) -> None:
+        """Read an existing file (resume), keeping only rows with ``step <= up_to_step``."""
+        if not self.path.is_file():
+            return
+        with self.path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for raw in reader:
+                row: dict[str, Any] = {}
+                for k, v in raw.items():
+                    if v in ("", None):
+                        continue
+                    try:
+                        row[k] = int(v) if k == "step" else float(v)
+                    except ValueError:
+                        row[k] = v
+                if int(row.get("step", 0)) <= up_to_step:
+                    self.log(row)
+            for c in reader.fieldnames or []:
+                if c not in self.columns:
+                    self.columns.append(c)
+            self._add_columns({})
+
+    def series(self, column: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of the rows where ``column`` is set."""
+        pts = [(int(r["step"]), float(r[column])) for r in self.rows if r.get(column) is not None]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_progress(log: MetricsLog, path: str | Path, title: str = "") -> Path:
+    """``progress.png``: loss terms (log scale where positive) on the left, val Dice on the right."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    terms = [c for c in log.columns if c not in ("step", "epoch", "lr", "elapsed_s") and not c.startswith("val_")]
+    positive = True
+    for name in terms:
+        steps, values = log.series(name)
+        if steps:
+            ax_loss.plot(steps, values, label=name, lw=1.5 if name == "loss" else 1.0)
+            positive &= all(v > 0 for v in values if math.isfinite(v))
+    if positive and any(log.series(t)[0] for t in terms):
+        ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    if terms:
+        ax_loss.legend(fontsize=8)
+    steps, values = log.series("val_mean_dice")
+    if steps:
+        ax_dice.plot(steps, values, "o-", color="black", label="mean Dice")
+        for c in log.columns:
+            if c.startswith("val_dice_"):
+                s, v = log.series(c)
+                ax_dice.plot(s, v, lw=0.8, alpha=0.6, label=c[len("val_dice_"):])
+        ax_dice.legend(fontsize=7, ncol=2)
+    else:
+        ax_dice.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax_dice.transAxes)
+    ax_dice.set_ylim(0, 1)
+    ax_dice.set_xlabel("step")
+    ax_dice.set_ylabel("validation Dice")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class Reporter:
+    """Training progress for people: a rich progress bar on a terminal, else one plain line per log row."""
+
+    def __init__(self, console: Any, total: int, start: int, log_every: int) -> None:
+        self.console, self.total = console, total
+        self.live = bool(getattr(console, "is_terminal", False))
+        self.progress: Any = None
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     TextColumn("{task.fields[info]}"), console=console)
+            self.task = self.progress.add_task("train", total=total, completed=start, info="")
+            self.progress.start()
+
+    @staticmethod
+    def describe(row: dict[str, Any]) -> str:
+        """``loss 0.512 (ce 0.512)  val mean Dice 0.634`` from a metrics row."""
+        skip = {"step", "epoch", "loss", "lr", "elapsed_s"}
+        terms = [f"{k} {v:.4g}" for k, v in row.items() if k not in skip and not k.startswith("val_")]
+        text = f"loss {row.get('loss', float('nan')):.4g}"
+        if len(terms) > 1:
+            text += " (" + ", ".join(terms) + ")"
+        if row.get("val_mean_dice") is not None:
+            text += f"  val mean Dice {row['val_mean_dice']:.3f}"
+        return text
+
+    def tick(self, step: int) -> None:
+        """Advance the bar (cheap; rendering happens on rich's own thread)."""
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step)
+
+    def update(self, step: int, row: dict[str, Any]) -> None:
+        """Show a logged row."""
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, info=self.describe(row))
+        else:
+            self.console.print(f"step {step}/{self.total} (epoch {row.get('epoch', 0):g})  {self.describe(row)}  "
+                               f"lr {row.get('lr', 0):.3g}  {row.get('elapsed_s', 0):.1f} s", highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

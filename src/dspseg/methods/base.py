@@ -1,0 +1,97 @@
+"""The interface every training method implements.
+
+A method turns the model's outputs on a batch into named loss terms; the trainer sums them,
+back-propagates, logs every term to ``metrics.csv`` and stops on the first non-finite one. A new
+method is one module holding one :class:`Method` subclass decorated with
+:func:`dspseg.methods.register`, plus one import line in :mod:`dspseg.methods`.
+
+Class attributes a method sets:
+
+* ``name`` — the ``--method`` value; ``summary`` — one line for ``dspseg train --help``;
+* ``uses`` — the annotation kinds (``mask``, ``box``, ``point``, ``image``, ``none``) it learns
+  from. **Batch policy**: the training loader samples only the training records whose kind is in
+  ``uses``; each epoch visits every such image once, in a random order fixed by the seed and the
+  epoch; images of different kinds share a batch (``batch["kinds"]`` says which is which);
+* ``head`` — ``"linear"`` or ``"prototype"`` (:data:`dspseg.models.HEADS`);
+* ``Options`` — a pydantic model of the method's options (``--set method_options.KEY=VALUE``);
+  unknown keys are refused.
+
+Torch is not imported at module level here, nor should it be in method modules: ``dspseg train
+--help`` lists the registered methods and must stay instant. Import torch inside :meth:`loss`.
+
+Batch contents (from :func:`dspseg.data.dataset.collate`; B images padded to h × w, C classes)::
+
+    image (B, Cin, h, w) float       target (B, h, w) long (ignore_index where unannotated or padding)
+    allowed (B, C, h, w) bool        valid (B, h, w) bool (False on padding)
+    instances (B, h, w) long         batch-unique instance ids 1..M, 0 = none
+    instance_classes (M,) long       points (P, 4) [b, class, row, col]
+    boxes (Nb, 6) [b, class, x0, y0, x1, y1]   image_labels (L, 2) [b, class]
+    image_classes (B, C) bool        kinds: list[str] of length B
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from torch import Tensor, nn
+
+KINDS = ("mask", "box", "point", "image", "none")
+
+
+class NoOptions(BaseModel):
+    """A method without options; any key given is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method(ABC):
+    """Base class: subclasses set the class attributes and implement :meth:`loss`.
+
+    Args:
+        options: the validated ``Options`` instance.
+        n_classes: C, number of classes of the dataset.
+        ignore_index: value of unannotated pixels in ``batch["target"]``.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    uses: ClassVar[frozenset[str]] = frozenset()
+    head: ClassVar[str] = "linear"
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: BaseModel, n_classes: int, ignore_index: int) -> None:
+        if not isinstance(options, self.Options):
+            raise TypeError(f"{type(self).__name__}: options must be a {self.Options.__name__}, "
+                            f"got {type(options).__name__}")
+        self.options = options
+        self.n_classes = n_classes
+        self.ignore_index = ignore_index
+
+    def head_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the head (e.g. the prototype head's ``tau``); default none."""
+        return {}
+
+    def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """One training step's loss terms. Default: ``loss(model(batch["image"]), batch)``.
+
+        Methods that need several forward passes (two augmented views, a teacher) override this.
+        """
+        return self.loss(model(batch["image"]), batch)
+
+    @abstractmethod
+    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Named scalar loss terms whose sum is the total loss; every term must always be present
+        (a term without data in this batch is a zero that still depends on the outputs)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra training state to checkpoint (tensors and plain containers only); default none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state, got keys {sorted(state)}")
