@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from dspseg.losses.normalizer import log_normalizer
-from dspseg.losses.pooling import pool_boxes, pool_images, pool_instances, pool_points
+from dspseg.losses.pooling import pool_all
 
 ANNOTATION_TYPES = ("mask", "box", "point", "image")
 VARIANTS = ("paper", "reference")
@@ -59,23 +59,17 @@ class Bags:
                    batch["image_labels"])
 
 
-def pooled_positives(maps: Tensor, bags: Bags, valid: Tensor) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-    """Pool ``maps`` (B,C,H,W) over every bag; per type: (pooled (P,), classes (P,), image index (P,))."""
-    out = {}
-    mask_vals, mask_cls = pool_instances(maps, bags.instances, bags.instance_classes)
-    # image index of each instance, for counting images per type (reference variant)
+def pooled_positives(maps: Tensor, bags: Bags, valid: Tensor) -> dict[str, tuple[Tensor, Tensor, int]]:
+    """Pool ``maps`` (B,C,H,W) over every bag; per type: (pooled (P,), classes (P,), images carrying it)."""
+    pooled = pool_all(maps, bags.instances, bags.instance_classes, bags.points, bags.boxes, bags.image_labels, valid)
     inst = bags.instances.reshape(bags.instances.shape[0], -1)
-    has_inst = torch.zeros(bags.instances.shape[0], dtype=torch.bool, device=maps.device)
-    if inst.numel():
-        has_inst = (inst > 0).any(dim=1)
-    out["mask"] = (mask_vals, mask_cls, torch.nonzero(has_inst).flatten())
-    box_vals, box_cls = pool_boxes(maps, bags.boxes)
-    out["box"] = (box_vals, box_cls, bags.boxes[:, 0].long().unique())
-    pt_vals, pt_cls = pool_points(maps, bags.points)
-    out["point"] = (pt_vals, pt_cls, bags.points[:, 0].long().unique())
-    im_vals, im_cls = pool_images(maps, bags.image_labels, valid)
-    out["image"] = (im_vals, im_cls, bags.image_labels[:, 0].long().unique())
-    return out
+    n_images = {
+        "mask": int((inst > 0).any(dim=1).sum()) if inst.numel() else 0,
+        "box": int(bags.boxes[:, 0].unique().numel()),
+        "point": int(bags.points[:, 0].unique().numel()),
+        "image": int(bags.image_labels[:, 0].unique().numel()),
+    }
+    return {k: (*pooled[k], n_images[k]) for k in ANNOTATION_TYPES}
 
 
 def _zero(scores: Tensor) -> Tensor:
@@ -114,7 +108,7 @@ def _reference_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags,
         per_class_n = torch.bincount(classes, minlength=n_classes)
         present = per_class_n > 0
         per_class = denominator[present] - per_class_sum[present] / per_class_n[present]
-        terms[kind] = per_class.sum() / max(int(images.numel()), 1)
+        terms[kind] = per_class.sum() / max(images, 1)
     return terms
 
 

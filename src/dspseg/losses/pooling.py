@@ -2,21 +2,25 @@ r"""Pooling of class scores over the positive bags of eq. 9 (paper §3.5).
 
 Each annotation yields positives: a pooled score of one class over a bag of pixels.
 
-=========== ============================================================ =====================
-type        bag                                                          pooling
-=========== ============================================================ =====================
-mask        one connected component of one class                         mean of ``s_c``
-point       the clicked pixel                                            ``s_c`` itself
-image       the whole valid image, for each class of its label set       mean of ``s_c``
-box         the box                                                      mean of the maxima of
-                                                                          ``s_c`` along every
-                                                                          row and every column
-=========== ============================================================ =====================
+=========== ================================================ ==========================================
+type        bag                                              pooling
+=========== ================================================ ==========================================
+mask        one connected component of one class              mean of ``s_c``
+point       the clicked pixel                                 ``s_c`` itself
+image       the whole valid image, for each labelled class    mean of ``s_c``
+box         the box                                           mean of the maxima of ``s_c`` along every
+                                                              row and every column of the box
+=========== ================================================ ==========================================
 
-All functions take the scores ``s`` (B,C,H,W) and the batch's bags in the collated layout of
-:mod:`dspseg.data.dataset` (a leading batch-index column), return (P,) pooled scores and (P,)
-classes, and never loop over bags in Python: the work is proportional to the pixels the bags
-cover.
+Box pooling, for a box of class c with rows ``Y`` and columns ``X`` (the tightness prior [58]):
+``(Σ_{y∈Y} max_{x∈X} s_c(y,x) + Σ_{x∈X} max_{y∈Y} s_c(y,x)) / (|Y| + |X|)``.
+
+Implementation: every bag is turned into flat indices into ``scores.view(-1)`` plus segment ids;
+:func:`pool_all` gathers the values of *all* bags with one indexing operation (so backward
+scatters into one gradient buffer, not one per bag type) and reduces each segment with
+``index_add_`` (means) or ``scatter_reduce`` (maxima). Nothing loops over bags in Python; the
+work is proportional to the pixels the bags cover. Bags come in the collated layout of
+:mod:`dspseg.data.dataset` (a leading batch-index column).
 """
 
 from __future__ import annotations
@@ -24,94 +28,111 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+POSITIVE_TYPES = ("mask", "box", "point", "image")
 
-def pool_instances(scores: Tensor, instances: Tensor, instance_classes: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean of ``s_c`` over each mask component (class c = the component's class).
 
-    Args:
-        scores: (B,C,H,W).
-        instances: (B,H,W) integer ids, 0 = no component, 1..M batch-unique.
-        instance_classes: (M,) class of each component.
-
-    Returns:
-        pooled (M,) and classes (M,). Components with no pixel left (cropped away) are dropped.
-    """
-    m = instance_classes.shape[0]
-    if m == 0:
-        return scores.new_zeros(0), instance_classes.new_zeros(0)
+def _instance_index(shape, instances: Tensor, instance_classes: Tensor):
+    """Flat indices of every component pixel of its own class, and the component id of each."""
+    b, c, h, w = shape
     inst = instances.reshape(-1).long()
-    sel = inst > 0
-    ids = inst[sel] - 1
-    b, c, h, w = scores.shape
-    pix = torch.arange(b * h * w, device=scores.device)[sel]
+    pix = torch.nonzero(inst > 0).flatten()
+    ids = inst[pix] - 1
     bi, rest = pix // (h * w), pix % (h * w)
-    cls = instance_classes[ids]
-    vals = scores.reshape(b, c, h * w)[bi, cls, rest]
-    sums = scores.new_zeros(m).index_add_(0, ids, vals)
-    counts = torch.bincount(ids, minlength=m)
-    keep = counts > 0
-    return sums[keep] / counts[keep].to(scores.dtype), instance_classes[keep]
+    flat = (bi * c + instance_classes[ids]) * (h * w) + rest
+    return flat, ids
 
 
-def pool_points(scores: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-    """``s_c`` at each clicked pixel. points: (P,4) rows ``[b, c, row, col]``."""
-    if points.shape[0] == 0:
-        return scores.new_zeros(0), points.new_zeros(0)
+def _point_index(shape, points: Tensor):
+    b, c, h, w = shape
     p = points.long()
-    return scores[p[:, 0], p[:, 1], p[:, 2], p[:, 3]], p[:, 1]
+    return ((p[:, 0] * c + p[:, 1]) * h + p[:, 2]) * w + p[:, 3]
 
 
-def pool_images(scores: Tensor, image_labels: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean of ``s_c`` over the valid pixels of the image, for each image label.
-
-    Args:
-        image_labels: (L,2) rows ``[b, c]``.
-        valid: (B,H,W) bool.
-    """
-    if image_labels.shape[0] == 0:
-        return scores.new_zeros(0), image_labels.new_zeros(0)
+def _image_index(shape, image_labels: Tensor, valid: Tensor):
+    """Flat indices of every valid pixel of each labelled (image, class), and the label id of each."""
+    b, c, h, w = shape
     lab = image_labels.long()
-    maps = scores[lab[:, 0], lab[:, 1]]  # (L,H,W)
-    v = valid[lab[:, 0]].to(scores.dtype)
-    return (maps * v).sum(dim=(1, 2)) / v.sum(dim=(1, 2)).clamp_min(1), lab[:, 1]
+    per_label = valid[lab[:, 0]].reshape(lab.shape[0], h * w)  # (L, h*w)
+    seg, rest = torch.nonzero(per_label, as_tuple=True)
+    flat = (lab[seg, 0] * c + lab[seg, 1]) * (h * w) + rest
+    return flat, seg
 
 
-def _box_pixels(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Flattened (box id, row offset, col offset) of every pixel of every box."""
-    x0, y0, x1, y1 = boxes[:, 2], boxes[:, 3], boxes[:, 4], boxes[:, 5]
-    hs, ws = y1 - y0, x1 - x0
-    areas = hs * ws
-    box_id = torch.repeat_interleave(torch.arange(boxes.shape[0], device=boxes.device), areas)
-    start = torch.cumsum(areas, 0) - areas
-    local = torch.arange(box_id.shape[0], device=boxes.device) - start[box_id]
-    return box_id, local // ws[box_id], local % ws[box_id]
-
-
-def pool_boxes(scores: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Mean of the row and column maxima of ``s_c`` inside each box (the tightness prior [58]).
-
-    For a box of class c with rows ``Y`` and columns ``X``:
-    ``pooled = (Σ_{y∈Y} max_{x∈X} s_c(y,x) + Σ_{x∈X} max_{y∈Y} s_c(y,x)) / (|Y| + |X|)``.
-
-    Args:
-        boxes: (Nb,6) rows ``[b, c, x0, y0, x1, y1]``, half-open, non-empty, inside the image.
-    """
-    if boxes.shape[0] == 0:
-        return scores.new_zeros(0), boxes.new_zeros(0)
+def _box_index(shape, boxes: Tensor):
+    """Flat indices of every pixel of every box, with its (row bucket, column bucket)."""
+    b, c, h, w = shape
     bx = boxes.long()
     hs, ws = bx[:, 5] - bx[:, 3], bx[:, 4] - bx[:, 2]
     if bool((hs <= 0).any() or (ws <= 0).any()):
-        raise ValueError("pool_boxes: every box needs x1 > x0 and y1 > y0 (empty boxes must be dropped before)")
-    box_id, dy, dx = _box_pixels(bx)
-    vals = scores[bx[box_id, 0], bx[box_id, 1], bx[box_id, 3] + dy, bx[box_id, 2] + dx]
-    row_start = torch.cumsum(hs, 0) - hs
-    col_start = torch.cumsum(ws, 0) - ws
-    n_rows, n_cols = int(hs.sum()), int(ws.sum())
-    fill = torch.finfo(scores.dtype).min
-    row_max = scores.new_full((n_rows,), fill).scatter_reduce(0, row_start[box_id] + dy, vals, "amax")
-    col_max = scores.new_full((n_cols,), fill).scatter_reduce(0, col_start[box_id] + dx, vals, "amax")
-    nb = bx.shape[0]
-    row_box = torch.repeat_interleave(torch.arange(nb, device=bx.device), hs)
-    col_box = torch.repeat_interleave(torch.arange(nb, device=bx.device), ws)
-    total = scores.new_zeros(nb).index_add_(0, row_box, row_max).index_add_(0, col_box, col_max)
-    return total / (hs + ws).to(scores.dtype), bx[:, 1]
+        raise ValueError("box pooling: every box needs x1 > x0 and y1 > y0 (drop empty boxes before)")
+    areas = hs * ws
+    box_id = torch.repeat_interleave(torch.arange(bx.shape[0], device=bx.device), areas)
+    local = torch.arange(box_id.shape[0], device=bx.device) - (torch.cumsum(areas, 0) - areas)[box_id]
+    dy, dx = local // ws[box_id], local % ws[box_id]
+    flat = ((bx[box_id, 0] * c + bx[box_id, 1]) * h + bx[box_id, 3] + dy) * w + bx[box_id, 2] + dx
+    row_bucket = (torch.cumsum(hs, 0) - hs)[box_id] + dy
+    col_bucket = (torch.cumsum(ws, 0) - ws)[box_id] + dx
+    return flat, row_bucket, col_bucket, hs, ws
+
+
+def _segment_mean(values: Tensor, seg: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    sums = values.new_zeros(n).index_add_(0, seg, values)
+    counts = torch.bincount(seg, minlength=n)
+    return sums / counts.clamp_min(1).to(values.dtype), counts
+
+
+def _box_reduce(values: Tensor, row_bucket: Tensor, col_bucket: Tensor, hs: Tensor, ws: Tensor) -> Tensor:
+    fill = torch.finfo(values.dtype).min
+    row_max = values.new_full((int(hs.sum()),), fill).scatter_reduce(0, row_bucket, values, "amax")
+    col_max = values.new_full((int(ws.sum()),), fill).scatter_reduce(0, col_bucket, values, "amax")
+    nb = hs.shape[0]
+    ids = torch.arange(nb, device=hs.device)
+    total = values.new_zeros(nb).index_add_(0, torch.repeat_interleave(ids, hs), row_max)
+    total = total.index_add_(0, torch.repeat_interleave(ids, ws), col_max)
+    return total / (hs + ws).to(values.dtype)
+
+
+def pool_all(scores: Tensor, instances: Tensor, instance_classes: Tensor, points: Tensor, boxes: Tensor,
+             image_labels: Tensor, valid: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """Pool ``scores`` over every bag of the batch with a single gather.
+
+    Args:
+        scores: (B,C,H,W) per-pixel class scores (or probabilities).
+        instances: (B,H,W) batch-unique component ids, 0 = none; instance_classes: (M,).
+        points: (P,4) ``[b, c, row, col]``; boxes: (Nb,6) ``[b, c, x0, y0, x1, y1]`` half-open,
+            non-empty, inside the image; image_labels: (L,2) ``[b, c]``; valid: (B,H,W) bool.
+
+    Returns:
+        ``{type: (pooled (P_t,), classes (P_t,))}`` for ``mask``, ``box``, ``point``, ``image``.
+        Components with no pixel left (e.g. cropped away) are dropped.
+    """
+    shape = tuple(scores.shape)
+    m = instance_classes.shape[0]
+    inst_flat, inst_seg = _instance_index(shape, instances, instance_classes) if m else (None, None)
+    pt_flat = _point_index(shape, points)
+    im_flat, im_seg = _image_index(shape, image_labels, valid)
+    box_flat, row_b, col_b, hs, ws = _box_index(shape, boxes)
+    parts = [x for x in (inst_flat, pt_flat, im_flat, box_flat) if x is not None]
+    values = scores.reshape(-1)[torch.cat(parts)] if parts else scores.new_zeros(0)
+    sizes = [0 if inst_flat is None else inst_flat.numel(), pt_flat.numel(), im_flat.numel(), box_flat.numel()]
+    inst_v, pt_v, im_v, box_v = torch.split(values, sizes)
+
+    out = {}
+    if m:
+        pooled, counts = _segment_mean(inst_v, inst_seg, m)
+        out["mask"] = (pooled[counts > 0], instance_classes[counts > 0])
+    else:
+        out["mask"] = (scores.new_zeros(0), instance_classes.new_zeros(0))
+    out["point"] = (pt_v, points[:, 1].long())
+    out["image"] = (_segment_mean(im_v, im_seg, image_labels.shape[0])[0], image_labels[:, 1].long())
+    out["box"] = (_box_reduce(box_v, row_b, col_b, hs, ws) if boxes.shape[0] else scores.new_zeros(0),
+                  boxes[:, 1].long())
+    return out
+
+
+def pool_boxes(scores: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """Box pooling alone (see the module docstring): (pooled (Nb,), classes (Nb,))."""
+    if boxes.shape[0] == 0:
+        return scores.new_zeros(0), boxes.new_zeros(0)
+    flat, row_b, col_b, hs, ws = _box_index(tuple(scores.shape), boxes)
+    return _box_reduce(scores.reshape(-1)[flat], row_b, col_b, hs, ws), boxes[:, 1].long()
