@@ -80,6 +80,10 @@ class BatchGeometry:
             raise ValueError(f"quarter turns need square batches, got {h}x{w}")
 
     @classmethod
+    def identity(cls, b: int, h: int, w: int) -> "BatchGeometry":
+        return cls([Dihedral()] * b, h, w)
+
+    @classmethod
     def random(cls, b: int, h: int, w: int, generator: torch.Generator) -> "BatchGeometry":
         flips = torch.randint(0, 2, (b,), generator=generator)
         turns = torch.randint(0, 4, (b,), generator=generator) if h == w else torch.randint(0, 2, (b,), generator=generator) * 2

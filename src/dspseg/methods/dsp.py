@@ -1,0 +1,102 @@
+r"""``dsp``: Decoupled Semantic Prototypes (Reiß et al., CVPR 2023), eq. 10.
+
+    L_total = L_CE + L_PLF + L_DSP
+
+* ``L_CE`` — cross-entropy of the prototype logits ``s/τ`` (eq. 3) on the annotated mask pixels of
+  the weak view.
+* ``L_PLF`` — cross-entropy of the strong view towards the weak view's pseudo-labels after
+  pseudo-label filtering (§3.6): ``PL_j = argmax_{c ∈ A_j} s_c(f_j)``, moved to the strong view
+  by its geometry (:mod:`dspseg.losses.plf`, :mod:`dspseg.methods.views`).
+* ``L_DSP`` — eq. 9 on the weak view: per annotation type, the mean over its positives of
+  ``log Z_c − ŝ_c/τ`` with the decoupled normaliser of eq. 8 over the whole batch
+  (:mod:`dspseg.losses.dsp`). Mask images contribute all their derived weak positives too (§3.1).
+
+Learns from every kind of training image: masks, boxes, points, image labels and unlabeled.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dspseg.methods import register
+from dspseg.methods.base import KINDS, Method
+from dspseg.methods.basic import masked_cross_entropy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor, nn
+
+
+class Lambdas(BaseModel):
+    """λ per annotation type in eq. 9."""
+
+    model_config = ConfigDict(extra="forbid")
+    mask: float = Field(0.1, ge=0)
+    box: float = Field(0.1, ge=0)
+    point: float = Field(0.1, ge=0)
+    image: float = Field(0.1, ge=0)
+
+
+class DSPOptions(BaseModel):
+    """Options of ``dsp`` (``--set method_options.KEY=VALUE``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tau: float = Field(0.05, gt=0, description="temperature of eq. 3 and eq. 6-8 (paper: 0.05)")
+    prototypes: int = Field(5, ge=1, description="prototypes per class, K (paper: 5)")
+    embed_dim: int = Field(64, ge=2, description="embedding size D (paper: 64)")
+    lambdas: Lambdas = Field(default_factory=Lambdas, description="weight of each annotation type in eq. 9")
+    variant: Literal["paper", "reference"] = Field(
+        "paper", description="paper: eq. 6-9 on exp(s/tau); reference: the released code's form on softmax "
+        "probabilities (with its class-weighting bug fixed)")
+    plf_weight: float = Field(1.0, ge=0, description="weight of L_PLF")
+    compile: bool = Field(True, description="fuse the eq. 8 normaliser's passes with torch.compile")
+    weak_jitter: float = Field(0.2, ge=0, le=1)
+    strong_jitter: float = Field(0.4, ge=0, le=1)
+    cutout: int = Field(9, ge=0, description="CutOut squares at most, strong view")
+
+
+@register
+class DSP(Method):
+    """Decoupled Semantic Prototypes: CE + pseudo-label filtering + the decoupled prototype loss."""
+
+    name = "dsp"
+    summary = "Decoupled Semantic Prototypes (CE + filtered pseudo-labels + eq. 9; learns from every annotation type)"
+    uses = frozenset(KINDS)
+    head = "prototype"
+    Options = DSPOptions
+
+    def head_kwargs(self) -> dict[str, Any]:
+        o = self.options
+        return {"n_prototypes": o.prototypes, "embed_dim": o.embed_dim, "tau": o.tau}
+
+    def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        from dspseg.methods.views import weak_and_strong
+
+        o = self.options
+        views = weak_and_strong(model, batch, o.weak_jitter, o.strong_jitter, o.cutout)
+        return self.terms(views)
+
+    def terms(self, views) -> dict[str, Tensor]:
+        """The loss terms of eq. 10 from the two views (see the module docstring)."""
+        from dspseg.losses.dsp import Bags, dsp_loss
+        from dspseg.losses.plf import filter_pseudo_labels
+
+        o = self.options
+        weak, strong = views.weak, views.strong
+        ce = masked_cross_entropy(views.out_weak["logits"], weak["target"], weak["valid"], self.ignore_index)
+        pseudo = filter_pseudo_labels(views.out_weak["scores"], weak["allowed"], weak["valid"], self.ignore_index)
+        plf = masked_cross_entropy(views.out_strong["logits"], views.geometry.apply(pseudo), strong["valid"],
+                                   self.ignore_index)
+        dsp = dsp_loss(views.out_weak["scores"].float(), weak["allowed"], weak["valid"], Bags.from_batch(weak),
+                       tau=o.tau, lambdas=o.lambdas.model_dump(), variant=o.variant, fused=o.compile)
+        return {"ce": ce, "plf": o.plf_weight * plf, **dsp}
+
+    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Eq. 10 on a single, un-augmented view: the PLF target is the filtered arg-max of ``outputs``."""
+        from dspseg.data.augment import BatchGeometry
+        from dspseg.methods.views import Views
+
+        b, _, h, w = batch["image"].shape
+        identity = BatchGeometry.identity(b, h, w)
+        return self.terms(Views(batch, batch, outputs, outputs, identity))
