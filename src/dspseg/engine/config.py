@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,6 +93,9 @@ def _closest(key: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; allowed keys: {', '.join(choices)}"
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_set(item: str) -> tuple[list[str], Any]:
     """``"a.b=VALUE"`` → (["a", "b"], yaml.safe_load(VALUE)); ConfigError on a missing '='."""
     if "=" not in item:
@@ -104,6 +108,8 @@ def parse_set(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {key}={raw}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     return key.split("."), value
 
 

@@ -41,7 +41,7 @@ def _stack(images: list[Tensor]) -> Tensor:
 
 
 def predict_labels(model: nn.Module, images: list[Tensor], tile: int = 256, batch_size: int = 4,
-                   autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                   overlap: float = 0.25, autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                    ) -> Iterable[tuple[int, Tensor]]:
     """Yield ``(i, labels (H_i, W_i) long on the CPU)`` for normalised images (Cin, H_i, W_i).
 
@@ -61,7 +61,7 @@ def predict_labels(model: nn.Module, images: list[Tensor], tile: int = 256, batc
                 groups.setdefault(tuple(im.shape), []).append(i)
             else:
                 with autocast():
-                    probs = predict_tiled(model, im, tile=tile, overlap=0.25, batch_size=batch_size, device=device)
+                    probs = predict_tiled(model, im, tile=tile, overlap=overlap, batch_size=batch_size, device=device)
                 yield i, probs.argmax(0).cpu()
         with torch.no_grad():
             for idx in groups.values():

@@ -185,18 +185,21 @@ def plot_progress(log: MetricsLog, path: str | Path, title: str = "") -> Path:
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax_loss, ax_dice = fig.subplots(1, 2)
-    terms = [c for c in log.columns if c not in ("step", "epoch", "lr", "elapsed_s") and not c.startswith("val_")]
-    positive = True
-    for name in terms:
+    terms = [c for c in log.columns if c not in ("step", "epoch", "lr", "elapsed_s", "loss")
+             and not c.startswith("val_")]
+    curves = (["loss"] if "loss" in log.columns else []) + (terms if len(terms) > 1 else [])
+    finite: list[float] = []
+    for name in curves:
         steps, values = log.series(name)
         if steps:
-            ax_loss.plot(steps, values, label=name, lw=1.5 if name == "loss" else 1.0)
-            positive &= all(v > 0 for v in values if math.isfinite(v))
-    if positive and any(log.series(t)[0] for t in terms):
+            label = name if name != "loss" or len(terms) != 1 else f"loss ({terms[0]})"
+            ax_loss.plot(steps, values, label=label, lw=1.6 if name == "loss" else 1.0)
+            finite += [v for v in values if math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
         ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss")
-    if terms:
+    if finite:
         ax_loss.legend(fontsize=8)
     steps, values = log.series("val_mean_dice")
     if steps:
@@ -205,7 +208,7 @@ def plot_progress(log: MetricsLog, path: str | Path, title: str = "") -> Path:
             if c.startswith("val_dice_"):
                 s, v = log.series(c)
                 ax_dice.plot(s, v, lw=0.8, alpha=0.6, label=c[len("val_dice_"):])
-        ax_dice.legend(fontsize=7, ncol=2)
+        ax_dice.legend(fontsize=7, ncol=2, loc="upper left", framealpha=0.6)
     else:
         ax_dice.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax_dice.transAxes)
     ax_dice.set_ylim(0, 1)

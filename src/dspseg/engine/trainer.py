@@ -105,7 +105,7 @@ class Trainer:
 
         cfg = self.cfg
         if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+            torch.set_num_threads(cfg.threads)  # fit() restores the previous value
         try:
             self.fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
         except (ValueError, RuntimeError, TypeError) as e:
@@ -237,7 +237,17 @@ class Trainer:
         return values
 
     def fit(self) -> TrainResult:
-        """Set up, train to the step budget, validate, checkpoint; return where the run stands."""
+        """Set up, train to the step budget, validate, checkpoint; return where the run stands.
+
+        ``threads`` changes torch's thread count only while training (restored afterwards).
+        """
+        threads = torch.get_num_threads()
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self) -> TrainResult:
         t_start = time.perf_counter()
         self._setup()
         cfg, fabric = self.cfg, self.fabric

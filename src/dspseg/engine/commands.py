@@ -1,0 +1,158 @@
+"""The ``train``, ``evaluate`` and ``predict`` commands (typer functions; the CLI registers them).
+
+Nothing heavy is imported at module level (torch and lightning load inside the command bodies), so
+``dspseg --help`` stays instant. A user's mistake ends in one sentence on stderr: exit code 2 for a
+bad option, path or run folder, 1 for a dataset or image that cannot be used and for a training run
+that had to stop (non-finite loss); never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dspseg.methods import method_table
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+TRAIN_HELP = (
+    "Train a segmentation network on a dataset and write a self-explaining run folder.\n\n"
+    "Training uses the records with split 'train' (all records when none has a split), validation the 'val' "
+    "records. The run folder (--out) gets config.yaml, env.json, metrics.csv, progress.png and checkpoints/ "
+    "(last.pt to resume, best.pt by validation Dice). Options come from, in increasing priority: defaults, "
+    "--config FILE, the flags below, --set key=value.\n\n"
+    "Methods (--method):\n"
+)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run_guarded(fn):  # noqa: ANN001, ANN202 - small local helper
+    """Call ``fn()``; turn known user-facing errors into one sentence and an exit code."""
+    from dspseg.data.io import ImageReadError
+    from dspseg.data.manifest import ManifestError
+    from dspseg.engine.config import UserError
+
+    try:
+        return fn()
+    except ManifestError as e:
+        _fail(f"the dataset cannot be used:\n{e}", 1)
+    except ImageReadError as e:
+        _fail(str(e), 1)
+    except UserError as e:
+        from dspseg.data.dataset import DatasetError
+
+        _fail(str(e), 1 if isinstance(e, DatasetError) else 2)
+    except KeyboardInterrupt:
+        _fail("interrupted; a run can continue from its last checkpoint with --resume", 130)
+    except Exception as e:  # training failures carry a full sentence already
+        from dspseg.engine.trainer import TrainingError
+
+        if isinstance(e, TrainingError):
+            _fail(str(e), 1)
+        raise
+
+
+def train(
+    data: Path = typer.Argument(..., help="Dataset folder (holding dataset.json) or the dataset.json file.",
+                                show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to create; must be new or empty (unless --resume).",
+                             show_default=False),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Training method, see the list above (default: basic)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Number of training steps, i.e. batches (default: 1000)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
+                                         help="Train for this many passes over the training images instead of --steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per step (default: 8)."),
+    width: Optional[int] = typer.Option(None, "--width", min=1,
+                                        help="Network size: U-Net channels at full resolution (default: 16, quick on a "
+                                        "laptop CPU; the paper uses 64)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed for weights, image order and crops (default: 0)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="YAML file of options (key: value lines, e.g. a run's config.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Set any option, e.g. --set lr=1e-4 or --set method_options.tau=0.1 "
+                                   "(repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint, exactly."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from the weights of another run folder "
+                                        "(e.g. a trained basic U-Net)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for PyTorch (default: all cores)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Number format: 32-true (default, exact), bf16-mixed "
+                                            "or 16-mixed (faster on recent GPUs)."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", min=0,
+                                            help="Validate and save a checkpoint every N steps (default: 100; 0: at the end)."),
+) -> None:
+    def run() -> None:
+        from dspseg.engine.trainer import resolve_run_config
+        from dspseg.engine.trainer import train as run_training
+
+        flags = {"method": method, "steps": steps, "epochs": epochs, "batch_size": batch_size, "width": width,
+                 "seed": seed, "init": str(init) if init is not None else None, "threads": threads,
+                 "precision": precision, "val_every": val_every}
+        cfg = resolve_run_config(out, resume, config, flags, set_)
+        result = run_training(data, out, cfg, resume=resume, console=console)
+        console.print(f"run folder: {out}  (progress plot: {out / 'progress.png'}, metrics: {out / 'metrics.csv'})",
+                      highlight=False)
+        console.print(f"next: dspseg evaluate {out} {data}", highlight=False)
+        return result
+
+    _run_guarded(run)
+
+
+train.__doc__ = TRAIN_HELP + "\n".join(f"  {name:<8} {summary}" for name, summary in method_table())
+
+
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder made by `dspseg train` (its checkpoints/best.pt is used).",
+                               show_default=False),
+    data: Path = typer.Argument(..., help="Dataset folder or dataset.json holding the images to score.", show_default=False),
+    split: str = typer.Option("test", "--split", help="Which records to score: test, val or train."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Where to write the scores (default: RUN/eval/<split>.json)."),
+) -> None:
+    """Score a trained run with Dice per class on a dataset split; print the table and write a JSON file.
+
+    Dice per class = 2·TP / (2·TP + FP + FN) over all pixels of the split (unannotated pixels skipped). The headline is the mean over classes, background included; a class absent from both prediction and truth is left out of the mean.
+    """
+    if split not in ("train", "val", "test"):
+        _fail(f"--split must be train, val or test, got '{split}'", 2)
+
+    def run_eval() -> None:
+        from dspseg.engine.evaluate import evaluate_run
+
+        evaluate_run(run, data, split=split, json_path=json_path, console=console)
+
+    _run_guarded(run_eval)
+
+
+def predict(
+    run: Path = typer.Argument(..., help="Run folder made by `dspseg train`.", show_default=False),
+    inputs: list[Path] = typer.Argument(..., help="Image files (.tif, .png) or folders of them.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the label images (one <name>.tif per input).",
+                             show_default=False),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write <name>_overlay.png: the image with classes in colour."),
+    tile: int = typer.Option(256, "--tile", min=16, help="Tile side in pixels for images larger than it; bigger is "
+                             "faster but uses more memory."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Which weights: best (best validation Dice) or last."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace label images already in --out."),
+) -> None:
+    """Segment new images with a trained run: one label TIFF per input, same height and width.
+
+    Pixel values of the label images are class ids in the order of the dataset's classes (see `dspseg validate DATA`). Input files are never modified.
+    """
+    if checkpoint not in ("best", "last"):
+        _fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
+
+    def run_predict() -> None:
+        from dspseg.engine.predict import predict_files
+
+        written = predict_files(run, inputs, out, overlay=overlay, tile=tile, checkpoint=checkpoint,
+                                overwrite=overwrite, console=console)
+        console.print(f"wrote {len(written)} label image(s) to {out}", highlight=False)
+
+    _run_guarded(run_predict)

@@ -1,0 +1,297 @@
+"""Trainer: a tiny run learns, the run folder explains itself, resume is exact, NaN stops cleanly,
+checkpoints are atomic, OUT is protected, --init loads weights; the train/evaluate/predict CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from dspseg.data.io import write_image, write_mask
+from dspseg.engine import checkpoint as ckpt
+from dspseg.engine.config import UserError, resolve_config
+from dspseg.engine.trainer import Trainer, TrainingError, resolve_run_config, train
+from dspseg.methods import METHODS, register
+from dspseg.methods.base import Method
+from dspseg.methods.basic import masked_cross_entropy
+
+CLASSES = ["bg", "rect", "disc"]
+TINY = {"width": 4, "levels": 3, "batch_size": 4, "crop_size": 32, "log_every": 2, "val_every": 5, "threads": 1}
+
+
+def make_easy_dataset(root: Path, n: tuple[int, int, int] = (8, 4, 4), h: int = 32, w: int = 48, seed: int = 0,
+                      kind: str = "mask") -> Path:
+    """Dark background, a bright 10x14 rectangle and a grey disc of radius 4 per image, light noise;
+    ``n`` train/val/test images with full masks (train images get boxes instead for ``kind="box"``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    records, k = [], 0
+    for split, count in zip(("train", "val", "test"), n):
+        for _ in range(count):
+            mask = np.zeros((h, w), np.uint8)
+            r, c = rng.integers(2, h - 12), rng.integers(2, w - 16)
+            mask[r:r + 10, c:c + 14] = 1
+            cy, cx = rng.integers(5, h - 5), rng.integers(5, w - 5)
+            mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = 2
+            image = np.choose(mask, [0.1, 0.9, 0.5]) + rng.normal(0, 0.05, (h, w))
+            write_image(root / f"i{k}.tif", image.astype(np.float32))
+            rec = {"file": f"i{k}.tif", "split": split}
+            if kind == "box" and split == "train":
+                rec["boxes"] = [{"class": "rect", "xyxy": [int(c), int(r), int(c) + 14, int(r) + 10]}]
+            else:
+                write_mask(root / f"m{k}.tif", mask)
+                rec["mask"] = f"m{k}.tif"
+            records.append(rec)
+            k += 1
+    (root / "dataset.json").write_text(json.dumps({"classes": CLASSES, "ignore_index": 255, "images": records}))
+    return root
+
+
+def tiny_cfg(**over):
+    flags = {**TINY, **{k: v for k, v in over.items() if k != "sets"}}
+    return resolve_config(flags=flags, sets=["lr=0.01", *over.get("sets", [])])
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory) -> Path:
+    return make_easy_dataset(tmp_path_factory.mktemp("easy"))
+
+
+def test_tiny_training_learns_and_writes_the_run_folder(easy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = tiny_cfg(steps=60, val_every=30)
+    result = train(easy, out, cfg)
+    assert result.step == 60 and result.best_step in (30, 60)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < 0.5 * losses[0]
+    # chance: uniform guessing gives a mean Dice near 0.3, the majority class about 0.3 too
+    assert result.best_metric > 0.6
+    header = list(rows[0])
+    assert header[:3] == ["step", "epoch", "loss"] or header[:4] == ["step", "epoch", "ce", "loss"]
+    for col in ("ce", "loss", "lr", "val_mean_dice", "val_dice_bg", "val_dice_rect", "val_dice_disc", "elapsed_s"):
+        assert col in header
+    assert [int(r["step"]) for r in rows] == list(range(2, 61, 2))
+    assert rows[14]["val_mean_dice"] and not rows[13]["val_mean_dice"]  # validated at step 30, not 28
+    assert resolve_config(out / "config.yaml") == cfg
+    env = json.loads((out / "env.json").read_text())
+    for key in ("dspseg", "git_commit", "python", "packages", "seed", "hostname", "cpu_count", "threads", "accelerator"):
+        assert key in env
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["packages"]["torch"].startswith("2.")
+    assert (out / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert best["classes"] == CLASSES and best["in_channels"] == 1 and best["optimizer"] is None
+    assert last["step"] == 60 and last["optimizer"] is not None and last["data_position"] == 60
+    assert len(last["normalisation"]["mean"]) == 1 and last["model_args"]["width"] == 4
+
+
+def test_resume_gives_the_same_weights_as_one_run(easy: Path, tmp_path: Path) -> None:
+    train(easy, tmp_path / "a", tiny_cfg(steps=6, val_every=3))
+    train(easy, tmp_path / "b", tiny_cfg(steps=3, val_every=3))
+    cfg = resolve_run_config(tmp_path / "b", True, flags={"steps": 6})
+    assert cfg.steps == 6
+    train(easy, tmp_path / "b", cfg, resume=True)
+    a = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    for k, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])
+    rows = [int(r["step"]) for r in csv.DictReader((tmp_path / "b/metrics.csv").open())]
+    assert rows == [2, 3, 4, 6]  # the resumed run continues metrics.csv
+
+
+class NaNAfter(Method):
+    """Cross-entropy, then NaN from the 5th call on (test-only)."""
+
+    name = "nan_after"
+    summary = "test-only: NaN from step 5"
+    uses = frozenset({"mask"})
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def loss(self, outputs, batch):
+        self.calls += 1
+        ce = masked_cross_entropy(outputs["logits"], batch["target"], batch["valid"], self.ignore_index)
+        bad = ce * float("nan") if self.calls >= 5 else ce * 0
+        return {"ce": ce, "bad_term": bad}
+
+
+@pytest.fixture
+def nan_method():
+    register(NaNAfter)
+    yield NaNAfter
+    METHODS.pop("nan_after", None)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(easy: Path, tmp_path: Path, nan_method) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"step 5: the loss term 'bad_term' is nan.*last good checkpoint"):
+        train(easy, out, tiny_cfg(steps=10, val_every=2, sets=["method=nan_after"]))
+    last = torch.load(out / "checkpoints/last.pt", weights_only=True)
+    assert last["step"] == 4
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    steps = [int(r["step"]) for r in csv.DictReader((out / "metrics.csv").open())]
+    assert steps == [2, 4]
+
+
+def test_failed_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    ckpt.save_checkpoint({"format": ckpt.FORMAT, "step": 1, "w": torch.ones(3)}, path)
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial garbage")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="No space"):
+        ckpt.save_checkpoint({"format": ckpt.FORMAT, "step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = ckpt.load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert os.listdir(path.parent) == ["last.pt"]  # no temporary file left behind
+
+
+def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match="cannot read the checkpoint .*bad.pt"):
+        ckpt.load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(ckpt.CheckpointError, match="has no checkpoints/best.pt"):
+        ckpt.run_checkpoint(tmp_path)
+    with pytest.raises(ckpt.CheckpointError, match="does not exist"):
+        ckpt.run_checkpoint(tmp_path / "nope")
+
+
+def test_rng_state_round_trip_loads_weights_only(tmp_path: Path) -> None:
+    import random
+
+    state = ckpt.rng_state()
+    ckpt.save_checkpoint({"format": ckpt.FORMAT, "rng": state}, tmp_path / "r.pt")
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    ckpt.set_rng_state(ckpt.load_checkpoint(tmp_path / "r.pt")["rng"])
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_out_folder_is_protected(easy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="is not empty.*--resume"):
+        Trainer(easy, out, tiny_cfg(steps=1))
+    with pytest.raises(UserError, match="nothing to resume"):
+        resolve_run_config(out, True)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+class ProtoCE(Method):
+    name = "proto_ce"
+    summary = "test-only: cross-entropy through the prototype head"
+    uses = frozenset({"mask"})
+    head = "prototype"
+
+    def head_kwargs(self):
+        return {"n_prototypes": 2, "embed_dim": 8}
+
+    def loss(self, outputs, batch):
+        return {"ce": masked_cross_entropy(outputs["logits"], batch["target"], batch["valid"], self.ignore_index)}
+
+
+def test_init_loads_matching_weights_and_notes_the_rest(easy: Path, tmp_path: Path, capsys) -> None:
+    from rich.console import Console
+
+    train(easy, tmp_path / "a", tiny_cfg(steps=2, val_every=0))
+    register(ProtoCE)
+    try:
+        cfg = tiny_cfg(steps=1, sets=["method=proto_ce", f"init={tmp_path / 'a'}"])
+        trainer = Trainer(easy, tmp_path / "b", cfg, console=Console(force_terminal=False, width=200))
+        trainer._setup()
+    finally:
+        METHODS.pop("proto_ce", None)
+    note = capsys.readouterr().out
+    assert "init: " in note and "left as initialised" in note and "head." in note
+    source = torch.load(tmp_path / "a/checkpoints/best.pt", weights_only=True)["model"]
+    mine = trainer.raw_model.state_dict()
+    backbone = [k for k in source if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(source[k], mine[k]) for k in backbone)
+
+
+def test_epochs_budget_and_no_val_split(tmp_path: Path) -> None:
+    data = make_easy_dataset(tmp_path / "d", n=(6, 0, 0))
+    result = train(data, tmp_path / "run", tiny_cfg(epochs=2, val_every=0))
+    assert result.step == 4  # ceil(6 / 4) = 2 batches per epoch
+    assert result.best_metric is None and result.best_step == 4
+    assert ckpt.load_checkpoint(result.best_checkpoint)["step"] == 4
+
+
+def test_method_without_usable_images_is_refused(tmp_path: Path) -> None:
+    from dspseg.data.dataset import DatasetError
+
+    data = make_easy_dataset(tmp_path / "d", n=(4, 1, 0), kind="box")
+    with pytest.raises(DatasetError, match=r"learns from \['mask'\].*\{'box': 4\}"):
+        train(data, tmp_path / "run", tiny_cfg(steps=1))
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _app() -> typer.Typer:
+    from dspseg.engine.commands import evaluate, predict
+    from dspseg.engine.commands import train as train_cmd
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(name="train")(train_cmd)
+    app.command(name="evaluate")(evaluate)
+    app.command(name="predict")(predict)
+    return app
+
+
+def test_cli_train_evaluate_predict(easy: Path, tmp_path: Path) -> None:
+    app, runner = _app(), CliRunner()
+    out = tmp_path / "run"
+    args = ["train", str(easy), "--out", str(out), "--steps", "4", "--width", "4", "--batch-size", "4",
+            "--val-every", "2", "--set", "levels=3", "--set", "crop_size=32", "--set", "log_every=2"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "step 4/4" in r.output and (out / "checkpoints/best.pt").is_file()
+
+    r = runner.invoke(app, args)  # same OUT again
+    assert r.exit_code == 2 and "is not empty" in r.output and "Traceback" not in r.output
+
+    r = runner.invoke(app, ["train", str(easy), "--out", str(tmp_path / "x"), "--set", "lrr=1"])
+    assert r.exit_code == 2 and "did you mean 'lr'" in r.output and not (tmp_path / "x").exists()
+
+    r = runner.invoke(app, ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "y"), "--steps", "1"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+
+    r = runner.invoke(app, ["evaluate", str(out), str(easy), "--split", "test"])
+    assert r.exit_code == 0, r.output
+    assert "rect" in r.output and "background included" in r.output
+    assert json.loads((out / "eval/test.json").read_text())["images"] == 4
+
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "norun"), str(easy)])
+    assert r.exit_code == 2 and "does not exist" in r.output
+
+    r = runner.invoke(app, ["predict", str(out), str(easy / "i0.tif"), "--out", str(tmp_path / "pred"), "--overlay"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "pred/i0.tif").is_file() and (tmp_path / "pred/i0_overlay.png").is_file()
+
+
+def test_cli_help_lists_methods() -> None:
+    r = CliRunner().invoke(_app(), ["train", "--help"])
+    assert r.exit_code == 0
+    for name, cls in METHODS.items():
+        assert name in r.output
+    assert "paper uses 64" in r.output and "--resume" in r.output
