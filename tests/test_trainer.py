@@ -111,6 +111,14 @@ def test_resume_gives_the_same_weights_as_one_run(easy: Path, tmp_path: Path) ->
     assert rows == [2, 3, 4, 6]  # the resumed run continues metrics.csv
 
 
+def test_worker_processes_give_the_same_weights(easy: Path, tmp_path: Path) -> None:
+    train(easy, tmp_path / "a", tiny_cfg(steps=3, val_every=0))
+    train(easy, tmp_path / "b", tiny_cfg(steps=3, val_every=0, num_workers=1))
+    a = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 class NaNAfter(Method):
     """Cross-entropy, then NaN from the 5th call on (test-only)."""
 

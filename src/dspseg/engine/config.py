@@ -57,7 +57,8 @@ class TrainConfig(BaseModel):
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field("32-true", description="numeric precision")
     accelerator: str = Field("auto", description="cpu, cuda, mps, gpu or auto")
     devices: int | str = Field(1, description="number of devices, or 'auto'")
-    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    num_workers: int | None = Field(None, ge=0, description="data loader worker processes (default: 0 on a CPU, "
+                                    "2 on a GPU, where they overlap batch assembly with compute)")
     init: str | None = Field(None, description="run folder whose model weights to start from")
     method_options: dict[str, Any] = Field(default_factory=dict, description="the method's own options")
 

@@ -117,6 +117,9 @@ class Trainer:
             first = "; ".join(str(p) for p in report.errors[:3])
             raise DatasetError(f"{self.data} has {len(report.errors)} problem(s), e.g. {first}. "
                                f"Run `dspseg validate {self.data}` for the full list")
+        if report.warnings:
+            self.console.print(f"note: {len(report.warnings)} warning(s) about {self.data}; "
+                               f"`dspseg validate {self.data}` lists them", highlight=False)
         manifest = load_manifest(self.data)
         self.classes = list(manifest.classes)
         method_cls = get_method(cfg.method)
@@ -206,11 +209,12 @@ class Trainer:
 
     def _loader(self) -> torch.utils.data.DataLoader:
         sampler = EpochBatchSampler(**self.sampler_args, start_batch=self.step)
+        on_gpu = self.fabric.device.type == "cuda"
+        workers = self.cfg.num_workers if self.cfg.num_workers is not None else (2 if on_gpu else 0)
         return torch.utils.data.DataLoader(
-            self.train_set, batch_sampler=sampler, num_workers=self.cfg.num_workers,
+            self.train_set, batch_sampler=sampler, num_workers=workers,
             collate_fn=partial(collate, ignore_index=self.train_set.ignore_index),
-            pin_memory=self.fabric.device.type == "cuda", generator=torch.Generator(),
-            persistent_workers=self.cfg.num_workers > 0)
+            pin_memory=on_gpu, generator=torch.Generator(), persistent_workers=workers > 0)
 
     def _validate(self) -> dict[str, float]:
         if len(self.val_set) == 0 or not self.fabric.is_global_zero:
@@ -227,7 +231,8 @@ class Trainer:
         bad = ~np.isfinite(values)
         if bad.any():
             k, t = (int(v[0]) for v in np.nonzero(bad))
-            self.metrics.flush()
+            if self.fabric.is_global_zero:
+                self.metrics.flush()
             kept = self.out / "checkpoints" / "last.pt"
             kept_note = (f"the last good checkpoint {kept} was kept" if kept.is_file()
                          else "no checkpoint had been written yet")
@@ -308,7 +313,7 @@ class Trainer:
                     self.metrics.flush()
         finally:
             reporter.close()
-        if len(self.val_set) == 0 and fabric.is_global_zero:
+        if self.best_step is None and fabric.is_global_zero:  # no val split (or no countable class)
             self.best_step = self.step
             self._save(best=True)
         fabric.barrier()
