@@ -98,8 +98,8 @@ def train(
         cfg = resolve_run_config(out, resume, config, flags, set_)
         result = run_training(data, out, cfg, resume=resume, console=console)
         console.print(f"run folder: {out}  (progress plot: {out / 'progress.png'}, metrics: {out / 'metrics.csv'})",
-                      highlight=False)
-        console.print(f"next: dspseg evaluate {out} {data}", highlight=False)
+                      highlight=False, soft_wrap=True)
+        console.print(f"next: dspseg evaluate {out} {data}", highlight=False, soft_wrap=True)
         return result
 
     _run_guarded(run)

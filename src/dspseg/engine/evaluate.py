@@ -96,13 +96,14 @@ def dice_table(result: DiceResult, classes: list[str], title: str) -> Any:
     """A rich Table: one row per class (``—`` for a class absent from prediction and truth) and the mean."""
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("class")
     table.add_column("Dice", justify="right")
     for name, v in zip(classes, result.per_class):
         table.add_row(name, "—" if np.isnan(v) else f"{v:.3f}")
     mean = "—" if math.isnan(result.mean) else f"{result.mean:.3f}"
-    table.add_row("[bold]mean[/]", f"[bold]{mean}[/]", end_section=True)
+    table.add_section()
+    table.add_row("[bold]mean[/]", f"[bold]{mean}[/]")
     return table
 
 

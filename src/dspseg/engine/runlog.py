@@ -268,7 +268,8 @@ class Reporter:
             self.progress.update(self.task, completed=step, info=self.describe(row))
         else:
             self.console.print(f"step {step}/{self.total} (epoch {row.get('epoch', 0):g})  {self.describe(row)}  "
-                               f"lr {row.get('lr', 0):.3g}  {row.get('elapsed_s', 0):.1f} s", highlight=False)
+                               f"lr {row.get('lr', 0):.3g}  {row.get('elapsed_s', 0):.1f} s", highlight=False,
+                               soft_wrap=True)
 
     def close(self) -> None:
         if self.progress is not None:
