@@ -47,7 +47,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                            help="Print the version and exit."),
 ) -> None:
     """dspseg: semi-weakly supervised segmentation for microscopy."""
@@ -142,6 +142,40 @@ def _print_simulation(result) -> None:
     console.print("split sizes: " + ", ".join(f"{k} {v}" for k, v in result.split_sizes.items()))
     for w in getattr(result, "warnings", []) or []:
         console.print(f"[yellow]note:[/] {w}")
+
+
+# ------------------------------------------------------------------------------------------ train etc.
+
+from dspseg.engine.commands import evaluate, predict, train  # noqa: E402  (no torch at import time)
+
+app.command()(train)
+app.command()(evaluate)
+app.command()(predict)
+
+
+# ------------------------------------------------------------------------------------------ demo
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-output"), "--out", "-o",
+                             help="Folder for everything the demo makes (replaced if it holds a previous demo)."),
+    steps: int = typer.Option(300, "--steps", min=1, help="Training steps of the basic U-Net."),
+    images: int = typer.Option(128, "--images", min=16, help="Synthetic images to make."),
+    size: int = typer.Option(96, "--size", min=32, help="Synthetic image side, pixels."),
+    width: int = typer.Option(16, "--width", min=2, help="U-Net width (channels at full resolution)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data, the splits and the training."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+) -> None:
+    """Run the whole workflow on synthetic EM data: synth, validate, simulate, train, evaluate, predict."""
+    from dspseg.demo import DemoSettings, run_demo
+    from dspseg.engine.config import UserError
+
+    settings = DemoSettings(images=images, size=size, steps=steps, width=width, seed=seed, threads=threads)
+    try:
+        run_demo(out, settings, console)
+    except (UserError, ValueError, OSError) as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":  # pragma: no cover
