@@ -242,6 +242,9 @@ def test_epochs_budget_and_no_val_split(tmp_path: Path) -> None:
     assert result.step == 4  # ceil(6 / 4) = 2 batches per epoch
     assert result.best_metric is None and result.best_step == 4
     assert ckpt.load_checkpoint(result.best_checkpoint)["step"] == 4
+    cfg = resolve_run_config(tmp_path / "run", True, flags={"epochs": 3})
+    assert train(data, tmp_path / "run", cfg, resume=True).step == 6
+    assert ckpt.load_checkpoint(result.best_checkpoint)["step"] == 6  # still the final model
 
 
 def test_method_without_usable_images_is_refused(tmp_path: Path) -> None:

@@ -313,7 +313,7 @@ class Trainer:
                     self.metrics.flush()
         finally:
             reporter.close()
-        if self.best_step is None and fabric.is_global_zero:  # no val split (or no countable class)
+        if self.best_metric is None and fabric.is_global_zero:  # no val split (or no countable class)
             self.best_step = self.step
             self._save(best=True)
         fabric.barrier()
