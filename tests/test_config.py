@@ -135,3 +135,16 @@ def test_resume_may_change_only_the_budget_and_machine() -> None:
     check_resume_changes(saved, TrainConfig(steps=20, threads=2, val_every=5))
     with pytest.raises(ConfigError, match="cannot change 'lr' when resuming"):
         check_resume_changes(saved, TrainConfig(steps=20, lr=1e-3))
+
+
+def test_commands_and_methods_import_without_torch() -> None:
+    """`dspseg --help` must stay instant: the command module, the config and every registered method
+    load without torch (methods import it inside their functions)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dspseg.engine.commands, dspseg.engine.config, dspseg.methods; "
+            "heavy = [m for m in ('torch', 'lightning_fabric', 'matplotlib') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
