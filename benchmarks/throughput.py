@@ -2,7 +2,7 @@
 float32 matmul peak that they reach.
 
     python benchmarks/throughput.py --width 16 --size 128 --batch 8 --steps 5 --threads 2
-    python benchmarks/throughput.py --width 32 --compare        # channels_last × threads grid
+    python benchmarks/throughput.py --width 32 --compare --rounds 3   # channels_last × threads grid
 
 What is measured (random data pre-generated in memory, so nothing but compute is timed):
 
@@ -16,7 +16,9 @@ FLOPs per step are counted once with ``torch.utils.flop_counter.FlopCounterMode`
 convolutions, forward + backward; elementwise ops, BatchNorm and the optimiser are not counted), so
 ``% peak = FLOPs per step / seconds per step / peak FLOP/s``, given for the median step and for the
 fastest one (other processes on a shared machine only slow steps down, so "best" estimates what
-the code can do and the median what it did; compare rows by the same column).
+the code can do and the median what it did; compare rows by the same column). On a busy machine use
+``--rounds N``: the settings are measured N times interleaved and each row keeps its fastest round,
+the peak its highest.
 
 Other steps plug in through :func:`bench`: pass any ``step_fn(batch)`` (e.g. the engine's training
 step on an equal batch), count its FLOPs with :func:`count_flops` and add a :func:`row` — see
@@ -173,11 +175,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.1f}" if isinstance(v, float) else str(v)
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
 
 
-def run_config(args: argparse.Namespace, threads: int, channels_last: bool, peak: float) -> list[dict[str, Any]]:
-    """Train-step and inference rows for one (threads, channels_last) setting."""
+def run_config(
+    args: argparse.Namespace, threads: int, channels_last: bool
+) -> list[tuple[str, dict[str, float], int]]:
+    """(name, bench result, FLOPs per step) of the train step and of inference for one
+    (threads, channels_last) setting."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_model(args.channels, args.classes, width=args.width, head="linear")
@@ -185,13 +192,15 @@ def run_config(args: argparse.Namespace, threads: int, channels_last: bool, peak
         model = model.to(memory_format=torch.channels_last)
     batch = make_batch(args.batch, args.channels, args.size, args.classes, channels_last)
     tag = f"[{threads}t{' cl' if channels_last else ''}]"
-    train = bare_train_step(model)
-    train_flops = count_flops(train, batch)
-    rows = [row(f"bare train step {tag}", bench(train, batch, args.steps), train_flops, peak)]
-    infer = inference_step(model)
-    infer_flops = count_flops(infer, batch)
-    rows.append(row(f"inference {tag}", bench(infer, batch, args.steps), infer_flops, peak))
-    return rows
+    out = []
+    for name, step in (("bare train step", bare_train_step(model)), ("inference", inference_step(model))):
+        flops = count_flops(step, batch)
+        out.append((f"{name} {tag}", bench(step, batch, args.steps), flops))
+    return out
+
+
+def _faster(a: dict[str, float] | None, b: dict[str, float]) -> dict[str, float]:
+    return b if a is None or b["best_seconds_per_step"] < a["best_seconds_per_step"] else a
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,10 +214,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compare", action="store_true", help="run channels_last off/on × threads 1 and --threads")
     p.add_argument("--channels", type=int, default=1, help="input channels")
     p.add_argument("--classes", type=int, default=8, help="number of classes")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved repeats; each row keeps its fastest")
     p.add_argument("--peak-n", type=int, default=2048, help="matrix side for the matmul peak")
     p.add_argument("--peak-seconds", type=float, default=2.0, help="duration of the matmul peak loop")
     args = p.parse_args(argv)
-    for name in ("width", "size", "batch", "steps", "threads", "channels", "classes", "peak_n"):
+    for name in ("width", "size", "batch", "steps", "threads", "channels", "classes", "rounds", "peak_n"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.peak_seconds <= 0:
@@ -219,17 +229,24 @@ def main(argv: list[str] | None = None) -> None:
     thread_options = sorted({1, args.threads}) if args.compare else [args.threads]
     layouts = [False, True] if args.compare else [args.channels_last]
     peaks: dict[int, float] = {}
-    for threads in sorted({1, args.threads}):
-        torch.set_num_threads(threads)
-        peaks[threads] = matmul_peak(args.peak_n, args.peak_seconds)
-        print(f"float32 matmul peak, {threads} thread(s): {peaks[threads] / 1e9:.1f} GFLOP/s")
+    results: dict[str, tuple[int, dict[str, float] | None, int]] = {}  # name -> (threads, result, flops)
+    for r in range(args.rounds):  # interleaved rounds: keep each setting's fastest round
+        for threads in sorted({1, args.threads}):
+            torch.set_num_threads(threads)
+            peaks[threads] = max(peaks.get(threads, 0.0), matmul_peak(args.peak_n, args.peak_seconds))
+        for threads in thread_options:
+            for cl in layouts:
+                for name, result, flops in run_config(args, threads, cl):
+                    previous = results.get(name, (threads, None, flops))[1]
+                    results[name] = (threads, _faster(previous, result), flops)
+        print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}")
+    for threads, peak in peaks.items():
+        print(f"float32 matmul peak, {threads} thread(s): {peak / 1e9:.1f} GFLOP/s")
     if args.threads > 1 and peaks[args.threads] < 1.2 * peaks[1]:
         print(f"warning: the {args.threads}-thread peak is barely above the 1-thread peak: other processes "
-              f"hold cores (load {os.getloadavg()[0]:.2f}), so the {args.threads}-thread % peak is unreliable")
-    rows: list[dict[str, Any]] = []
-    for threads in thread_options:
-        for cl in layouts:
-            rows.extend(run_config(args, threads, cl, peaks[threads]))
+              f"held cores, so the {args.threads}-thread % peak is unreliable")
+    rows = [row(name, result, flops, peaks[threads]) for name, (threads, result, flops) in results.items()
+            if result is not None]
     print_table(rows)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
