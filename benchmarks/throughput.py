@@ -20,6 +20,11 @@ the code can do and the median what it did; compare rows by the same column). On
 ``--rounds N``: the settings are measured N times interleaved and each row keeps its fastest round,
 the peak its highest.
 
+* ``engine <method>`` (``--engine basic,dsp``) — the real trainer (``dspseg train``) on a synthetic
+  dataset of the same crop size: data loading, loss checks and logging included. Its FLOPs are
+  the bare step's, so its % peak compares directly with the bare loop (issue 3: the ``basic`` step
+  must stay within 10 % of it; issue 4: ``dsp`` ≤ 2.5× ``basic``).
+
 Other steps plug in through :func:`bench`: pass any ``step_fn(batch)`` (e.g. the engine's training
 step on an equal batch), count its FLOPs with :func:`count_flops` and add a :func:`row` — see
 :func:`run_config` for the pattern.
@@ -30,8 +35,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -199,6 +206,37 @@ def run_config(
     return out
 
 
+def engine_train_step(args: argparse.Namespace, threads: int, method: str, workdir: Path) -> dict[str, float]:
+    """Seconds per step of the real trainer (``dspseg.engine.trainer.train``), data loading,
+    loss checks and logging included, on a synthetic dataset of ``--size``² images (no val split,
+    so no validation runs). Measured between the first and the last ``metrics.csv`` row."""
+    import csv
+
+    from dspseg.data.synthetic import write_synthetic_dataset
+    from dspseg.engine.config import TrainConfig
+    from dspseg.engine.trainer import train
+
+    data = workdir / f"data{args.size}"
+    if not data.exists():
+        write_synthetic_dataset(data, n_images=4 * args.batch, size=args.size, seed=0, groups=1)
+    run = workdir / f"run-{method}-{threads}t-{len(list(workdir.iterdir()))}"
+    log_every = 2
+    steps = 2 * (args.steps // 2 + 3)  # the first row (step 6) ends the warm-up (and dsp's compile)
+    cfg = TrainConfig(method=method, steps=steps, batch_size=args.batch, crop_size=args.size, width=args.width,
+                      threads=threads, val_every=0, log_every=log_every)
+    from rich.console import Console
+
+    train(data, run, cfg, console=Console(quiet=True))
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    rows = rows[2:]
+    t0, t1 = float(rows[0]["elapsed_s"]), float(rows[-1]["elapsed_s"])
+    n = int(rows[-1]["step"]) - int(rows[0]["step"])
+    sec = (t1 - t0) / n
+    return {"seconds_per_step": sec, "images_per_s": args.batch / sec, "best_seconds_per_step": sec,
+            "best_images_per_s": args.batch / sec, "steps": n, "images": args.batch}
+
+
 def _faster(a: dict[str, float] | None, b: dict[str, float]) -> dict[str, float]:
     return b if a is None or b["best_seconds_per_step"] < a["best_seconds_per_step"] else a
 
@@ -217,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=1, help="interleaved repeats; each row keeps its fastest")
     p.add_argument("--peak-n", type=int, default=2048, help="matrix side for the matmul peak")
     p.add_argument("--peak-seconds", type=float, default=2.0, help="duration of the matmul peak loop")
+    p.add_argument("--engine", default="", help="also time the real trainer for these methods, e.g. basic,dsp "
+                   "(rows 'engine <method>'; FLOPs of the bare step, so %% peak compares with it)")
     args = p.parse_args(argv)
     for name in ("width", "size", "batch", "steps", "threads", "channels", "classes", "rounds", "peak_n"):
         if getattr(args, name) < 1:
@@ -239,6 +279,13 @@ def main(argv: list[str] | None = None) -> None:
                 for name, result, flops in run_config(args, threads, cl):
                     previous = results.get(name, (threads, None, flops))[1]
                     results[name] = (threads, _faster(previous, result), flops)
+            for method in [m for m in args.engine.split(",") if m]:
+                name = f"engine {method} [{threads}t]"
+                flops = results[f"bare train step [{threads}t]"][2]
+                with tempfile.TemporaryDirectory() as tmp:
+                    result = engine_train_step(args, threads, method, Path(tmp))
+                previous = results.get(name, (threads, None, flops))[1]
+                results[name] = (threads, _faster(previous, result), flops)
         print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}")
     for threads, peak in peaks.items():
         print(f"float32 matmul peak, {threads} thread(s): {peak / 1e9:.1f} GFLOP/s")
