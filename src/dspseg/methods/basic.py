@@ -5,11 +5,15 @@
 ``J`` holds the annotated pixels of the mask images in the batch (partial masks contribute only their
 annotated pixels; crop padding is never counted). Only mask images are sampled (``uses = {"mask"}``).
 A batch without any annotated pixel gives a loss of 0 that still depends on the logits.
+Like every method, it trains on the weak view of the batch (flips, quarter turns, brightness and
+contrast jitter 0.2; :mod:`dspseg.data.augment`); ``--set method_options.augment=false`` turns it off.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from dspseg.methods import register
 from dspseg.methods.base import Method
@@ -37,6 +41,14 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, valid: Tensor, ignore_i
     return total / n.clamp_min(1)
 
 
+class BasicOptions(BaseModel):
+    """Options of ``basic`` (``--set method_options.KEY=VALUE``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    augment: bool = Field(True, description="train on the weak view (flips, quarter turns, jitter), as every method")
+    weak_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast jitter of the weak view")
+
+
 @register
 class Basic(Method):
     """Cross-entropy on the annotated pixels of mask images (paper: "basic U-Net")."""
@@ -45,6 +57,17 @@ class Basic(Method):
     summary = "cross-entropy on annotated mask pixels (fully supervised U-Net baseline; uses masks only)"
     uses = frozenset({"mask"})
     head = "linear"
+
+    Options = BasicOptions
+
+    def step(self, model: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """L_CE on the weak view (flips, quarter turns, jitter; paper §5.1), or on the batch as is."""
+        if not self.options.augment:
+            return self.loss(model(batch["image"]), batch)
+        from dspseg.methods.views import weak_only
+
+        weak, outputs = weak_only(model, batch, self.options.weak_jitter)
+        return self.loss(outputs, weak)
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
         """``{"ce": L_CE}`` (see the module docstring)."""
