@@ -1,0 +1,397 @@
+"""Import OpenOrganelle (COSEM / CellMap) ground-truth crops as a dspseg dataset of 2D sections.
+
+Public layout (zarr v2 stores with OME-NGFF 0.4 multiscale metadata), below a source root::
+
+    {ds}/{ds}.zarr/recon-1/em/fibsem-uint8/s0, s1, ...                       raw FIB-SEM, uint8
+    {ds}/{ds}.zarr/recon-1/labels/groundtruth/crop{N}/all/s0, s1, ...         atomic COSEM label ids
+    {ds}/{ds}.zarr/recon-1/labels/groundtruth/crop{N}/{class}/s0, ...         one array per class (unused)
+
+Each multiscale group's ``.zattrs`` gives, per level, a ``scale`` and a ``translation`` in nanometres
+(axes named z, y, x). A voxel with index ``i`` sits at ``p = scale * i + translation``. Ground truth is
+annotated at twice the raw resolution, so label level ``s0`` has no raw partner; we take, per crop, the
+finest label level whose scale equals the scale of some raw level (rtol 1e-3), and place the crop in
+that raw level at::
+
+    offset = round((translation_label - translation_raw) / scale)        (voxels, per axis)
+    raw_region = raw[offset : offset + label.shape]                       same shape as the label crop
+
+Every z plane of the crop becomes one image (``images/crop{N}_z{k}.tif``, uint8) and one mask
+(``masks/crop{N}_z{k}.tif``); label ids are merged into 17 classes by
+:data:`dspseg.data.cosem_classes.MERGE`; a merged class present in fewer than ``min_crops`` crops is
+mapped to the ignore index and left out of the class list; ``group`` = the crop name, so splits
+never cut a crop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dspseg.data.cosem_classes import CLASSES, MAX_ID, MERGE
+from dspseg.data.io import write_image, write_mask
+from dspseg.data.manifest import ImageRecord, Manifest, save_manifest
+from dspseg.engine.config import UserError
+
+DEFAULT_SOURCE = "s3://janelia-cosem-datasets"
+RAW_PATH = "recon-1/em/fibsem-uint8"
+GT_PATH = "recon-1/labels/groundtruth"
+IGNORE = 255
+# The four datasets of the DSP paper (CVPR 2023, §5).
+DATASETS: dict[str, str] = {
+    "jrc_hela-2": "HeLa cell (human cervical cancer line), FIB-SEM",
+    "jrc_hela-3": "HeLa cell (human cervical cancer line), FIB-SEM",
+    "jrc_jurkat-1": "Jurkat cell (human T-lymphocyte line), FIB-SEM",
+    "jrc_macrophage-2": "macrophage (mouse), FIB-SEM",
+}
+
+
+class OpenOrganelleError(UserError):
+    """The source cannot be read, or its layout or metadata is not the OpenOrganelle one."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One array of a multiscale group: ``path`` (e.g. ``s1``), scale and translation (nm, z y x);
+    ``order[k]`` is the stored array axis holding z, y, x for k = 0, 1, 2."""
+
+    path: str
+    scale: tuple[float, float, float]
+    translation: tuple[float, float, float]
+    order: tuple[int, int, int] = (0, 1, 2)
+
+
+@dataclass
+class CropInfo:
+    """What was imported from one crop: raw/label level used, voxel offset in that raw level, planes."""
+
+    name: str
+    label_level: str
+    raw_level: str
+    scale_nm: tuple[float, float, float]
+    offset: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    n_images: int
+    classes: list[str]
+
+
+@dataclass
+class ImportResult:
+    manifest: Manifest
+    crops: list[CropInfo]
+    dropped: dict[str, int]  # rare merged class -> number of crops it occurs in
+    warnings: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------- metadata
+
+
+def _vec(value: Any, where: str, key: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != 1 or arr.size != 3 or not np.isfinite(arr).all():
+        raise OpenOrganelleError(f"{where}: '{key}' must be 3 finite numbers (z, y, x), got {value!r}")
+    return arr
+
+
+def read_levels(attrs: dict, where: str) -> list[Level]:
+    """The levels of an OME-NGFF 0.4 ``multiscales`` attribute, in z, y, x order, finest first.
+
+    Dataset-level transformations are composed with an optional multiscale-level one:
+    ``p = s2 * (s1 * i + t1) + t2``. Raises OpenOrganelleError naming ``where`` if the metadata is
+    missing, the axes are not z, y, x (in any order) or a scale is not positive.
+    """
+    ms = attrs.get("multiscales")
+    if not isinstance(ms, list) or not ms or not isinstance(ms[0], dict):
+        raise OpenOrganelleError(f"{where} has no OME-NGFF 'multiscales' attribute in its .zattrs")
+    ms = ms[0]
+    axes = [a.get("name") if isinstance(a, dict) else a for a in ms.get("axes", ["z", "y", "x"])]
+    if sorted(map(str, axes)) != ["x", "y", "z"]:
+        raise OpenOrganelleError(f"{where}: expected the axes z, y, x, got {axes}")
+    order = [axes.index(a) for a in ("z", "y", "x")]
+
+    def transform(items: Any) -> tuple[np.ndarray, np.ndarray]:
+        s, t = np.ones(3), np.zeros(3)
+        for tr in items or []:
+            if tr.get("type") == "scale":
+                s = _vec(tr.get("scale"), where, "scale")[order]
+            elif tr.get("type") == "translation":
+                t = _vec(tr.get("translation"), where, "translation")[order]
+        return s, t
+
+    s2, t2 = transform(ms.get("coordinateTransformations"))
+    levels = []
+    for d in ms.get("datasets", []):
+        s1, t1 = transform(d.get("coordinateTransformations"))
+        scale, trans = s1 * s2, s2 * t1 + t2
+        if (scale <= 0).any():
+            raise OpenOrganelleError(f"{where}/{d.get('path')}: scales must be positive, got {list(scale)}")
+        levels.append(Level(str(d.get("path")), tuple(scale.tolist()), tuple(trans.tolist()), tuple(order)))
+    if not levels:
+        raise OpenOrganelleError(f"{where}: the multiscales attribute lists no datasets")
+    return sorted(levels, key=lambda lv: float(np.prod(lv.scale)))
+
+
+def match_levels(raw: list[Level], label: list[Level]) -> tuple[Level, Level] | None:
+    """The finest (raw, label) pair with equal scales (rtol 1e-3), or None."""
+    for lab in label:
+        for r in raw:
+            if np.allclose(lab.scale, r.scale, rtol=1e-3, atol=0):
+                return r, lab
+    return None
+
+
+def crop_offset(raw: Level, label: Level) -> tuple[np.ndarray, float]:
+    """Voxel offset of the label's first voxel in the raw level (rounded) and the rounding residual."""
+    exact = (np.asarray(label.translation) - np.asarray(raw.translation)) / np.asarray(raw.scale)
+    offset = np.round(exact).astype(np.int64)
+    return offset, float(np.abs(exact - offset).max())
+
+
+def merge_lut() -> np.ndarray:
+    """(MAX_ID + 1,) uint8: atomic COSEM id → index into :data:`CLASSES`, IGNORE for unmapped ids."""
+    lut = np.full(MAX_ID + 1, IGNORE, np.uint8)
+    for i, target in MERGE.items():
+        if target is not None:
+            lut[i] = CLASSES.index(target)
+    return lut
+
+
+def apply_lut(ids: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Map integer ``ids`` (any shape) through ``lut``; ids outside the table (or negative) → IGNORE."""
+    ids = np.asarray(ids)
+    out = np.full(ids.shape, IGNORE, np.uint8)
+    ok = (ids >= 0) & (ids < lut.size)
+    out[ok] = lut[ids[ok].astype(np.int64)]
+    return out
+
+
+# ----------------------------------------------------------------------------------------- store
+
+
+def _open_group(url: str, remote: bool) -> Any:
+    import zarr
+
+    if remote:
+        return zarr.open_group(url, mode="r", storage_options={"anon": True})
+    return zarr.open_group(url, mode="r")
+
+
+def _silence_abandoned_reads() -> None:
+    """After a failed remote read, s3fs/aiobotocore leave coroutines behind whose clean-up raises
+    "ValueError: <Token ...> was created in a different Context" at exit, printed as 'Exception
+    ignored' tracebacks. Drop exactly those (other unraisable errors still reach the old hook)."""
+    import sys
+
+    previous = sys.unraisablehook
+    if getattr(previous, "_dspseg_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if isinstance(exc, ValueError) and "was created in a different Context" in str(exc):
+            return
+        previous(unraisable)
+
+    hook._dspseg_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def open_dataset(source: str, dataset: str) -> tuple[Any, Any, str]:
+    """Open the raw multiscale group and the ground-truth group of ``dataset`` below ``source``.
+
+    ``source`` is a URL (``s3://bucket``, read anonymously through fsspec/s3fs) or a local folder with
+    the same layout. Returns (raw group, groundtruth group, root description).
+    """
+    if dataset not in DATASETS:
+        raise OpenOrganelleError(f"unknown dataset '{dataset}'; choose one of {', '.join(DATASETS)}")
+    try:
+        import zarr  # noqa: F401
+    except ImportError:
+        raise OpenOrganelleError("reading OpenOrganelle needs the zarr package; install it with "
+                                 "`pip install 'dspseg[openorganelle]'`") from None
+    remote = "://" in source
+    root = f"{source.rstrip('/')}/{dataset}/{dataset}.zarr"
+    if not remote:
+        if not (Path(source) / dataset / f"{dataset}.zarr").is_dir():
+            raise OpenOrganelleError(f"{source} has no {dataset}/{dataset}.zarr folder; give the folder that "
+                                     f"holds {dataset}/ (the layout of {DEFAULT_SOURCE})")
+    failure = ""
+    try:
+        raw = _open_group(f"{root}/{RAW_PATH}", remote)
+        gt = _open_group(f"{root}/{GT_PATH}", remote)
+        list(gt.group_keys())
+    except ImportError as e:
+        raise OpenOrganelleError(f"reading {source} needs {e.name or 'fsspec and s3fs'}; install them with "
+                                 "`pip install 'dspseg[openorganelle]'`") from None
+    except Exception as e:  # noqa: BLE001 - network, permissions, missing keys: all one sentence
+        reason = str(e).splitlines()[0] if str(e) else ""
+        failure = f"{type(e).__name__}: {reason}" if reason else type(e).__name__
+    if failure:
+        if remote:
+            _silence_abandoned_reads()
+        hint = (f"without network access, copy {root}/recon-1 (em/fibsem-uint8 and labels/groundtruth) to "
+                f"LOCAL/{dataset}/{dataset}.zarr/recon-1 and pass --source LOCAL") if remote else \
+            f"check that it holds {dataset}/{dataset}.zarr/{RAW_PATH} and {GT_PATH}"
+        raise OpenOrganelleError(f"cannot read {root} ({failure}); {hint}")
+    return raw, gt, root
+
+
+def _crop_sort_key(name: str) -> tuple[int, str]:
+    m = re.fullmatch(r"crop(\d+)", name)
+    return (int(m.group(1)) if m else 1 << 30, name)
+
+
+def _select_crops(available: list[str], wanted: list[str] | None) -> list[str]:
+    names = sorted(available, key=_crop_sort_key)
+    if not wanted:
+        return names
+    chosen = []
+    for w in wanted:
+        name = w if w.startswith("crop") else f"crop{w}"
+        if name not in names:
+            raise OpenOrganelleError(f"--crops: there is no {name}; available: {', '.join(names) or 'none'}")
+        chosen.append(name)
+    return chosen
+
+
+def _read_zyx(array: Any, level: Level, start: np.ndarray | None = None, size: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read ``array`` (stored in ``level.order``) as a z, y, x numpy array, optionally a sub-box."""
+    if start is None:
+        data = np.asarray(array[...])
+    else:
+        slices: list[slice] = [slice(None)] * 3
+        for k in range(3):
+            slices[level.order[k]] = slice(int(start[k]), int(start[k]) + int(size[k]))
+        data = np.asarray(array[tuple(slices)])
+    return np.transpose(data, level.order)
+
+
+def _zyx_shape(array: Any, level: Level) -> tuple[int, int, int]:
+    shape = tuple(int(n) for n in array.shape)
+    if len(shape) != 3:
+        raise OpenOrganelleError(f"array {level.path} has shape {shape}; expected a 3D (z, y, x) volume")
+    return tuple(shape[level.order[k]] for k in range(3))  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------- import
+
+
+@dataclass
+class _Crop:
+    name: str
+    raw: Level
+    label: Level
+    offset: np.ndarray
+    merged: np.ndarray  # (Z, Y, X) uint8 indices into CLASSES or IGNORE, planes already sub-sampled
+
+
+def _plan_crop(name: str, gt: Any, raw_group: Any, raw_levels: list[Level], lut: np.ndarray, where: str,
+               z_step: int, warnings: list[str]) -> _Crop | None:
+    grp = gt[name]
+    if "all" not in grp:
+        warnings.append(f"{name} has no 'all' array of label ids; skipped")
+        return None
+    all_grp = grp["all"]
+    lab_levels = read_levels(dict(all_grp.attrs), f"{where}/{name}/all")
+    pair = match_levels(raw_levels, lab_levels)
+    if pair is None:
+        raise OpenOrganelleError(
+            f"{where}/{name}/all: no label level has the scale of a raw level (labels: "
+            f"{[lv.scale for lv in lab_levels]} nm, raw: {[lv.scale for lv in raw_levels]} nm)")
+    raw, lab = pair
+    ids = _read_zyx(all_grp[lab.path], lab)
+    offset, residual = crop_offset(raw, lab)
+    raw_shape = _zyx_shape(raw_group[raw.path], raw)
+    if (offset < 0).any() or (offset + ids.shape > np.asarray(raw_shape)).any():
+        raise OpenOrganelleError(
+            f"{name} (level {lab.path}, {ids.shape} voxels at offset {offset.tolist()}) lies partly outside the raw "
+            f"volume {raw.path} of shape {raw_shape}; the translations in the .zattrs do not match")
+    if residual > 0.25:
+        warnings.append(f"{name} is off the raw voxel grid by {residual:.2f} voxels; rounded to the nearest voxel")
+    merged = apply_lut(ids[::z_step], lut)
+    return _Crop(name, raw, lab, offset, merged)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OpenOrganelleError(f"--out {out} exists and is not an empty folder; choose a new folder "
+                                 "(nothing is ever overwritten)")
+
+
+def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SOURCE, min_crops: int = 3,
+                         crops: list[str] | None = None, z_step: int = 1, progress: Any = None) -> ImportResult:
+    """Import the ground-truth crops of ``dataset`` from ``source`` into the new dataset folder ``out``.
+
+    Writes ``out/images/crop{N}_z{k:04d}.tif`` (uint8 raw sections), ``out/masks/...`` (merged class
+    ids, 255 = ignore), ``out/dataset.json`` and ``out/openorganelle.json`` (levels, offsets, class
+    counts). ``crops`` limits the import (``["1", "crop7"]``), ``z_step`` keeps every n-th plane,
+    ``progress`` is called with one line per crop. Raises OpenOrganelleError for user-facing problems.
+    """
+    import shutil
+    import tempfile
+
+    if min_crops < 1 or z_step < 1:
+        raise OpenOrganelleError(f"--min-crops and --z-step must be at least 1, got {min_crops} and {z_step}")
+    out = Path(out)
+    _check_out(out)
+    raw_group, gt, root = open_dataset(source, dataset)
+    raw_levels = read_levels(dict(raw_group.attrs), f"{root}/{RAW_PATH}")
+    where = f"{root}/{GT_PATH}"
+    warnings: list[str] = []
+    lut = merge_lut()
+    planned = []
+    for name in _select_crops(list(gt.group_keys()), crops):
+        crop = _plan_crop(name, gt, raw_group, raw_levels, lut, where, z_step, warnings)
+        if crop is not None:
+            planned.append(crop)
+    if not planned:
+        raise OpenOrganelleError(f"{where} holds no usable crop (each needs an 'all' label array)")
+    present = [set(np.unique(c.merged).tolist()) - {IGNORE} for c in planned]
+    counts = {name: sum(CLASSES.index(name) in p for p in present) for name in CLASSES}
+    kept = [name for name in CLASSES if counts[name] >= min_crops]
+    dropped = {name: n for name, n in counts.items() if 0 < n < min_crops}
+    if not kept:
+        raise OpenOrganelleError(f"no class occurs in at least {min_crops} of the {len(planned)} crops; "
+                                 "import more crops or lower --min-crops")
+    final = np.full(256, IGNORE, np.uint8)
+    for new_id, name in enumerate(kept):
+        final[CLASSES.index(name)] = new_id
+    if len({c.raw.scale for c in planned}) > 1:
+        warnings.append("crops use different voxel sizes: " + ", ".join(f"{c.name} {c.raw.scale} nm" for c in planned))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.import."))
+    try:
+        records, infos = [], []
+        for c in planned:
+            size = (c.merged.shape[0] * z_step - (z_step - 1), *c.merged.shape[1:])
+            raw = _read_zyx(raw_group[c.raw.path], c.raw, c.offset, size)[::z_step]
+            for k in range(c.merged.shape[0]):
+                stem = f"{c.name}_z{k * z_step:04d}"
+                write_image(tmp / "images" / f"{stem}.tif", raw[k])
+                write_mask(tmp / "masks" / f"{stem}.tif", final[c.merged[k]])
+                records.append(ImageRecord(file=f"images/{stem}.tif", mask=f"masks/{stem}.tif", group=c.name))
+            names = [CLASSES[i] for i in sorted(set(np.unique(c.merged).tolist()) - {IGNORE})]
+            infos.append(CropInfo(c.name, c.label.path, c.raw.path, c.raw.scale, tuple(c.offset.tolist()),
+                                  tuple(c.merged.shape), c.merged.shape[0], names))
+            if progress is not None:
+                progress(f"{c.name}: {c.merged.shape[0]} sections of {c.merged.shape[1]}x{c.merged.shape[2]} px at "
+                         f"{c.raw.scale[2]:g} nm (raw {c.raw.path}, labels {c.label.path}), classes: {', '.join(names)}")
+        manifest = Manifest(name=dataset, classes=kept, ignore_index=IGNORE, images=records)
+        save_manifest(manifest, tmp)
+        provenance = {"dataset": dataset, "source": source, "root": root, "min_crops": min_crops, "z_step": z_step,
+                      "crops_per_class": counts, "dropped_rare_classes": dropped,
+                      "crops": [info.__dict__ for info in infos], "warnings": warnings}
+        (tmp / "openorganelle.json").write_text(json.dumps(provenance, indent=1) + "\n")
+        if out.exists():
+            out.rmdir()  # empty (checked above); replaced atomically by the finished folder
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest.root = out
+    return ImportResult(manifest, infos, dropped, warnings)
