@@ -1,0 +1,189 @@
+"""The ``import openorganelle``, ``convert`` and ``export`` commands (typer; the CLI registers them).
+
+Real data in, models out. Nothing heavy is imported at module level (zarr, torch and onnx load inside
+the command bodies), so ``--help`` stays instant. A user's mistake ends in one sentence on stderr and
+exit code 2; a dataset that cannot be used ends with exit code 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dspseg.data.cosem_classes import class_map_lines
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_SOURCE = "s3://janelia-cosem-datasets"  # kept equal to dspseg.data.openorganelle.DEFAULT_SOURCE
+PAPER_DATASETS = ("jrc_hela-2", "jrc_hela-3", "jrc_jurkat-1", "jrc_macrophage-2")
+
+import_app = typer.Typer(
+    help="Import public datasets into the dspseg format (a dataset folder with dataset.json).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _guarded(fn):  # noqa: ANN001, ANN202 - small local helper
+    """Call ``fn()``; turn known user-facing errors into one sentence and an exit code."""
+    from dspseg.data.io import ImageReadError
+    from dspseg.data.manifest import ManifestError
+    from dspseg.engine.config import UserError
+
+    try:
+        return fn()
+    except ManifestError as e:
+        _fail(f"the dataset cannot be used:\n{e}", 1)
+    except ImageReadError as e:
+        _fail(str(e), 1)
+    except UserError as e:
+        _fail(str(e), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was left half-written", 130)
+
+
+OPENORGANELLE_HELP = (
+    "Import the ground-truth crops of an OpenOrganelle (COSEM/CellMap) FIB-SEM dataset as 2D sections.\n\n"
+    f"Datasets (--dataset): {', '.join(PAPER_DATASETS)} (the four of the DSP paper).\n\n"
+    f"Sources (--source): the public bucket {DEFAULT_SOURCE} (default; read anonymously, only the chunks "
+    "covering the crops are downloaded; needs the packages zarr, fsspec and s3fs: the openorganelle extra of "
+    "dspseg), or a LOCAL folder with "
+    "the same layout: LOCAL/<dataset>/<dataset>.zarr/recon-1/em/fibsem-uint8/s0.. (raw) and "
+    "LOCAL/<dataset>/<dataset>.zarr/recon-1/labels/groundtruth/crop<N>/all/s0.. (label ids). Without network "
+    "access, copy those two folders from the bucket and pass --source LOCAL.\n\n"
+    "Each crop is placed in the raw volume by the nanometre scale and translation of its OME-NGFF metadata "
+    "(the label level whose voxel size equals a raw level's); every z plane becomes an image and a mask, "
+    "group = crop. Label ids are merged into 17 classes; a class found in fewer than --min-crops crops is "
+    "set to the ignore value 255 (not annotated) and left out of the class list. Class map "
+    "(merged class <- COSEM field name(id)), see docs/openorganelle.md:\n\n"
+)
+
+
+def openorganelle(
+    dataset: str = typer.Option(..., "--dataset", "-d", help=f"One of: {', '.join(PAPER_DATASETS)}.",
+                                show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) dataset folder to write.", show_default=False),
+    source: str = typer.Option(DEFAULT_SOURCE, "--source", "-s",
+                               help="s3://bucket (anonymous) or a LOCAL folder with the same layout."),
+    min_crops: int = typer.Option(3, "--min-crops", min=1,
+                                  help="Classes found in fewer crops become ignore (255); the paper uses 3."),
+    crops: Optional[str] = typer.Option(None, "--crops", help="Only these crops, e.g. 1,7,crop12 (default: all)."),
+    z_step: int = typer.Option(1, "--z-step", min=1, help="Keep every n-th z plane of each crop."),
+) -> None:
+    def run() -> None:
+        from dspseg.data.openorganelle import import_openorganelle
+
+        wanted = [c.strip() for c in crops.split(",") if c.strip()] if crops else None
+        result = import_openorganelle(dataset, out, source=source, min_crops=min_crops, crops=wanted, z_step=z_step,
+                                      progress=lambda line: console.print(line, highlight=False, soft_wrap=True))
+        for w in result.warnings:
+            console.print(f"[yellow]note:[/] {escape(w)}", soft_wrap=True)
+        m = result.manifest
+        dropped = ", ".join(f"{k} ({v} crop{'s' * (v != 1)})" for k, v in result.dropped.items()) or "none"
+        console.print(f"wrote {len(m.images)} images from {len(result.crops)} crops to {out}; classes: "
+                      f"{', '.join(m.classes)}; set to ignore as rare: {dropped}", highlight=False, soft_wrap=True)
+        console.print(f"next: dspseg validate {out}", highlight=False, soft_wrap=True)
+
+    _guarded(run)
+
+
+openorganelle.__doc__ = OPENORGANELLE_HELP + "\n".join(class_map_lines())
+import_app.command("openorganelle")(openorganelle)
+
+
+CONVERT_HELP = (
+    "Turn annotations made elsewhere into a dspseg dataset (images are hard-linked or copied, never changed).\n\n"
+    "FORMAT and INPUT:\n\n"
+    "coco: a COCO JSON file. bbox -> box; keypoints (or a bbox of at most 1x1 pixel) -> points; an annotation "
+    "without geometry -> image-level label (the image's label list is then complete). Images are found in "
+    "--images by file_name.\n\n"
+    "napari: a layer CSV or a folder of them (File > Save Layers). Points layers (index,axis-0,axis-1) -> "
+    "points; Shapes layers (rectangle; polygon/ellipse by their bounding box) -> boxes. axis-0 is the row (y), "
+    "axis-1 the column (x). The CSV name starts with the image's name (cell01.csv, cell01_mito.csv); the class "
+    "comes from a class/label column or from the rest of the name.\n\n"
+    "qupath: a GeoJSON file or folder (Export objects as GeoJSON), named like the image. Point/MultiPoint -> "
+    "points, Polygon rectangles -> boxes (other polygons by their bounding box), a rectangle over the whole "
+    "image or an object without geometry -> image-level label; class = the classification name.\n\n"
+    "labels: a folder of label images (class ids per pixel, --ignore-index for unannotated) named like the "
+    "images (cell01.tif, cell01_mask.png); --classes names the ids 0, 1, 2, ...\n\n"
+    "Step by step: docs/bring-your-own-data.md."
+)
+
+
+def convert(
+    format: str = typer.Argument(..., help="coco, napari, qupath or labels.", show_default=False),
+    input: Path = typer.Argument(..., help="Annotation file or folder (see above).", show_default=False),
+    images: Path = typer.Option(..., "--images", "-i", help="Folder holding the images the annotations refer to.",
+                                show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) dataset folder to write.", show_default=False),
+    classes: Optional[str] = typer.Option(None, "--classes", "-c",
+                                          help="Class names in id order, comma-separated (required for labels; "
+                                          "otherwise taken from the annotations)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default: the --out folder's name)."),
+    ignore_index: int = typer.Option(255, "--ignore-index", min=0, max=65535,
+                                     help="Mask value meaning 'not annotated'."),
+    class_column: Optional[str] = typer.Option(None, "--class-column",
+                                               help="napari: CSV column holding the class (default: class or label)."),
+    group_pattern: Optional[str] = typer.Option(None, "--group-pattern",
+                                                help="Regular expression on the image name whose first group "
+                                                "names the sub-volume, e.g. '^(cell\\d+)_' (default: none)."),
+) -> None:
+    def run() -> None:
+        from dspseg.data.convert import convert_dataset
+        from dspseg.data.validate import render_report, validate_dataset
+
+        names = [c.strip() for c in classes.split(",") if c.strip()] if classes is not None else None
+        result = convert_dataset(format, input, images, out, classes=names, name=name, ignore_index=ignore_index,
+                                 class_column=class_column, group_pattern=group_pattern)
+        for w in result.warnings:
+            console.print(f"[yellow]note:[/] {escape(w)}", soft_wrap=True)
+        report = validate_dataset(out)
+        render_report(report, console)
+        console.print(f"wrote {len(result.manifest.images)} records to {out}; next: dspseg validate {out}",
+                      highlight=False, soft_wrap=True)
+        if not report.ok:
+            raise typer.Exit(1)
+
+    _guarded(run)
+
+
+convert.__doc__ = CONVERT_HELP
+
+
+def export(
+    run: Path = typer.Argument(..., help="Run folder made by `dspseg train`.", show_default=False),
+    format: str = typer.Option(..., "--format", "-f", help="safetensors (weights), pt2 (torch.export program) or "
+                               "onnx (ONNX Runtime and others).", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) folder for the model file and model.json.",
+                             show_default=False),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Which weights: best or last."),
+) -> None:
+    """Export a trained model for use outside dspseg: the weights or a program, plus model.json.
+
+    model.json lists the classes (output channel order), input channels, normalisation mean/std, the
+    suggested tile size, the image-size multiple, the model arguments and the dspseg version. The pt2 and onnx
+    programs take images scaled like dspseg reads them (integer types divided by their maximum, e.g. uint8 /
+    255), shape (N, C, H, W) with H and W multiples of model.json's input.multiple, normalise inside and
+    return logits (N, classes, H, W); labels = argmax over dim 1.
+    """
+    if checkpoint not in ("best", "last"):
+        _fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
+
+    def go() -> None:
+        from dspseg.engine.export import export_run
+
+        result = export_run(run, format, out, checkpoint=checkpoint)
+        console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False, soft_wrap=True)
+
+    _guarded(go)
