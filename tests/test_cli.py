@@ -1,0 +1,79 @@
+"""The command line: synth, validate, simulate and demo end to end, and clean errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from dspseg.cli import app
+
+runner = CliRunner()
+
+
+def test_synth_validate_simulate(tmp_path):
+    data = tmp_path / "syn"
+    r = runner.invoke(app, ["synth", str(data), "--images", "24", "--size", "64", "--groups", "8"])
+    assert r.exit_code == 0, r.output
+    assert "wrote 24 images" in r.output
+    r = runner.invoke(app, ["validate", str(data)])
+    assert r.exit_code == 0, r.output
+    assert "mask" in r.output and "64 x 64" in r.output
+    r = runner.invoke(app, ["simulate", str(data), "--acr", "4", "--scenario", "mixed", "--split", "1",
+                            "--n-splits", "2", "--out", str(tmp_path / "sim")])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "sim" / "dataset.json").read_text())
+    kinds = {k: 0 for k in ("mask", "box", "point", "image", "none")}
+    for rec in manifest["images"]:
+        if rec["split"] != "train":
+            assert "mask" in rec
+            continue
+        kind = ("mask" if "mask" in rec else "box" if "boxes" in rec else "point" if "points" in rec
+                else "image" if "labels" in rec else "none")
+        kinds[kind] += 1
+    for kind, n in kinds.items():
+        assert f"{kind}" in r.output
+    assert kinds["mask"] == -(-sum(kinds.values()) // 4)  # ceil(N / ACR)
+
+
+def test_validate_reports_problems_without_traceback(tmp_path):
+    data = tmp_path / "bad"
+    data.mkdir()
+    (data / "dataset.json").write_text('{"format": "dspseg/1", "classes": ["a", "b"], "images": [\n'
+                                       '  {"file": "missing.tif", "boxes": [{"class": "c", "xyxy": [0, 0, 4, 4]}]}\n]}')
+    r = runner.invoke(app, ["validate", str(data)])
+    assert r.exit_code == 1
+    assert "Traceback" not in r.output
+    assert "missing.tif" in r.output and "'c'" in r.output
+    (data / "dataset.json").write_text('{"format": "dspseg/1",\n "classes": ["a",]}')
+    r = runner.invoke(app, ["validate", str(data)])
+    assert r.exit_code == 1 and "line 2" in r.output
+
+
+def test_simulate_bad_option_is_one_sentence(tmp_path):
+    r = runner.invoke(app, ["synth", str(tmp_path / "s"), "--images", "16", "--size", "48", "--groups", "4"])
+    assert r.exit_code == 0
+    r = runner.invoke(app, ["simulate", str(tmp_path / "s"), "--acr", "2", "--scenario", "scribble",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert "scenario" in r.output and "Traceback" not in r.output
+
+
+def test_demo_runs_end_to_end_and_reruns(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--images", "24", "--size", "64", "--steps", "3", "--width", "4",
+            "--threads", "1"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "mean Dice of basic on the test split" in r.output
+    run = out / "runs" / "basic-acr1"
+    for f in ("config.yaml", "env.json", "metrics.csv", "progress.png", "eval/test.json", "checkpoints/best.pt"):
+        assert (run / f).is_file(), f
+    assert list((out / "predictions").glob("*_overlay.png"))
+    r = runner.invoke(app, args)  # a previous demo folder is replaced, anything else refused
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("user data")
+    r = runner.invoke(app, ["demo", "--out", str(other), "--steps", "1"])
+    assert r.exit_code == 2 and (other / "keep.txt").read_text() == "user data"
