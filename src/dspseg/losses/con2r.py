@@ -50,8 +50,13 @@ def positional_affinity(pos_q: Tensor, pos_n: Tensor, window: int) -> Tensor:
     _check("pos_n", pos_n, 3, "(B, M, 2)")
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"con2r: window must be a positive integer, got {window!r}")
-    diff = (pos_q[:, :, None, :].float() - pos_n[:, None, :, :].float()).abs()  # (B, N, M, 2)
-    return ((window - diff).clamp_min(0) / window).prod(dim=-1)
+    q, n = pos_q.float(), pos_n.float()
+    overlap = None
+    for axis in range(2):  # one (B, N, M) tensor per axis, no (B, N, M, 2) intermediate
+        diff = (q[:, :, None, axis] - n[:, None, :, axis]).abs_()
+        part = (window - diff).clamp_(min=0).div_(window)
+        overlap = part if overlap is None else overlap.mul_(part)
+    return overlap
 
 
 def semantic_affinity(prob_q: Tensor, prob_n: Tensor, eps: float = EPS) -> Tensor:
