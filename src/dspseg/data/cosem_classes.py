@@ -14,10 +14,16 @@ The ids and names follow the public CellMap class table (field name, id, long na
 which mixes ER and nuclear envelope) and organelles foreign to the four cell lines of the paper
 (chloroplast, vacuole, yolk, insulin granule, red blood cell, t-bar, ...) map to ``None``.
 
-This module is pure Python (no numpy) so command-line help can render the table instantly.
+This module imports numpy only inside :func:`merge_lut` / :func:`apply_lut`, so command-line help can
+render the table instantly.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # The 17 merged classes, in class-id order of a full import (rare ones are dropped afterwards).
 CLASSES: tuple[str, ...] = (
@@ -129,6 +135,29 @@ COSEM_LABELS: tuple[tuple[int, str, str, str | None], ...] = (
 MERGE: dict[int, str | None] = {i: target for i, _, _, target in COSEM_LABELS}
 COSEM_NAMES: dict[int, str] = {i: name for i, name, _, _ in COSEM_LABELS}
 MAX_ID = max(MERGE)
+IGNORE = 255  # mask value of unmapped ids and of rare classes
+
+
+def merge_lut() -> np.ndarray:
+    """(MAX_ID + 1,) uint8: atomic COSEM id → index into :data:`CLASSES`, IGNORE for unmapped ids."""
+    import numpy as np
+
+    lut = np.full(MAX_ID + 1, IGNORE, np.uint8)
+    for i, target in MERGE.items():
+        if target is not None:
+            lut[i] = CLASSES.index(target)
+    return lut
+
+
+def apply_lut(ids: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Map integer ``ids`` (any shape) through ``lut``; ids outside the table (or negative) → IGNORE."""
+    import numpy as np
+
+    ids = np.asarray(ids)
+    out = np.full(ids.shape, IGNORE, np.uint8)
+    ok = (ids >= 0) & (ids < lut.size)
+    out[ok] = lut[ids[ok].astype(np.int64)]
+    return out
 
 
 def sources_of(merged: str) -> list[tuple[int, str]]:

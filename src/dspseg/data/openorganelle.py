@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dspseg.data.cosem_classes import CLASSES, MAX_ID, MERGE
+from dspseg.data.cosem_classes import CLASSES, IGNORE, apply_lut, merge_lut
 from dspseg.data.io import write_image, write_mask
 from dspseg.data.manifest import ImageRecord, Manifest, save_manifest
 from dspseg.engine.config import UserError
@@ -40,7 +40,6 @@ from dspseg.engine.config import UserError
 DEFAULT_SOURCE = "s3://janelia-cosem-datasets"
 RAW_PATH = "recon-1/em/fibsem-uint8"
 GT_PATH = "recon-1/labels/groundtruth"
-IGNORE = 255
 # The four datasets of the DSP paper (CVPR 2023, §5).
 DATASETS: dict[str, str] = {
     "jrc_hela-2": "HeLa cell (human cervical cancer line), FIB-SEM",
@@ -149,24 +148,6 @@ def crop_offset(raw: Level, label: Level) -> tuple[np.ndarray, float]:
     exact = (np.asarray(label.translation) - np.asarray(raw.translation)) / np.asarray(raw.scale)
     offset = np.round(exact).astype(np.int64)
     return offset, float(np.abs(exact - offset).max())
-
-
-def merge_lut() -> np.ndarray:
-    """(MAX_ID + 1,) uint8: atomic COSEM id → index into :data:`CLASSES`, IGNORE for unmapped ids."""
-    lut = np.full(MAX_ID + 1, IGNORE, np.uint8)
-    for i, target in MERGE.items():
-        if target is not None:
-            lut[i] = CLASSES.index(target)
-    return lut
-
-
-def apply_lut(ids: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Map integer ``ids`` (any shape) through ``lut``; ids outside the table (or negative) → IGNORE."""
-    ids = np.asarray(ids)
-    out = np.full(ids.shape, IGNORE, np.uint8)
-    ok = (ids >= 0) & (ids < lut.size)
-    out[ok] = lut[ids[ok].astype(np.int64)]
-    return out
 
 
 # ----------------------------------------------------------------------------------------- store
