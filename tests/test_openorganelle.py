@@ -234,3 +234,15 @@ def test_cli_help_explains_sources_and_class_map() -> None:
     for needle in ("s3://janelia-cosem-datasets", "LOCAL", "jrc_macrophage-2", "mito_mem(3)", "min-crops",
                    "ignore"):
         assert needle in text, needle
+
+
+def test_cli_import_and_errors(tmp_path: Path) -> None:
+    source = write_store(tmp_path / "src")
+    runner = CliRunner()
+    ok = runner.invoke(import_app, ["openorganelle", "--dataset", DS, "--source", str(source), "--out",
+                                    str(tmp_path / "data")], terminal_width=200)
+    assert ok.exit_code == 0, ok.output
+    text = " ".join(ok.output.split())
+    assert "wrote 7 images from 3 crops" in text and "ecs (1 crop), er (2 crops)" in text
+    bad = runner.invoke(import_app, ["openorganelle", "--dataset", "hela", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown dataset 'hela'" in bad.output and "Traceback" not in bad.output

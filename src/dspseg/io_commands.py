@@ -171,11 +171,7 @@ def export(
 ) -> None:
     """Export a trained model for use outside dspseg: the weights or a program, plus model.json.
 
-    model.json lists the classes (output channel order), input channels, normalisation mean/std, the
-    suggested tile size, the image-size multiple, the model arguments and the dspseg version. The pt2 and onnx
-    programs take images scaled like dspseg reads them (integer types divided by their maximum, e.g. uint8 /
-    255), shape (N, C, H, W) with H and W multiples of model.json's input.multiple, normalise inside and
-    return logits (N, classes, H, W); labels = argmax over dim 1.
+    model.json lists the classes (output channel order), input channels, normalisation mean/std, the suggested tile size, the image-size multiple, the model arguments and the dspseg version. The pt2 and onnx programs take images scaled like dspseg reads them (integer types divided by their maximum, e.g. uint8 / 255), shape (N, C, H, W) with H and W multiples of model.json's input.multiple, normalise inside and return logits (N, classes, H, W); labels = argmax over dim 1. See docs/bring-your-own-data.md.
     """
     if checkpoint not in ("best", "last"):
         _fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
