@@ -44,7 +44,7 @@ def test_defaults_are_the_papers_optimiser() -> None:
     cfg = resolve_config()
     assert (cfg.method, cfg.lr, cfg.betas, cfg.weight_decay) == ("basic", 6e-5, (0.9, 0.999), 0.01)
     assert (cfg.steps, cfg.epochs, cfg.batch_size, cfg.crop_size, cfg.width) == (1000, None, 8, 128, 16)
-    assert cfg.precision == "32-true" and cfg.method_options == {}
+    assert cfg.precision == "32-true" and cfg.method_options == {"augment": True, "weak_jitter": 0.2}
 
 
 def test_precedence_yaml_then_flags_then_set(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_yaml_round_trip(tmp_path: Path, opts_method) -> None:
     (["steps=0"], ["'steps'", "0", "greater than or equal to 1"]),
     (["betas=[0.9]"], ["'betas'", "[0.9]", "wrong number of entries"]),
     (["method=basc"], ["unknown method 'basc'", "did you mean 'basic'"]),
-    (["method_options.tau=1"], ["method_options.tau", "'basic' takes no options"]),
+    (["method_options.tau=1"], ["method_options.tau", "allowed keys: augment, weak_jitter"]),
     (["lr"], ["--set 'lr' has no '='"]),
     (["lr.x=1"], ["only method_options takes dotted keys"]),
     (["lr=[1, 2"], ["--set lr=[1, 2", "not valid YAML"]),

@@ -105,7 +105,8 @@ def train(
     _run_guarded(run)
 
 
-train.__doc__ = TRAIN_HELP + "\n".join(f"  {name:<8} {summary}" for name, summary in method_table())
+_WIDTH = max((len(name) for name, _ in method_table()), default=8)
+train.__doc__ = TRAIN_HELP + "\n".join(f"  {name:<{_WIDTH}} {summary}" for name, summary in method_table())
 
 
 def evaluate(
