@@ -22,12 +22,12 @@ err_console = Console(stderr=True, soft_wrap=True)
 DEFAULT_SOURCE = "s3://janelia-cosem-datasets"  # kept equal to dspseg.data.openorganelle.DEFAULT_SOURCE
 PAPER_DATASETS = ("jrc_hela-2", "jrc_hela-3", "jrc_jurkat-1", "jrc_macrophage-2")
 
-import_app = typer.Typer(
-    help="Import public datasets into the dspseg format (a dataset folder with dataset.json).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+import_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@import_app.callback()
+def import_() -> None:
+    """Import public datasets into the dspseg format (a dataset folder with dataset.json)."""
 
 
 def _fail(message: str, code: int) -> None:
