@@ -9,7 +9,11 @@ A checkpoint (``OUT/checkpoints/last.pt`` for resuming, ``best.pt`` for evaluati
      "rng": {"torch": ByteTensor, "cuda": [ByteTensor], "numpy": {...}, "python": [...]} | None,
      "normalisation": {"mean": [float] * Cin, "std": [float] * Cin},
      "classes": [str], "ignore_index": int, "in_channels": int,
-     "model_args": {"width", "levels", "head", "head_kwargs"}}
+     "model_args": {"width", "levels", "head", "head_kwargs", "aux_heads": [names]}}
+
+``model`` includes the weights of the method's auxiliary training heads (``aux.<name>.*``, e.g.
+``clsbranch``'s classifier), so resuming and ``--init`` restore them; inference drops them
+(:func:`build_model_from_checkpoint`).
 
 Everything in it loads with ``torch.load(weights_only=True)``: no pickled classes, so a checkpoint
 from elsewhere cannot run code. Writing goes to a temporary file in the same folder, which is
@@ -146,12 +150,20 @@ def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
     return loaded, skipped
 
 
+AUX_PREFIX = "aux."
+
+
 def build_model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
-    """The model described by ``state["model_args"]`` with the checkpoint's weights, in eval mode."""
+    """The model described by ``state["model_args"]`` with the checkpoint's weights, in eval mode.
+
+    This is the inference model (evaluate, predict): backbone + head. The weights of auxiliary
+    training heads (keys ``aux.*``) are dropped — they only shape training, and rebuilding them would
+    need the method's options; every other weight must match exactly.
+    """
     from dspseg.models import build_model
 
     args = state["model_args"]
     model = build_model(int(state["in_channels"]), len(state["classes"]), width=int(args["width"]),
                         head=str(args["head"]), levels=int(args["levels"]), **dict(args.get("head_kwargs") or {}))
-    model.load_state_dict(state["model"])
+    model.load_state_dict({k: v for k, v in state["model"].items() if not k.startswith(AUX_PREFIX)})
     return model.eval()

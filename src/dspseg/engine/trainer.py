@@ -146,10 +146,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
-        self.model_args = {"width": cfg.width, "levels": cfg.levels, "head": self.method.head,
-                           "head_kwargs": self.method.head_kwargs()}
+        # the method's auxiliary heads (if any) are part of the trained model: optimised and checkpointed
         model = build_model(self.train_set.in_channels, manifest.n_classes, width=cfg.width,
-                            head=self.method.head, levels=cfg.levels, **self.method.head_kwargs())
+                            head=self.method.head, levels=cfg.levels, aux_heads=self.method.aux_heads,
+                            **self.method.head_kwargs())
+        self.model_args = {"width": cfg.width, "levels": cfg.levels, "head": self.method.head,
+                           "head_kwargs": self.method.head_kwargs(), "aux_heads": sorted(model.aux)}
         if cfg.init and not state:
             self._init_from(model, Path(cfg.init))
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

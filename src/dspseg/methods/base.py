@@ -16,6 +16,13 @@ Class attributes a method sets:
 * ``Options`` — a pydantic model of the method's options (``--set method_options.KEY=VALUE``);
   unknown keys are refused.
 
+Auxiliary heads: a method that needs extra outputs computed from the backbone features (a
+classification branch, a distance-regression branch) returns them from :meth:`Method.aux_heads`.
+The trainer builds them into the model (``SegmentationModel.aux``), so the optimiser trains them and
+checkpoints hold them; in training mode the model's output dict then also holds ``aux_<name>``.
+Evaluation and prediction never compute them (they are dropped when a checkpoint is loaded for
+inference: :func:`dspseg.engine.checkpoint.build_model_from_checkpoint`).
+
 Torch is not imported at module level here, nor should it be in method modules: ``dspseg train
 --help`` lists the registered methods and must stay instant. Import torch inside :meth:`loss`.
 
@@ -40,6 +47,19 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor, nn
 
 KINDS = ("mask", "box", "point", "image", "none")
+
+
+def images_of_kinds(batch: dict[str, Any], kinds: frozenset[str] | set[str]) -> Tensor:
+    """(B,) bool on the batch's device: image b's kind (``batch["kinds"][b]``) is in ``kinds``."""
+    import torch
+
+    return torch.tensor([k in kinds for k in batch["kinds"]], dtype=torch.bool, device=batch["image"].device)
+
+
+def rows_of_kinds(table: Tensor, batch: dict[str, Any], kinds: frozenset[str] | set[str]) -> Tensor:
+    """The rows of a collated bag table (points, boxes, image_labels: column 0 = image index) whose
+    image's kind is in ``kinds``; e.g. the boxes a box-only method may learn from."""
+    return table[images_of_kinds(batch, kinds)[table[:, 0].long()]]
 
 
 class NoOptions(BaseModel):
@@ -73,6 +93,15 @@ class Method(ABC):
 
     def head_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the head (e.g. the prototype head's ``tau``); default none."""
+        return {}
+
+    def aux_heads(self, feature_channels: int) -> dict[str, nn.Module]:
+        """Auxiliary heads ``{name: module}`` on the backbone features; default none.
+
+        Each module maps ``(features (B, F, H, W), valid (B, H, W) bool or None)`` to a tensor, which
+        the model returns as ``outputs["aux_<name>"]`` in training mode (``F = feature_channels``).
+        Names must be identifiers. Build the modules here (import torch inside this method).
+        """
         return {}
 
     def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:

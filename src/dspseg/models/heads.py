@@ -127,14 +127,20 @@ class PrototypeHead(nn.Module):
 
 
 class SegmentationModel(nn.Module):
-    """Backbone + head.
+    """Backbone + head (+ optional auxiliary heads used only in training).
 
     ``backbone`` is any module mapping (B, Cin, H, W) to a feature map (B, F, H, W) and exposing
     ``out_channels`` (= F); ``head`` maps that feature map to a dict with ``"logits"`` (a head that
     returns a bare tensor is treated as returning logits). ``forward`` returns the head's dict.
+
+    ``aux`` (an :class:`~torch.nn.ModuleDict`, possibly empty) holds auxiliary heads (e.g. the
+    classification branch of ``clsbranch``): each maps ``(features, valid)`` — features
+    (B, F, H, W) and ``valid`` (B, H, W) bool or None (= every pixel valid) — to a tensor, returned
+    as ``"aux_<name>"`` from the *same* backbone features. They run only when asked: by default in
+    training mode, never in eval mode (so evaluation and prediction do not pay for them).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, aux: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         if not hasattr(backbone, "out_channels"):
             raise ValueError(
@@ -143,15 +149,35 @@ class SegmentationModel(nn.Module):
             )
         self.backbone = backbone
         self.head = head
+        aux = dict(aux or {})
+        for name, module in aux.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"SegmentationModel: auxiliary head names must be identifiers, got {name!r}")
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"SegmentationModel: auxiliary head {name!r} must be an nn.Module, "
+                                f"got {type(module).__name__}")
+        self.aux = nn.ModuleDict(aux)
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """(B, Cin, H, W) → {"logits": (B, C, H, W), ...head-specific entries}."""
-        out = self.head(self.backbone(x))
+    def forward(self, x: Tensor, valid: Tensor | None = None, aux: bool | None = None) -> dict[str, Tensor]:
+        """(B, Cin, H, W) → {"logits": (B, C, H, W), ...head-specific entries, "aux_<name>": ...}.
+
+        ``valid`` (B, H, W) bool marks real (non-padding) pixels for the auxiliary heads; ``aux``
+        forces them on (True) or off (False); None computes them exactly in training mode.
+        """
+        feats = self.backbone(x)
+        out = self.head(feats)
         if isinstance(out, Tensor):
-            return {"logits": out}
-        if not isinstance(out, dict) or "logits" not in out:
+            out = {"logits": out}
+        elif not isinstance(out, dict) or "logits" not in out:
             raise TypeError(
                 f"SegmentationModel: head {type(self.head).__name__} must return a tensor or a dict "
                 f"with 'logits', got {type(out).__name__}"
             )
+        if len(self.aux) and (self.training if aux is None else aux):
+            if valid is not None and (valid.shape != (x.shape[0], *x.shape[2:]) or valid.dtype != torch.bool):
+                raise ValueError(f"SegmentationModel.forward: valid must be a bool tensor of shape "
+                                 f"{(x.shape[0], *x.shape[2:])}, got {valid.dtype} {tuple(valid.shape)}")
+            out = dict(out)
+            for name, module in self.aux.items():
+                out[f"aux_{name}"] = module(feats, valid)
         return out
