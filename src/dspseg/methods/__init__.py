@@ -55,6 +55,6 @@ def method_table() -> list[tuple[str, str]]:
 
 
 # Built-in methods register themselves on import (keep these imports last).
-from dspseg.methods import basic, con2r, dsp, fixmatch, pseudolabel  # noqa: E402,F401
+from dspseg.methods import basic, boxinst, clsbranch, con2r, dsp, fixmatch, pointbranch, pseudolabel  # noqa: E402,F401
 
 __all__ = ["KINDS", "METHODS", "Method", "NoOptions", "get_method", "method_table", "register"]
