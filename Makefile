@@ -11,6 +11,8 @@ $(BIN)/dspseg: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# real-microscopy test data; --no-deps: its bioio readers pull ~40 packages dspseg does not need
+	$(BIN)/pip install -q --no-deps ndev-sampledata==0.0.3
 	touch $(BIN)/dspseg
 
 setup: $(BIN)/dspseg

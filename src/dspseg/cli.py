@@ -154,6 +154,12 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
 
+from dspseg.io_commands import convert, export, import_app  # noqa: E402  (no torch at import time)
+
+app.add_typer(import_app, name="import")
+app.command()(convert)
+app.command()(export)
+
 
 # ------------------------------------------------------------------------------------------ demo
 
