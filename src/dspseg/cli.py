@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from dspseg import __version__
+from dspseg.cli_errors import fail
 
 app = typer.Typer(
     name="dspseg",
@@ -30,15 +31,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print one clear sentence for the user and exit without a traceback."""
-    from rich.markup import escape
-
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _version(value: bool) -> None:

@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dspseg.cli_errors import fail, guarded
 from dspseg.data.cosem_classes import class_map_lines
 
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_SOURCE = "s3://janelia-cosem-datasets"  # kept equal to dspseg.data.openorganelle.DEFAULT_SOURCE
 PAPER_DATASETS = ("jrc_hela-2", "jrc_hela-3", "jrc_jurkat-1", "jrc_macrophage-2")
@@ -28,29 +28,6 @@ import_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exce
 @import_app.callback()
 def import_() -> None:
     """Import public datasets into the dspseg format (a dataset folder with dataset.json)."""
-
-
-def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _guarded(fn):  # noqa: ANN001, ANN202 - small local helper
-    """Call ``fn()``; turn known user-facing errors into one sentence and an exit code."""
-    from dspseg.data.io import ImageReadError
-    from dspseg.data.manifest import ManifestError
-    from dspseg.engine.config import UserError
-
-    try:
-        return fn()
-    except ManifestError as e:
-        _fail(f"the dataset cannot be used:\n{e}", 1)
-    except ImageReadError as e:
-        _fail(str(e), 1)
-    except UserError as e:
-        _fail(str(e), 2)
-    except KeyboardInterrupt:
-        _fail("interrupted; nothing was left half-written", 130)
 
 
 OPENORGANELLE_HELP = (
@@ -95,7 +72,7 @@ def openorganelle(
                       f"{', '.join(m.classes)}; set to ignore as rare: {dropped}", highlight=False, soft_wrap=True)
         console.print(f"next: dspseg validate {out}", highlight=False, soft_wrap=True)
 
-    _guarded(run)
+    guarded(run)
 
 
 openorganelle.__doc__ = OPENORGANELLE_HELP + "\n".join(class_map_lines())
@@ -155,7 +132,7 @@ def convert(
         if not report.ok:
             raise typer.Exit(1)
 
-    _guarded(run)
+    guarded(run)
 
 
 convert.__doc__ = CONVERT_HELP
@@ -174,7 +151,7 @@ def export(
     model.json lists the classes (output channel order), input channels, normalisation mean/std, the suggested tile size, the image-size multiple, the model arguments and the dspseg version. The pt2 and onnx programs take images scaled like dspseg reads them (integer types divided by their maximum, e.g. uint8 / 255), shape (N, C, H, W) with H and W multiples of model.json's input.multiple, normalise inside and return logits (N, classes, H, W); labels = argmax over dim 1. See docs/bring-your-own-data.md.
     """
     if checkpoint not in ("best", "last"):
-        _fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
+        fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
 
     def go() -> None:
         from dspseg.engine.export import export_run
@@ -182,4 +159,4 @@ def export(
         result = export_run(run, format, out, checkpoint=checkpoint)
         console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False, soft_wrap=True)
 
-    _guarded(go)
+    guarded(go)

@@ -13,12 +13,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from dspseg.cli_errors import fail, guarded
 from dspseg.methods import method_table
 
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 TRAIN_HELP = (
     "Train a segmentation network on a dataset and write a self-explaining run folder.\n\n"
@@ -28,37 +27,6 @@ TRAIN_HELP = (
     "--config FILE, the flags below, --set key=value.\n\n"
     "Methods (--method):\n"
 )
-
-
-def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _run_guarded(fn):  # noqa: ANN001, ANN202 - small local helper
-    """Call ``fn()``; turn known user-facing errors into one sentence and an exit code."""
-    from dspseg.data.io import ImageReadError
-    from dspseg.data.manifest import ManifestError
-    from dspseg.engine.config import UserError
-
-    try:
-        return fn()
-    except ManifestError as e:
-        _fail(f"the dataset cannot be used:\n{e}", 1)
-    except ImageReadError as e:
-        _fail(str(e), 1)
-    except UserError as e:
-        from dspseg.data.dataset import DatasetError
-
-        _fail(str(e), 1 if isinstance(e, DatasetError) else 2)
-    except KeyboardInterrupt:
-        _fail("interrupted; a run can continue from its last checkpoint with --resume", 130)
-    except Exception as e:  # training failures carry a full sentence already
-        from dspseg.engine.trainer import TrainingError
-
-        if isinstance(e, TrainingError):
-            _fail(str(e), 1)
-        raise
 
 
 def train(
@@ -102,7 +70,7 @@ def train(
         console.print(f"next: dspseg evaluate {out} {data}", highlight=False, soft_wrap=True)
         return result
 
-    _run_guarded(run)
+    guarded(run, interrupted="interrupted; the run can continue from its last checkpoint with --resume")
 
 
 _WIDTH = max((len(name) for name, _ in method_table()), default=8)
@@ -121,14 +89,14 @@ def evaluate(
     Dice per class = 2·TP / (2·TP + FP + FN) over all pixels of the split (unannotated pixels skipped). The headline is the mean over classes, background included; a class absent from both prediction and truth is left out of the mean.
     """
     if split not in ("train", "val", "test"):
-        _fail(f"--split must be train, val or test, got '{split}'", 2)
+        fail(f"--split must be train, val or test, got '{split}'", 2)
 
     def run_eval() -> None:
         from dspseg.engine.evaluate import evaluate_run
 
         evaluate_run(run, data, split=split, json_path=json_path, console=console)
 
-    _run_guarded(run_eval)
+    guarded(run_eval)
 
 
 def predict(
@@ -147,7 +115,7 @@ def predict(
     Pixel values of the label images are class ids in the order of the dataset's classes (see `dspseg validate DATA`). Input files are never modified.
     """
     if checkpoint not in ("best", "last"):
-        _fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
+        fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
 
     def run_predict() -> None:
         from dspseg.engine.predict import predict_files
@@ -156,4 +124,4 @@ def predict(
                                 overwrite=overwrite, console=console)
         console.print(f"wrote {len(written)} label image(s) to {out}", highlight=False)
 
-    _run_guarded(run_predict)
+    guarded(run_predict)
