@@ -43,7 +43,6 @@ def reference(run: Path) -> tuple[NormalisedModel, torch.Tensor, torch.Tensor]:
 
 
 def test_safetensors_roundtrip_and_model_json(run: Path, reference, tmp_path: Path) -> None:
-    pytest.importorskip("safetensors")
     wrapper, x, ref = reference
     result = export_run(run, "safetensors", tmp_path / "st")
     assert [p.name for p in result.files] == ["model.safetensors", "model.json"]
@@ -74,9 +73,7 @@ def test_torch_export_program_matches_pytorch(run: Path, reference, tmp_path: Pa
 
 
 def test_onnx_runtime_matches_pytorch(run: Path, reference, tmp_path: Path) -> None:
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxscript")
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort  # the export extra is part of [dev]: missing = failure
     _, x, ref = reference
     export_run(run, "onnx", tmp_path / "onnx")
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -96,7 +93,6 @@ def test_errors_and_cli(run: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="exists and is not an empty folder"):
         export_run(run, "safetensors", tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
-    pytest.importorskip("safetensors")
     app = typer.Typer()
     app.command()(export)
     ok = CliRunner().invoke(app, [str(run), "--format", "safetensors", "--out", str(tmp_path / "cli")])

@@ -18,7 +18,7 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-pytest.importorskip("zarr")
+import zarr  # noqa: F401,E402  (the openorganelle extra is part of [dev]: missing = failure)
 
 from dspseg.data import openorganelle as oo  # noqa: E402
 from dspseg.data.cosem_classes import CLASSES, COSEM_LABELS, MERGE  # noqa: E402
