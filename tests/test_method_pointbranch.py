@@ -3,6 +3,7 @@ image and longer across an intensity wall, targets only where points exist, term
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -67,6 +68,44 @@ def test_geodesic_is_longer_across_an_intensity_wall():
     assert wall[4, 8] == pytest.approx(flat[4, 8] + 6.0)
 
 
+def dijkstra(image: np.ndarray, seeds: list[tuple[int, int]], beta: float, valid: np.ndarray) -> np.ndarray:
+    """Exact shortest paths on the 8-connected grid, step cost ℓ + β·|ΔI| (the reference)."""
+    h, w = image.shape
+    dist = np.full((h, w), np.inf)
+    heap = []
+    for r, c in seeds:
+        dist[r, c] = 0.0
+        heapq.heappush(heap, (0.0, r, c))
+    while heap:
+        d, r, c = heapq.heappop(heap)
+        if d > dist[r, c]:
+            continue
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                rr, cc = r + dr, c + dc
+                if (dr or dc) and 0 <= rr < h and 0 <= cc < w and valid[rr, cc]:
+                    nd = d + math.hypot(dr, dc) + beta * abs(image[rr, cc] - image[r, c])
+                    if nd < dist[rr, cc]:
+                        dist[rr, cc] = nd
+                        heapq.heappush(heap, (nd, rr, cc))
+    return dist
+
+
+def test_geodesic_converges_to_dijkstra_and_bounds_it_from_above():
+    torch.manual_seed(1)
+    image = torch.rand(1, 1, 9, 11)
+    valid = torch.ones(1, 9, 11, dtype=torch.bool)
+    valid[0, 7:, :] = False  # padding rows
+    valid[0, 2:5, 5] = False  # and an invalid notch inside
+    seeds = [(1, 1), (6, 9)]
+    pts = torch.tensor([[0, 0, r, c] for r, c in seeds])
+    ref = dijkstra(image[0, 0].double().numpy(), seeds, 3.0, valid[0].numpy())
+    exact = geodesic_distance_maps(pts, image, 1, beta=3.0, passes=40, valid=valid)[0, 0].double().numpy()
+    np.testing.assert_allclose(exact[valid[0]], ref[valid[0]], rtol=1e-6)
+    few = geodesic_distance_maps(pts, image, 1, beta=3.0, passes=1, valid=valid)[0, 0].double().numpy()
+    assert (few[valid[0]] >= ref[valid[0]] - 1e-6).all()  # relaxation only ever overestimates
+
+
 def test_geodesic_paths_avoid_invalid_pixels_and_batch_equals_separate():
     torch.manual_seed(0)
     image = torch.rand(2, 1, 6, 8)
@@ -80,7 +119,7 @@ def test_geodesic_paths_avoid_invalid_pixels_and_batch_equals_separate():
         sel[:, 0] = 0
         alone = geodesic_distance_maps(sel, image[row[0]:row[0] + 1], 3, beta=1.5, passes=3,
                                        valid=valid[row[0]:row[0] + 1])
-        assert torch.equal(alone[0, row[1]], g[row[0], row[1]])
+        assert torch.allclose(alone[0, row[1]], g[row[0], row[1]], rtol=1e-6)  # float32 alone, float64 here
 
 
 def test_normalised_targets():

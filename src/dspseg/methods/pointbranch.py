@@ -47,7 +47,7 @@ class PointBranchOptions(BaseModel):
     sigma: float = Field(8.0, gt=0, description="σ of the target exp(-d/σ), pixels")
     regression: Literal["l1", "l2"] = Field("l2", description="regression loss ρ")
     beta: float = Field(2.0, ge=0, description="geodesic: weight β of the intensity change per step")
-    passes: int = Field(2, ge=1, description="geodesic: sweep passes (4 directional sweeps each)")
+    passes: int = Field(4, ge=1, description="geodesic: passes of the 8 directional sweeps (more = closer to exact)")
     smooth: int = Field(3, ge=1, description="geodesic: side of the mean filter applied to the image first")
     weak_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast jitter of the weak view")
 
