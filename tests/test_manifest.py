@@ -116,3 +116,19 @@ def test_resolve_inside(tmp_path):
     os.symlink(tmp_path.parent, tmp_path / "up")
     with pytest.raises(PathEscapeError, match="outside"):
         resolve_inside(tmp_path, "up/x.tif")
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    """Atomic writes must not leave mkstemp's private 0600 mode on the user's files."""
+    import os
+
+    from dspseg.data.manifest import parse_manifest, save_manifest
+
+    m = parse_manifest({"classes": ["a"], "images": [{"file": "x.tif"}]}, tmp_path)
+    old = os.umask(0o022)
+    try:
+        path = save_manifest(m, tmp_path)
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    assert [p.name for p in tmp_path.iterdir()] == ["dataset.json"]  # no temporary file left

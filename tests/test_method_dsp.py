@@ -9,7 +9,6 @@ import torch
 
 from dspseg.data.acr import reduce_manifest
 from dspseg.data.dataset import SegmentationDataset, collate
-from dspseg.data.manifest import save_manifest
 from dspseg.data.synthetic import write_synthetic_dataset
 from dspseg.methods import get_method
 from dspseg.models import build_model

@@ -30,12 +30,13 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from dspseg.fsutil import write_text_atomic
 
 FORMAT = "dspseg/1"
 MANIFEST_NAME = "dataset.json"
@@ -386,13 +387,5 @@ def save_manifest(manifest: Manifest, data: str | Path) -> Path:
     path = manifest_path(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(manifest.to_json(), indent=1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".dataset.", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, text + "\n")
     return path

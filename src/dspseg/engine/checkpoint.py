@@ -23,9 +23,7 @@ full disk mid-save leaves the previous file intact.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 
 from dspseg.engine.config import UserError
+from dspseg.fsutil import atomic_write
 
 FORMAT = "dspseg-checkpoint/1"
 
@@ -42,31 +41,8 @@ class CheckpointError(UserError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some file systems refuse to fsync a directory; the file itself is already synced
-    finally:
-        os.close(dir_fd)
-    return path
+    """Write ``state`` to ``path`` atomically and durably (temporary file, fsync, rename)."""
+    return atomic_write(path, lambda f: torch.save(state, f), binary=True, durable=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -25,29 +25,15 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from dspseg.engine.config import TrainConfig, config_to_yaml
+from dspseg.fsutil import atomic_write, write_text_atomic
 
 PACKAGES = ("torch", "numpy", "scipy", "lightning-fabric", "pydantic", "typer", "pyyaml", "rich",
             "torchmetrics", "kornia", "tifffile", "imageio", "connected-components-3d", "matplotlib")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_config(out: Path, cfg: TrainConfig) -> Path:
@@ -217,16 +203,7 @@ def plot_progress(log: MetricsLog, path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
     return path
 
 
