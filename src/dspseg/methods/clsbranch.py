@@ -79,7 +79,7 @@ class ClsBranch(Method):
     """CE on masks + BCE of an image classification branch on the image-level class sets."""
 
     name = "clsbranch"
-    summary = "classification branch (Mlynarski 2019): CE on masks + BCE of pooled image-level class logits (masks, image labels)"
+    summary = "Classification branch (Mlynarski 2019): CE on masks + BCE of pooled image-level class logits (masks, image labels)"
     uses = frozenset({"mask", "image"})
     head = "linear"
     Options = ClsBranchOptions

@@ -57,7 +57,7 @@ class PointBranch(Method):
     """CE on masks + regression of per-class distance maps to the points (euclidean or geodesic)."""
 
     name = "pointbranch"
-    summary = "point branch: CE on masks + regressed euclidean or geodesic distance maps to the points (masks, points)"
+    summary = "Point branch: CE on masks + regressed euclidean or geodesic distance maps to the points (masks, points)"
     uses = frozenset({"mask", "point"})
     head = "linear"
     Options = PointBranchOptions
