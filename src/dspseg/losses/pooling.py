@@ -32,14 +32,18 @@ POSITIVE_TYPES = ("mask", "box", "point", "image")
 
 
 def _instance_index(shape, instances: Tensor, instance_classes: Tensor):
-    """Flat indices of every component pixel of its own class, and the component id of each."""
+    """Flat indices of every pixel of the images that have components (pixel of no component:
+    index of class 0, segment ``M`` = discarded), and the segment (component id) of each."""
     b, c, h, w = shape
-    inst = instances.reshape(-1).long()
-    pix = torch.nonzero(inst > 0).flatten()
-    ids = inst[pix] - 1
-    bi, rest = pix // (h * w), pix % (h * w)
-    flat = (bi * c + instance_classes[ids]) * (h * w) + rest
-    return flat, ids
+    hw = h * w
+    inst = instances.reshape(b, hw).long()
+    images = torch.nonzero((inst > 0).any(dim=1)).flatten()  # only images with components
+    inst = inst[images]  # (Bm, hw)
+    m = instance_classes.shape[0]
+    seg = torch.where(inst > 0, inst - 1, m)  # component id, m = none
+    cls = torch.cat([instance_classes.long(), instance_classes.new_zeros(1)])[seg]
+    flat = (images.unsqueeze(1) * c + cls) * hw + torch.arange(hw, device=inst.device)
+    return flat.reshape(-1), seg.reshape(-1)
 
 
 def _point_index(shape, points: Tensor):
@@ -48,48 +52,57 @@ def _point_index(shape, points: Tensor):
     return ((p[:, 0] * c + p[:, 1]) * h + p[:, 2]) * w + p[:, 3]
 
 
-def _image_index(shape, image_labels: Tensor, valid: Tensor):
-    """Flat indices of every valid pixel of each labelled (image, class), and the label id of each."""
+def _image_index(shape, image_labels: Tensor):
+    """Flat indices of every pixel of each labelled (image, class) map: (L, h*w)."""
     b, c, h, w = shape
     lab = image_labels.long()
-    per_label = valid[lab[:, 0]].reshape(lab.shape[0], h * w)  # (L, h*w)
-    seg, rest = torch.nonzero(per_label, as_tuple=True)
-    flat = (lab[seg, 0] * c + lab[seg, 1]) * (h * w) + rest
-    return flat, seg
+    base = (lab[:, 0] * c + lab[:, 1]) * (h * w)
+    return (base.unsqueeze(1) + torch.arange(h * w, device=lab.device)).reshape(-1)
+
+
+def _buckets(sizes: Tensor) -> Tensor:
+    """Power-of-two bucket of each size (1, 2, 4, ...): padding within a bucket at most doubles it."""
+    return torch.ceil(torch.log2(sizes.clamp_min(1).double())).long()
 
 
 def _box_index(shape, boxes: Tensor):
-    """Flat indices of every pixel of every box, with its (row bucket, column bucket)."""
+    """Boxes grouped by (height, width) power-of-two bucket; per group the flat indices of a padded
+    (n, H_k, W_k) window (padding points at the box's first pixel) and its in-box mask."""
     b, c, h, w = shape
     bx = boxes.long()
     hs, ws = bx[:, 5] - bx[:, 3], bx[:, 4] - bx[:, 2]
     if bool((hs <= 0).any() or (ws <= 0).any()):
         raise ValueError("box pooling: every box needs x1 > x0 and y1 > y0 (drop empty boxes before)")
-    areas = hs * ws
-    box_id = torch.repeat_interleave(torch.arange(bx.shape[0], device=bx.device), areas)
-    local = torch.arange(box_id.shape[0], device=bx.device) - (torch.cumsum(areas, 0) - areas)[box_id]
-    dy, dx = local // ws[box_id], local % ws[box_id]
-    flat = ((bx[box_id, 0] * c + bx[box_id, 1]) * h + bx[box_id, 3] + dy) * w + bx[box_id, 2] + dx
-    row_bucket = (torch.cumsum(hs, 0) - hs)[box_id] + dy
-    col_bucket = (torch.cumsum(ws, 0) - ws)[box_id] + dx
-    return flat, row_bucket, col_bucket, hs, ws
+    key = _buckets(hs) * 64 + _buckets(ws)
+    groups = []
+    for k in torch.unique(key).tolist():
+        ids = torch.nonzero(key == k).flatten()
+        hk, wk = int(hs[ids].max()), int(ws[ids].max())
+        dy = torch.arange(hk, device=bx.device).view(1, hk, 1)
+        dx = torch.arange(wk, device=bx.device).view(1, 1, wk)
+        inside = (dy < hs[ids].view(-1, 1, 1)) & (dx < ws[ids].view(-1, 1, 1))
+        base = ((bx[ids, 0] * c + bx[ids, 1]) * h + bx[ids, 3]) * w + bx[ids, 2]
+        flat = base.view(-1, 1, 1) + torch.where(inside, dy * w + dx, 0)
+        groups.append((ids, flat, inside))
+    return groups
 
 
 def _segment_mean(values: Tensor, seg: Tensor, n: int) -> tuple[Tensor, Tensor]:
     sums = values.new_zeros(n).index_add_(0, seg, values)
-    counts = torch.bincount(seg, minlength=n)
+    counts = torch.bincount(seg, minlength=n)[:n]
     return sums / counts.clamp_min(1).to(values.dtype), counts
 
 
-def _box_reduce(values: Tensor, row_bucket: Tensor, col_bucket: Tensor, hs: Tensor, ws: Tensor) -> Tensor:
-    fill = torch.finfo(values.dtype).min
-    row_max = values.new_full((int(hs.sum()),), fill).scatter_reduce(0, row_bucket, values, "amax")
-    col_max = values.new_full((int(ws.sum()),), fill).scatter_reduce(0, col_bucket, values, "amax")
-    nb = hs.shape[0]
-    ids = torch.arange(nb, device=hs.device)
-    total = values.new_zeros(nb).index_add_(0, torch.repeat_interleave(ids, hs), row_max)
-    total = total.index_add_(0, torch.repeat_interleave(ids, ws), col_max)
-    return total / (hs + ws).to(values.dtype)
+def _box_reduce(groups, values_per_group: list[Tensor], hs: Tensor, ws: Tensor, nb: int) -> Tensor:
+    """Mean of row and column maxima per box from the padded windows."""
+    out = None
+    for (ids, _, inside), vals in zip(groups, values_per_group):
+        v = vals.masked_fill(~inside, float("-inf"))
+        row = v.amax(dim=2).masked_fill(~inside.any(dim=2), 0.0).sum(dim=1)  # Σ_y max_x
+        col = v.amax(dim=1).masked_fill(~inside.any(dim=1), 0.0).sum(dim=1)  # Σ_x max_y
+        pooled = (row + col) / (hs[ids] + ws[ids]).to(vals.dtype)
+        out = (vals.new_zeros(nb) if out is None else out).index_add(0, ids, pooled)
+    return out
 
 
 def pool_all(scores: Tensor, instances: Tensor, instance_classes: Tensor, points: Tensor, boxes: Tensor,
@@ -107,32 +120,45 @@ def pool_all(scores: Tensor, instances: Tensor, instance_classes: Tensor, points
         Components with no pixel left (e.g. cropped away) are dropped.
     """
     shape = tuple(scores.shape)
+    b, c, h, w = shape
     m = instance_classes.shape[0]
     inst_flat, inst_seg = _instance_index(shape, instances, instance_classes) if m else (None, None)
     pt_flat = _point_index(shape, points)
-    im_flat, im_seg = _image_index(shape, image_labels, valid)
-    box_flat, row_b, col_b, hs, ws = _box_index(shape, boxes)
-    parts = [x for x in (inst_flat, pt_flat, im_flat, box_flat) if x is not None]
-    values = scores.reshape(-1)[torch.cat(parts)] if parts else scores.new_zeros(0)
-    sizes = [0 if inst_flat is None else inst_flat.numel(), pt_flat.numel(), im_flat.numel(), box_flat.numel()]
-    inst_v, pt_v, im_v, box_v = torch.split(values, sizes)
+    im_flat = _image_index(shape, image_labels)
+    box_groups = _box_index(shape, boxes) if boxes.shape[0] else []
+    parts = [x for x in (inst_flat, pt_flat, im_flat) if x is not None] + [g[1].reshape(-1) for g in box_groups]
+    flat = torch.cat(parts) if parts else scores.new_zeros(0, dtype=torch.long)
+    values = scores.reshape(-1).gather(0, flat)  # one gather; its backward is one scatter-add
+    sizes = [0 if inst_flat is None else inst_flat.numel(), pt_flat.numel(), im_flat.numel()]
+    inst_v, pt_v, im_v, box_v = torch.split(values, sizes + [values.numel() - sum(sizes)])
 
     out = {}
     if m:
-        pooled, counts = _segment_mean(inst_v, inst_seg, m)
+        pooled, counts = _segment_mean(inst_v, inst_seg, m + 1)  # segment m collects non-component pixels
+        pooled, counts = pooled[:m], counts[:m]
         out["mask"] = (pooled[counts > 0], instance_classes[counts > 0])
     else:
         out["mask"] = (scores.new_zeros(0), instance_classes.new_zeros(0))
     out["point"] = (pt_v, points[:, 1].long())
-    out["image"] = (_segment_mean(im_v, im_seg, image_labels.shape[0])[0], image_labels[:, 1].long())
-    out["box"] = (_box_reduce(box_v, row_b, col_b, hs, ws) if boxes.shape[0] else scores.new_zeros(0),
-                  boxes[:, 1].long())
+    lab = image_labels.long()
+    v = valid[lab[:, 0]].reshape(lab.shape[0], h * w).to(scores.dtype)  # (L, h*w)
+    im_mean = (im_v.reshape(-1, h * w) * v).sum(dim=1) / v.sum(dim=1).clamp_min(1)
+    out["image"] = (im_mean, lab[:, 1])
+    if box_groups:
+        bx = boxes.long()
+        hs, ws = bx[:, 5] - bx[:, 3], bx[:, 4] - bx[:, 2]
+        per_group = list(torch.split(box_v, [g[1].numel() for g in box_groups]))
+        per_group = [vals.view(g[1].shape) for vals, g in zip(per_group, box_groups)]
+        out["box"] = (_box_reduce(box_groups, per_group, hs, ws, bx.shape[0]), bx[:, 1])
+    else:
+        out["box"] = (scores.new_zeros(0), boxes[:, 1].long())
     return out
 
 
 def pool_boxes(scores: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
     """Box pooling alone (see the module docstring): (pooled (Nb,), classes (Nb,))."""
-    if boxes.shape[0] == 0:
-        return scores.new_zeros(0), boxes.new_zeros(0)
-    flat, row_b, col_b, hs, ws = _box_index(tuple(scores.shape), boxes)
-    return _box_reduce(scores.reshape(-1)[flat], row_b, col_b, hs, ws), boxes[:, 1].long()
+    b = scores.shape[0]
+    empty = torch.zeros(0, dtype=torch.long)
+    pooled = pool_all(scores, torch.zeros(b, *scores.shape[2:], dtype=torch.long), empty, empty.view(0, 4),
+                      boxes, empty.view(0, 2), torch.ones(b, *scores.shape[2:], dtype=torch.bool))
+    return pooled["box"]
