@@ -1,10 +1,9 @@
-"""Shared helpers for the baseline-method tests (clsbranch, pointbranch, boxinst)."""
+"""Shared helpers for the method tests: the tiny mixed dataset, methods, models, batches, training."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import torch
 
 from dspseg.data.acr import reduce_manifest
@@ -73,12 +72,3 @@ def hand_batch(image: torch.Tensor, target: torch.Tensor, kinds: list[str], n_cl
         "image_classes": torch.ones(b, n_classes, dtype=torch.bool) if image_classes is None else image_classes,
         "kinds": kinds,
     }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny CPU tests run fastest on one thread (and do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -13,8 +13,7 @@ from dspseg.engine import checkpoint as ckpt
 from dspseg.engine.trainer import resolve_run_config, train
 from dspseg.losses.boxinst import (box_projections, inside_boxes, max_projections, pairwise_loss,
                                    projection_loss)
-from methods_common import (IGNORE, batch_of, hand_batch, make_method, mixed_dataset, one_thread,  # noqa: F401
-                            tiny_model, train_steps)
+from methods_common import (IGNORE, batch_of, hand_batch, make_method, tiny_model, train_steps)
 from test_trainer import make_easy_dataset, tiny_cfg
 
 
@@ -76,11 +75,6 @@ def test_pairwise_loss_values():
     assert pairwise_loss(uniform, stripes + rows * 3, inbox, valid, smooth=1).item() == 0.0
     # pixels outside every box give no pairs either
     assert pairwise_loss(uniform, image, torch.zeros_like(inbox), valid).item() == 0.0
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    return mixed_dataset(tmp_path_factory.mktemp("boxinst"))
 
 
 def test_uses_masks_and_boxes():

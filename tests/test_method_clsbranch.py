@@ -7,13 +7,7 @@ import pytest
 import torch
 
 from dspseg.methods.clsbranch import image_class_targets
-from methods_common import (IGNORE, batch_of, hand_batch, make_method, mixed_dataset, one_thread,  # noqa: F401
-                            tiny_model, train_steps)
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    return mixed_dataset(tmp_path_factory.mktemp("clsbranch"))
+from methods_common import (IGNORE, batch_of, hand_batch, make_method, tiny_model, train_steps)
 
 
 def test_uses_masks_and_image_labels_only():

@@ -6,24 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dspseg.data.acr import reduce_manifest
-from dspseg.data.dataset import SegmentationDataset, collate
-from dspseg.data.synthetic import write_synthetic_dataset
+from dspseg.data.dataset import collate
 from dspseg.methods import get_method
 from dspseg.methods.fixmatch import confident_cross_entropy
 from dspseg.methods.views import weak_and_strong
 from dspseg.models import build_model
 
 KINDS = ("mask", "box", "point", "image", "none")
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fixmatch")
-    manifest = write_synthetic_dataset(root / "syn", n_images=30, size=48, seed=1, groups=6)
-    reduced = reduce_manifest(manifest, acr=2, scenario="mixed", split=0, n_splits=2, seed=0)
-    reduced.root = manifest.root
-    return SegmentationDataset(reduced, "train", crop_size=40)
 
 
 def make(n_classes, **opts):

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from dspseg.losses.distance_maps import euclidean_distance_maps, geodesic_distance_maps, normalised
-from methods_common import (IGNORE, batch_of, hand_batch, make_method, mixed_dataset, one_thread,  # noqa: F401
-                            tiny_model, train_steps)
+from methods_common import (IGNORE, batch_of, hand_batch, make_method, tiny_model, train_steps)
 
 
 def brute(points: list[tuple[int, int]], h: int, w: int, metric) -> np.ndarray:
@@ -127,11 +126,6 @@ def test_normalised_targets():
     assert normalised(d, 8.0).tolist() == pytest.approx([1.0, math.exp(-1), 0.0])
     with pytest.raises(ValueError, match="sigma"):
         normalised(d, 0.0)
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    return mixed_dataset(tmp_path_factory.mktemp("pointbranch"))
 
 
 def test_uses_masks_and_points():

@@ -160,9 +160,9 @@ app.command()(export)
 def demo(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o",
                              help="Folder for everything the demo makes (replaced if it holds a previous demo)."),
-    steps: int = typer.Option(300, "--steps", min=1, help="Training steps of the basic U-Net."),
+    steps: int = typer.Option(500, "--steps", min=1, help="Training steps of the basic U-Net."),
     images: int = typer.Option(128, "--images", min=16, help="Synthetic images to make."),
-    size: int = typer.Option(96, "--size", min=32, help="Synthetic image side, pixels."),
+    size: int = typer.Option(128, "--size", min=32, help="Synthetic image side, pixels."),
     width: int = typer.Option(16, "--width", min=2, help="U-Net width (channels at full resolution)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data, the splits and the training."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),

@@ -24,15 +24,15 @@ MARKER = ".dspseg-demo"
 
 @dataclass
 class DemoSettings:
-    """Sizes of the demo; the defaults finish in about 3 minutes on 2 CPU cores."""
+    """Sizes of the demo; the defaults finish in about 3.5 minutes on 2 CPU cores."""
 
     images: int = 128
-    size: int = 96
+    size: int = 128
     groups: int = 8
-    steps: int = 300
+    steps: int = 500
     batch_size: int = 8
     width: int = 16
-    # The paper's lr (6e-5) suits tens of thousands of steps on GPUs; a 300-step CPU demo needs more.
+    # The paper's lr (6e-5) suits tens of thousands of steps on GPUs; a 500-step CPU demo needs more.
     lr: float = 1e-3
     seed: int = 0
     threads: int | None = None
