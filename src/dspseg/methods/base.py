@@ -41,7 +41,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor, nn
@@ -60,6 +60,20 @@ def rows_of_kinds(table: Tensor, batch: dict[str, Any], kinds: frozenset[str] | 
     """The rows of a collated bag table (points, boxes, image_labels: column 0 = image index) whose
     image's kind is in ``kinds``; e.g. the boxes a box-only method may learn from."""
     return table[images_of_kinds(batch, kinds)[table[:, 0].long()]]
+
+
+class WeakViewOptions(BaseModel):
+    """Options shared by methods that train on the weak view (flips, quarter turns, jitter)."""
+
+    model_config = ConfigDict(extra="forbid")
+    weak_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast jitter of the weak view")
+
+
+class TwoViewOptions(WeakViewOptions):
+    """Options shared by methods that also train on a strong view (pseudo-label consistency)."""
+
+    strong_jitter: float = Field(0.4, ge=0, le=1, description="brightness/contrast jitter of the strong view")
+    cutout: int = Field(9, ge=0, description="CutOut squares at most, strong view")
 
 
 class NoOptions(BaseModel):

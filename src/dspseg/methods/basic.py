@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import Method
+from dspseg.methods.base import Method, WeakViewOptions
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from torch import Tensor
@@ -41,12 +41,10 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, valid: Tensor, ignore_i
     return total / n.clamp_min(1)
 
 
-class BasicOptions(BaseModel):
+class BasicOptions(WeakViewOptions):
     """Options of ``basic`` (``--set method_options.KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
     augment: bool = Field(True, description="train on the weak view (flips, quarter turns, jitter), as every method")
-    weak_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast jitter of the weak view")
 
 
 @register

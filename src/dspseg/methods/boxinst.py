@@ -26,20 +26,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from dspseg.methods import register
-from dspseg.methods.base import Method, rows_of_kinds
+from dspseg.methods.base import Method, WeakViewOptions, rows_of_kinds
 from dspseg.methods.basic import masked_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
 
 
-class BoxInstOptions(BaseModel):
+class BoxInstOptions(WeakViewOptions):
     """Options of ``boxinst`` (``--set method_options.KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
     projection_weight: float = Field(1.0, ge=0, description="λ_proj, weight of the projection loss")
     pairwise_weight: float = Field(1.0, ge=0, description="λ_pair, weight of the pairwise loss after warm-up")
     warmup_steps: int = Field(1000, ge=0, description="N: the pairwise weight rises linearly over N steps")
@@ -47,7 +46,6 @@ class BoxInstOptions(BaseModel):
     threshold: float = Field(0.3, gt=0, le=1, description="s: pairs with similarity below it are not used")
     dilation: int = Field(2, ge=1, description="distance of the 8 neighbours of a pixel")
     smooth: int = Field(3, ge=1, description="side of the mean filter applied before the similarity")
-    weak_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast jitter of the weak view")
 
 
 @register

@@ -30,23 +30,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import Method, images_of_kinds, rows_of_kinds
+from dspseg.methods.base import Method, WeakViewOptions, images_of_kinds, rows_of_kinds
 from dspseg.methods.basic import masked_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
 
 
-class ClsBranchOptions(BaseModel):
+class ClsBranchOptions(WeakViewOptions):
     """Options of ``clsbranch`` (``--set method_options.KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
     weight: float = Field(1.0, ge=0, description="λ, weight of the image-level BCE term")
     hidden: int = Field(64, ge=1, description="hidden units of the classification MLP")
-    weak_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast jitter of the weak view")
 
 
 def image_class_targets(batch: dict[str, Any], n_classes: int, ignore_index: int,

@@ -28,20 +28,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import KINDS, Method
+from dspseg.methods.base import KINDS, Method, TwoViewOptions
 from dspseg.methods.basic import masked_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
 
 
-class Con2ROptions(BaseModel):
+class Con2ROptions(TwoViewOptions):
     """Options of ``con2r`` (``--set method_options.KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
     samples: int = Field(512, ge=1, le=8192, description="query pixels and neighbour pixels per image")
     window: int = Field(16, ge=1, description="side of the positional receptive window (paper: 16)")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of positional vs semantic affinity (mix)")
@@ -49,9 +48,6 @@ class Con2ROptions(BaseModel):
     tau: float = Field(0.1, gt=0, description="temperature of the embedding graph (cosine / tau)")
     weight: float = Field(1.0, ge=0, description="weight w of L_Con2R")
     plf_weight: float = Field(1.0, ge=0, description="weight of the filtered weak -> strong pseudo-label CE")
-    weak_jitter: float = Field(0.2, ge=0, le=1)
-    strong_jitter: float = Field(0.4, ge=0, le=1)
-    cutout: int = Field(9, ge=0, description="CutOut squares at most, strong view")
 
 
 def forward_with_features(model: nn.Module, images: Tensor) -> dict[str, Tensor]:

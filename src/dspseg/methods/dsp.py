@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dspseg.methods import register
-from dspseg.methods.base import KINDS, Method
+from dspseg.methods.base import KINDS, Method, TwoViewOptions
 from dspseg.methods.basic import masked_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,10 +38,9 @@ class Lambdas(BaseModel):
     image: float = Field(0.1, ge=0)
 
 
-class DSPOptions(BaseModel):
+class DSPOptions(TwoViewOptions):
     """Options of ``dsp`` (``--set method_options.KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
     tau: float = Field(0.05, gt=0, description="temperature of eq. 3 and eq. 6-8 (paper: 0.05)")
     prototypes: int = Field(5, ge=1, description="prototypes per class, K (paper: 5)")
     embed_dim: int = Field(64, ge=2, description="embedding size D (paper: 64)")
@@ -51,9 +50,6 @@ class DSPOptions(BaseModel):
         "probabilities (with its class-weighting bug fixed)")
     plf_weight: float = Field(1.0, ge=0, description="weight of L_PLF")
     compile: bool = Field(True, description="fuse the eq. 8 normaliser's passes with torch.compile")
-    weak_jitter: float = Field(0.2, ge=0, le=1)
-    strong_jitter: float = Field(0.4, ge=0, le=1)
-    cutout: int = Field(9, ge=0, description="CutOut squares at most, strong view")
 
 
 @register

@@ -24,25 +24,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import KINDS, Method
+from dspseg.methods.base import KINDS, Method, TwoViewOptions
 from dspseg.methods.basic import masked_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
 
 
-class FixMatchOptions(BaseModel):
+class FixMatchOptions(TwoViewOptions):
     """Options of ``fixmatch`` (``--set method_options.KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
     threshold: float = Field(0.95, ge=0, le=1, description="confidence θ a pseudo-label needs (paper: 0.95)")
     weight: float = Field(1.0, ge=0, description="weight w of the consistency term")
-    weak_jitter: float = Field(0.2, ge=0, le=1)
-    strong_jitter: float = Field(0.4, ge=0, le=1)
-    cutout: int = Field(9, ge=0, description="CutOut squares at most, strong view")
 
 
 def confident_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor, valid: Tensor,

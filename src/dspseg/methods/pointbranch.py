@@ -28,20 +28,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import Method, rows_of_kinds
+from dspseg.methods.base import Method, WeakViewOptions, rows_of_kinds
 from dspseg.methods.basic import masked_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
 
 
-class PointBranchOptions(BaseModel):
+class PointBranchOptions(WeakViewOptions):
     """Options of ``pointbranch`` (``--set method_options.KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
     distance: Literal["euclidean", "geodesic"] = Field("euclidean", description="distance to the points")
     weight: float = Field(1.0, ge=0, description="λ, weight of the distance regression term")
     sigma: float = Field(8.0, gt=0, description="σ of the target exp(-d/σ), pixels")
@@ -49,7 +48,6 @@ class PointBranchOptions(BaseModel):
     beta: float = Field(2.0, ge=0, description="geodesic: weight β of the intensity change per step")
     passes: int = Field(4, ge=1, description="geodesic: passes of the 8 directional sweeps (more = closer to exact)")
     smooth: int = Field(3, ge=1, description="geodesic: side of the mean filter applied to the image first")
-    weak_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast jitter of the weak view")
 
 
 @register

@@ -21,24 +21,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import KINDS, Method
+from dspseg.methods.base import KINDS, Method, TwoViewOptions
 from dspseg.methods.basic import masked_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
 
 
-class PseudoLabelOptions(BaseModel):
+class PseudoLabelOptions(TwoViewOptions):
     """Options of ``pseudolabel`` (``--set method_options.KEY=VALUE``)."""
 
-    model_config = ConfigDict(extra="forbid")
     weight: float = Field(1.0, ge=0, description="weight w of the pseudo-label term")
     target_view: Literal["same", "strong"] = Field(
         "same", description="same: Lee's self-training on one view; strong: targets moved to a strong view")
-    weak_jitter: float = Field(0.2, ge=0, le=1)
     strong_jitter: float = Field(0.4, ge=0, le=1, description="only with target_view: strong")
     cutout: int = Field(9, ge=0, description="CutOut squares at most (only with target_view: strong)")
 
