@@ -306,3 +306,17 @@ def test_cli_help_lists_methods() -> None:
     for name, cls in METHODS.items():
         assert name in r.output
     assert "paper uses 64" in r.output and "--resume" in r.output
+
+
+def test_config_yaml_records_the_method_defaults(tmp_path):
+    """A config built in Python without method options still writes every option to config.yaml."""
+    import yaml
+
+    from dspseg.engine.config import TrainConfig
+
+    data = make_easy_dataset(tmp_path / "data")
+    cfg = TrainConfig(**{**TINY, "steps": 1})
+    assert cfg.method_options == {}
+    train(data, tmp_path / "run", cfg)
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert written["method_options"] == {"weak_jitter": 0.2, "augment": True}

@@ -125,6 +125,8 @@ class Trainer:
         method_cls = get_method(cfg.method)
         self.method = method_cls(method_cls.Options.model_validate(cfg.method_options),
                                  n_classes=manifest.n_classes, ignore_index=manifest.ignore_index)
+        # config.yaml records every method option, defaults included (fully resolved)
+        self.cfg = cfg = cfg.model_copy(update={"method_options": self.method.options.model_dump(mode="json")})
         state = ckpt.load_checkpoint(self.out / "checkpoints" / "last.pt") if self.resume else None
         norm = Normalisation.from_dict(state["normalisation"]) if state else None
         self.console.print(f"reading {self.data} ...")
