@@ -18,6 +18,11 @@ The paper writes a sum over positives; we average over each type's positives in 
 is shared by every positive of class c (it depends only on the batch), so it is computed once per
 class, in O(N·C) (:func:`dspseg.losses.normalizer.log_normalizer`).
 
+Under ``torch.distributed`` with P processes the normaliser runs over the global batch and each
+process returns ``P/N · Σ_{its positives} L`` per type, N the number of that type's positives in
+the global batch: after DDP averages the gradients, training equals one process on the whole batch
+(the ``reference`` variant stays per process).
+
 ``variant="reference"`` reproduces the authors' released code instead: the same structure on
 softmax probabilities ``p = softmax(s/τ)`` — ``D_c = log(Σ_j Σ_k p_k(j)[k≠c ∨ c∉A_j] + ε)``,
 positives ``log(pooled p + ε)`` — per type ``(1/n_l) Σ_c (D_c − mean_{i∈Ω_c^l} log p̂_i)`` with
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dspseg.losses.normalizer import log_normalizer
+from dspseg.losses.normalizer import log_normalizer, world_size
 from dspseg.losses.pooling import pool_all
 
 ANNOTATION_TYPES = ("mask", "box", "point", "image")
@@ -79,13 +84,21 @@ def _zero(scores: Tensor) -> Tensor:
 
 def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float,
                  fused: bool = False) -> dict[str, Tensor]:
-    log_z = log_normalizer(scores, allowed, valid, tau, fused=fused)  # (C,)
+    world = world_size()
+    log_z = log_normalizer(scores, allowed, valid, tau, fused=fused, global_batch=world > 1)  # (C,)
+    positives = pooled_positives(scores, bags, valid)
+    counts = torch.tensor([float(positives[k][0].numel()) for k in ANNOTATION_TYPES], device=scores.device)
+    if world > 1:
+        # mean over the positives of the global batch: this process's sum × P / N_global, so that
+        # DDP's averaging of the P gradients gives the one-process gradient
+        torch.distributed.all_reduce(counts)
     terms = {}
-    for kind, (pooled, classes, _) in pooled_positives(scores, bags, valid).items():
+    for kind, n in zip(ANNOTATION_TYPES, counts.tolist()):
+        pooled, classes, _ = positives[kind]
         if pooled.numel() == 0:
             terms[kind] = _zero(scores)
         else:
-            terms[kind] = (log_z[classes] - pooled / tau).mean()
+            terms[kind] = (log_z[classes] - pooled / tau).sum() * (world / n)
     return terms
 
 

@@ -115,13 +115,44 @@ def combine_log_normaliser(m: Tensor, t: Tensor, r: Tensor) -> Tensor:
     return torch.logsumexp(torch.cat([others, log_r.unsqueeze(1)], dim=1), dim=1)
 
 
+def world_size() -> int:
+    """Processes of the running ``torch.distributed`` job (1 when not distributed)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _reduce_statistics(m: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Combine every process's shifted sums into the global batch's: max of the shifts, then the sums
+    rescaled to the common shift and added (one all-reduce each)."""
+    dist = torch.distributed
+    m_all = m.clone()
+    dist.all_reduce(m_all, op=dist.ReduceOp.MAX)
+    scale = torch.exp(m - m_all)  # ≤ 1; 0 for a process without valid pixels (m = −inf)
+    tr = torch.stack([t * scale, r * scale])
+    dist.all_reduce(tr, op=dist.ReduceOp.SUM)
+    return m_all, tr[0], tr[1]
+
+
 class _LogNormaliser(torch.autograd.Function):
+    """Eq. 8 over the valid pixels of the (global) batch.
+
+    Distributed (``global_batch``): every process holds a slice of the batch. Forward all-reduces
+    the C-sized statistics, so every process gets the global ``log Z``. Backward all-reduces the
+    incoming gradient ``g = ∂L_p/∂ log Z`` (sum over processes), so each process writes
+    ``∂(Σ_p L_p)/∂s`` for its own pixels — with DDP's gradient averaging, the parameters receive the
+    gradient of ``(1/P) Σ_p L_p``, the same as one process on the whole batch when each ``L_p`` is
+    scaled accordingly (see :func:`dspseg.losses.dsp.dsp_loss`).
+    """
+
     @staticmethod
-    def forward(ctx, scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, fused: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, fused: bool,  # type: ignore[override]
+                global_batch: bool) -> Tensor:
         m, t, r = normaliser_statistics(scores, allowed, valid, tau, fused)
+        if global_batch:
+            m, t, r = _reduce_statistics(m, t, r)
         log_z = combine_log_normaliser(m.double(), t.double(), r.double())
         ctx.save_for_backward(scores, allowed, valid, m, log_z)
-        ctx.tau, ctx.fused = tau, fused
+        ctx.tau, ctx.fused, ctx.global_batch = tau, fused, global_batch
         return log_z.to(scores.dtype)
 
     @staticmethod
@@ -129,6 +160,8 @@ class _LogNormaliser(torch.autograd.Function):
         scores, allowed, valid, m, log_z = ctx.saved_tensors
         inv_tau = 1.0 / ctx.tau
         g = grad.double()
+        if ctx.global_batch:
+            torch.distributed.all_reduce(g)  # Σ_p ∂L_p/∂ log Z: log Z depends on every process's pixels
         m64 = m.double()
         c = m.shape[0]
         # With x = s/τ: d log Z_c / d x_kj = exp(x_kj − log Z_c) · ([k≠c] + [k=c][c∉A_j]). Weighted by g_c:
@@ -151,10 +184,11 @@ class _LogNormaliser(torch.autograd.Function):
             e_r = torch.exp(x - log_z.to(dt).view(1, -1, 1, 1))
             grad_x = e * w.to(dt).view(1, -1, 1, 1) + torch.where(allowed, 0.0, e_r * g.to(dt).view(1, -1, 1, 1))
             grad_s = torch.where(valid.unsqueeze(1), grad_x, 0.0) * inv_tau
-        return grad_s, None, None, None, None
+        return grad_s, None, None, None, None, None
 
 
-def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, fused: bool = False) -> Tensor:
+def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, fused: bool = False,
+                   global_batch: bool | None = None) -> Tensor:
     r"""``log Z_c`` of eq. 8 over the valid pixels of the whole batch.
 
     Args:
@@ -164,6 +198,8 @@ def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, f
         tau: temperature τ > 0; finite down to τ = 0.005.
         fused: run the two elementwise passes through ``torch.compile`` (faster for large
             batches; the first call compiles for a few seconds).
+        global_batch: normalise over the batch of *every* process of a ``torch.distributed`` job
+            (default: whenever one is running with more than one process).
 
     Returns:
         (C,) tensor ``log Z_c``, differentiable with respect to ``scores``.
@@ -175,6 +211,8 @@ def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, f
         torch.Size([3])
     """
     _check(scores, allowed, valid, tau)
-    if not bool(valid.any()):
+    if global_batch is None:
+        global_batch = world_size() > 1
+    if not global_batch and not bool(valid.any()):
         raise ValueError("valid has no True pixel: the normaliser of eq. 8 needs at least one real pixel")
-    return _LogNormaliser.apply(scores, allowed, valid, float(tau), bool(fused))
+    return _LogNormaliser.apply(scores, allowed, valid, float(tau), bool(fused), bool(global_batch))
