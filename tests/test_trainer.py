@@ -320,3 +320,21 @@ def test_config_yaml_records_the_method_defaults(tmp_path):
     train(data, tmp_path / "run", cfg)
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert written["method_options"] == {"weak_jitter": 0.2, "augment": True}
+
+
+def test_full_disk_while_saving_is_reported_and_keeps_the_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint({"step": 1}, path)
+
+    def no_space(obj, f):  # noqa: ANN001
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(ckpt.CheckpointError, match="no space left.*previous last.pt is intact.*--resume"):
+        ckpt.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

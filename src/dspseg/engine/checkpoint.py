@@ -23,6 +23,7 @@ full disk mid-save leaves the previous file intact.
 
 from __future__ import annotations
 
+import errno
 import random
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,19 @@ class CheckpointError(UserError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically and durably (temporary file, fsync, rename)."""
-    return atomic_write(path, lambda f: torch.save(state, f), binary=True, durable=True)
+    """Write ``state`` to ``path`` atomically and durably (temporary file, fsync, rename).
+
+    A full disk (or quota) raises :class:`CheckpointError` saying so; the previous file at ``path``
+    is left intact either way.
+    """
+    try:
+        return atomic_write(path, lambda f: torch.save(state, f), binary=True, durable=True)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = f"the previous {Path(path).name} is intact" if Path(path).exists() else "no earlier checkpoint exists"
+        raise CheckpointError(f"no space left on the disk while saving {path} ({e.strerror}); {kept}. "
+                              "Free some space, then continue with --resume") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
