@@ -55,6 +55,8 @@ class TrainConfig(BaseModel):
     tile: int = Field(256, ge=16, description="tile side for validating images larger than it")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field("32-true", description="numeric precision")
+    accumulate: int = Field(1, ge=1, description="micro-batches of batch_size per optimiser step (gradient "
+                            "accumulation; DSP's eq. 8 then normalises over each micro-batch)")
     accelerator: str = Field("auto", description="cpu, cuda, mps, gpu or auto")
     devices: int | str = Field(1, description="number of devices, or 'auto'")
     num_workers: int | None = Field(None, ge=0, description="data loader worker processes (default: 0 on a CPU, "

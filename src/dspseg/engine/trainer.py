@@ -143,7 +143,8 @@ class Trainer:
         self.sampler_args = dict(indices=usable, batch_size=cfg.batch_size, seed=cfg.seed,
                                  rank=self.fabric.global_rank, world_size=self.fabric.world_size)
         self.batches_per_epoch = EpochBatchSampler(**self.sampler_args).batches_per_epoch
-        self.total = cfg.steps if cfg.steps is not None else cfg.epochs * self.batches_per_epoch
+        self.total = (cfg.steps if cfg.steps is not None
+                      else max(1, cfg.epochs * self.batches_per_epoch // cfg.accumulate))
 
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -212,7 +213,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ loop
 
     def _loader(self) -> torch.utils.data.DataLoader:
-        sampler = EpochBatchSampler(**self.sampler_args, start_batch=self.step)
+        sampler = EpochBatchSampler(**self.sampler_args, start_batch=self.step * self.cfg.accumulate)
         on_gpu = self.fabric.device.type == "cuda"
         workers = self.cfg.num_workers if self.cfg.num_workers is not None else (2 if on_gpu else 0)
         return torch.utils.data.DataLoader(
@@ -279,13 +280,18 @@ class Trainer:
         loader = iter(self._loader())
         try:
             while self.step < self.total:
-                batch = fabric.to_device(next(loader))
-                terms = self.method.step(self.model, batch)
-                if not names:
-                    names = list(terms)
-                loss = sum(terms.values())
+                k = cfg.accumulate
                 self.optimizer.zero_grad(set_to_none=True)
-                fabric.backward(loss)
+                micro_terms = []
+                for micro in range(k):  # gradient accumulation: k micro-batches per optimiser step
+                    batch = fabric.to_device(next(loader))
+                    with fabric.no_backward_sync(self.model, enabled=micro < k - 1):
+                        terms = self.method.step(self.model, batch)
+                        fabric.backward(sum(terms.values()) / k)
+                    micro_terms.append(terms)
+                if not names:
+                    names = list(micro_terms[0])
+                terms = {n: sum(t[n].detach() for t in micro_terms) / k for n in names}
                 self.optimizer.step()
                 self.step += 1
                 reporter.tick(self.step)
@@ -299,7 +305,8 @@ class Trainer:
                     continue
                 values = np.concatenate(pending)
                 pending = []
-                row: dict[str, Any] = {"step": self.step, "epoch": round(self.step / self.batches_per_epoch, 3)}
+                row: dict[str, Any] = {"step": self.step,
+                                       "epoch": round(self.step * cfg.accumulate / self.batches_per_epoch, 3)}
                 row.update({n: float(v) for n, v in zip(names, values.mean(0))})
                 row["loss"] = float(values.sum(1).mean())
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
