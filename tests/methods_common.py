@@ -72,3 +72,18 @@ def hand_batch(image: torch.Tensor, target: torch.Tensor, kinds: list[str], n_cl
         "image_classes": torch.ones(b, n_classes, dtype=torch.bool) if image_classes is None else image_classes,
         "kinds": kinds,
     }
+
+
+KINDS = ("mask", "box", "point", "image", "none")
+
+
+def batch_per_kind(ds: SegmentationDataset, kinds, per_kind: int = 2, key: int = 5) -> dict[str, Any]:
+    """``per_kind`` items of each kind in ``kinds`` (in that order), cropped with seed ``key``, collated."""
+    picked = [i for k in kinds for i in ds.indices_of_kinds({k})[:per_kind]]
+    return collate([ds[(i, key)] for i in picked], ignore_index=IGNORE)
+
+
+def linear_model(n_classes: int, seed: int = 0):
+    """A seeded tiny U-Net (width 4, 2 levels) with a linear head."""
+    torch.manual_seed(seed)
+    return build_model(1, n_classes, width=4, levels=2, head="linear")

@@ -10,9 +10,7 @@ from dspseg.data.dataset import collate
 from dspseg.methods import get_method
 from dspseg.methods.fixmatch import confident_cross_entropy
 from dspseg.methods.views import weak_and_strong
-from dspseg.models import build_model
-
-KINDS = ("mask", "box", "point", "image", "none")
+from methods_common import KINDS, batch_per_kind as batch_of, linear_model as tiny_model
 
 
 def make(n_classes, **opts):
@@ -20,14 +18,6 @@ def make(n_classes, **opts):
     return cls(cls.Options.model_validate(opts), n_classes=n_classes, ignore_index=255)
 
 
-def tiny_model(n_classes, seed=0):
-    torch.manual_seed(seed)
-    return build_model(1, n_classes, width=4, levels=2, head="linear")
-
-
-def batch_of(ds, kinds, per_kind=2):
-    picked = [i for k in kinds for i in ds.indices_of_kinds({k})[:per_kind]]
-    return collate([ds[(i, 5)] for i in picked], ignore_index=255)
 
 
 def test_registered_with_every_kind_and_a_linear_head():
