@@ -132,3 +132,25 @@ def test_saved_files_get_ordinary_permissions(tmp_path):
         os.umask(old)
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
     assert [p.name for p in tmp_path.iterdir()] == ["dataset.json"]  # no temporary file left
+
+
+def test_new_folder_is_all_or_nothing_with_ordinary_permissions(tmp_path):
+    import os
+
+    import pytest
+
+    from dspseg.fsutil import new_folder
+
+    old = os.umask(0o022)
+    try:
+        with new_folder(tmp_path / "out") as tmp:
+            (tmp / "a.txt").write_text("x")
+        assert oct((tmp_path / "out").stat().st_mode & 0o777) == oct(0o755)
+        with pytest.raises(RuntimeError):
+            with new_folder(tmp_path / "failed") as tmp:
+                (tmp / "half.txt").write_text("x")
+                raise RuntimeError("interrupted")
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing left of the failed build
+    assert (tmp_path / "out" / "a.txt").read_text() == "x"

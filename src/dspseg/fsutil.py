@@ -9,8 +9,10 @@ would (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,3 +71,28 @@ def _fsync_folder(folder: Path) -> None:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda f: f.write(text))
+
+
+@contextmanager
+def new_folder(out: str | Path, purpose: str = "new") -> Iterator[Path]:
+    """Build a folder completely in a temporary sibling, then move it to ``out`` in one rename.
+
+    ``out`` must be absent or an empty folder (callers check and say so). A failure or an interrupt
+    leaves nothing behind: the temporary folder is removed and ``out`` is as it was. The folder gets
+    ordinary permissions (``0o777`` less the umask), not ``mkdtemp``'s private ``0o700``.
+
+        with new_folder(out) as tmp:
+            write_everything_into(tmp)
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{purpose}."))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        if out.exists():
+            out.rmdir()  # empty, checked by the caller; replaced by the finished folder
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

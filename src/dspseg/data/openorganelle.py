@@ -36,6 +36,7 @@ from dspseg.data.cosem_classes import CLASSES, IGNORE, apply_lut, merge_lut
 from dspseg.data.io import write_image, write_mask
 from dspseg.data.manifest import ImageRecord, Manifest, save_manifest
 from dspseg.engine.config import UserError
+from dspseg.fsutil import new_folder
 
 DEFAULT_SOURCE = "s3://janelia-cosem-datasets"
 RAW_PATH = "recon-1/em/fibsem-uint8"
@@ -312,9 +313,6 @@ def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SO
     counts). ``crops`` limits the import (``["1", "crop7"]``), ``z_step`` keeps every n-th plane,
     ``progress`` is called with one line per crop. Raises OpenOrganelleError for user-facing problems.
     """
-    import shutil
-    import tempfile
-
     if min_crops < 1 or z_step < 1:
         raise OpenOrganelleError(f"--min-crops and --z-step must be at least 1, got {min_crops} and {z_step}")
     out = Path(out)
@@ -345,8 +343,7 @@ def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SO
         warnings.append("crops use different voxel sizes: " + ", ".join(f"{c.name} {c.raw.scale} nm" for c in planned))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.import."))
-    try:
+    with new_folder(out, "import") as tmp:
         records, infos = [], []
         for c in planned:
             size = (c.merged.shape[0] * z_step - (z_step - 1), *c.merged.shape[1:])
@@ -368,11 +365,5 @@ def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SO
                       "crops_per_class": counts, "dropped_rare_classes": dropped,
                       "crops": [info.__dict__ for info in infos], "warnings": warnings}
         (tmp / "openorganelle.json").write_text(json.dumps(provenance, indent=1) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above); replaced atomically by the finished folder
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     manifest.root = out
     return ImportResult(manifest, infos, dropped, warnings)

@@ -27,8 +27,6 @@ import contextlib
 import io
 import json
 import logging
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from torch import Tensor, nn
 from dspseg import __version__
 from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
 from dspseg.engine.config import UserError
+from dspseg.fsutil import new_folder
 
 FORMATS = {"safetensors": "model.safetensors", "pt2": "model.pt2", "onnx": "model.onnx"}
 EXPORT_FORMAT = "dspseg-export/1"
@@ -147,8 +146,7 @@ def export_run(run: str | Path, format: str, out: str | Path, checkpoint: str = 
     model = build_model_from_checkpoint(state)
     desc = describe(state, format, run, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export."))
-    try:
+    with new_folder(out, "export") as tmp:
         target = tmp / FORMATS[format]
         if format == "safetensors":
             st = _need("safetensors.torch", "safetensors export")
@@ -166,12 +164,6 @@ def export_run(run: str | Path, format: str, out: str | Path, checkpoint: str = 
                 raise ExportError(f"the {format} exporter of torch {torch.__version__} failed ({type(e).__name__}: "
                                   f"{first}); the safetensors format always works") from None
         (tmp / "model.json").write_text(json.dumps(desc, indent=1) + "\n")
-        if out.exists():
-            out.rmdir()
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ExportResult([out / FORMATS[format], out / "model.json"], desc)
 
 

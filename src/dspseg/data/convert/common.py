@@ -18,13 +18,13 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dspseg.data.io import image_size, read_mask_stored, write_mask
 from dspseg.data.manifest import Box, ImageRecord, Manifest, Point, save_manifest
 from dspseg.engine.config import UserError
+from dspseg.fsutil import new_folder
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SEPARATORS = "_-. "
@@ -215,10 +215,8 @@ def write_dataset(col: Collected, out: Path, classes: list[str], name: str, igno
     except re.error as e:
         raise ConvertError(f"--group-pattern '{group_pattern}' is not a regular expression ({e})") from None
     check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.convert."))
     linked = True
-    try:
+    with new_folder(out, "convert") as tmp:
         records = []
         for rel in sorted(col.records):
             ann = col.records[rel]
@@ -243,11 +241,5 @@ def write_dataset(col: Collected, out: Path, classes: list[str], name: str, igno
                                        boxes=ann.boxes or None, points=ann.points or None, labels=labels))
         manifest = Manifest(name=name, classes=classes, ignore_index=ignore_index, images=records)
         save_manifest(manifest, tmp)
-        if out.exists():
-            out.rmdir()
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     manifest.root = out
     return manifest, linked
