@@ -33,7 +33,7 @@ from dspseg.engine.config import TrainConfig, config_to_yaml
 from dspseg.fsutil import atomic_write, write_text_atomic
 
 PACKAGES = ("torch", "numpy", "scipy", "lightning-fabric", "pydantic", "typer", "pyyaml", "rich",
-            "torchmetrics", "kornia", "tifffile", "imageio", "connected-components-3d", "matplotlib")
+            "tifffile", "imageio", "connected-components-3d", "matplotlib")
 
 
 def write_config(out: Path, cfg: TrainConfig) -> Path:
