@@ -22,6 +22,10 @@ The strong view is built *on top of* the weak view (its geometry composes with t
 pseudo-labels predicted on the weak view move to the strong view by ``strong_geometry.apply``.
 """
 
+# Why not kornia.augmentation: its geometric transforms resample (interpolation) and move boxes and
+# points through a separate matrix bookkeeping; the dihedral group needs only flip and rot90, which are
+# exact on every tensor, label maps and bit masks included.
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -20,6 +20,11 @@ Example::
     array([0.66666667, 0.66666667,        nan])
 """
 
+# Why not torchmetrics: its Dice variants average per batch and use their own convention for classes
+# absent from both prediction and truth; dspseg needs counts pooled over every evaluated image, such
+# classes left out (nan), ignore and padding pixels excluded, and a confusion matrix for reports — one
+# bincount over (truth, prediction) pairs gives all of it without another dependency.
+
 from __future__ import annotations
 
 from dataclasses import dataclass
