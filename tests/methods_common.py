@@ -41,14 +41,15 @@ def batch_of(ds: SegmentationDataset, kinds: set[str], n: int = 8, key: int = 0)
 
 
 def train_steps(method, model, batch: dict[str, Any], steps: int = 20, lr: float = 3e-3,
-                forward=None) -> list[dict[str, float]]:
-    """``steps`` AdamW steps on one fixed batch (no augmentation): ``method.loss(forward(batch), batch)``."""
+                forward=None, augmented: bool = False) -> list[dict[str, float]]:
+    """``steps`` AdamW steps on one fixed batch: ``method.loss(forward(batch), batch)`` (no
+    augmentation), or with ``augmented`` the method's own ``step`` (its weak/strong views)."""
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     forward = forward or (lambda b: model(b["image"]))
     history = []
     for _ in range(steps):
-        terms = method.loss(forward(batch), batch)
+        terms = method.step(model, batch) if augmented else method.loss(forward(batch), batch)
         loss = sum(terms.values())
         opt.zero_grad()
         loss.backward()

@@ -10,7 +10,7 @@ from dspseg.data.dataset import collate
 from dspseg.methods import get_method
 from dspseg.methods.con2r import forward_with_features
 from dspseg.methods.views import Views, weak_and_strong
-from methods_common import KINDS, batch_per_kind as batch_of, linear_model as tiny_model
+from methods_common import KINDS, batch_per_kind as batch_of, linear_model as tiny_model, train_steps
 
 
 def make(n_classes, **opts):
@@ -124,19 +124,10 @@ def test_plf_targets_are_admissible_on_the_strong_view(mixed):
 
 
 def test_loss_decreases(mixed):
-    torch.set_num_threads(1)
     method = make(mixed.n_classes)
     model = tiny_model(mixed.n_classes)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     batch = collate([mixed[(i, 0)] for i in range(len(mixed))], ignore_index=255)
-    history = []
-    for _ in range(20):
-        terms = method.step(model, batch)
-        loss = sum(terms.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append({k: v.item() for k, v in terms.items()})
+    history = train_steps(method, model, batch, augmented=True)
     first, last = history[:3], history[-3:]
     for name in ("ce", "plf", "con2r"):
         assert sum(t[name] for t in last) < sum(t[name] for t in first), name
