@@ -361,3 +361,19 @@ def test_bf16_mixed_precision_keeps_losses_finite(easy: Path, tmp_path: Path) ->
     assert res.step == 3
     rows = list(csv.DictReader((tmp_path / "bf16/metrics.csv").open()))
     assert all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_cli_device_flags_reach_the_config(easy: Path, tmp_path: Path) -> None:
+    import yaml
+
+    app, runner = _app(), CliRunner()
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(easy), "--out", str(out), "--steps", "1", "--width", "4", "--batch-size", "4",
+                            "--accelerator", "cpu", "--devices", "1", "--num-nodes", "1", "--set", "levels=3",
+                            "--set", "crop_size=32", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert (cfg["accelerator"], cfg["devices"], cfg["num_nodes"]) == ("cpu", 1, 1)
+    r = runner.invoke(app, ["train", str(easy), "--out", str(tmp_path / "bad"), "--steps", "1",
+                            "--accelerator", "abacus"])
+    assert r.exit_code == 2 and "accelerator" in r.output and "Traceback" not in r.output

@@ -55,6 +55,13 @@ def train(
                                             "or 16-mixed (faster on recent GPUs)."),
     val_every: Optional[int] = typer.Option(None, "--val-every", min=0,
                                             help="Validate and save a checkpoint every N steps (default: 100; 0: at the end)."),
+    accelerator: Optional[str] = typer.Option(None, "--accelerator",
+                                              help="cpu, gpu (cuda) or auto (default: auto, a GPU when there is one)."),
+    devices: Optional[str] = typer.Option(None, "--devices",
+                                          help="Devices (GPUs or CPU processes) to train on, or auto (default: 1). "
+                                          "With more than one, DSP's normaliser runs over the global batch."),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", min=1,
+                                            help="Machines of a multi-node run started by torchrun or SLURM (default: 1)."),
 ) -> None:
     def run() -> None:
         from dspseg.engine.trainer import resolve_run_config
@@ -62,7 +69,9 @@ def train(
 
         flags = {"method": method, "steps": steps, "epochs": epochs, "batch_size": batch_size, "width": width,
                  "seed": seed, "init": str(init) if init is not None else None, "threads": threads,
-                 "precision": precision, "val_every": val_every}
+                 "precision": precision, "val_every": val_every, "accelerator": accelerator,
+                 "devices": (int(devices) if devices is not None and devices.isdigit() else devices),
+                 "num_nodes": num_nodes}
         cfg = resolve_run_config(out, resume, config, flags, set_)
         result = run_training(data, out, cfg, resume=resume, console=console)
         console.print(f"run folder: {out}  (progress plot: {out / 'progress.png'}, metrics: {out / 'metrics.csv'})",

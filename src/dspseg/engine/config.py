@@ -59,6 +59,7 @@ class TrainConfig(BaseModel):
                             "accumulation; DSP's eq. 8 then normalises over each micro-batch)")
     accelerator: str = Field("auto", description="cpu, cuda, mps, gpu or auto")
     devices: int | str = Field(1, description="number of devices, or 'auto'")
+    num_nodes: int = Field(1, ge=1, description="machines in a multi-node run (torchrun / SLURM)")
     num_workers: int | None = Field(None, ge=0, description="data loader worker processes (default: 0 on a CPU, "
                                     "2 on a GPU, where they overlap batch assembly with compute)")
     init: str | None = Field(None, description="run folder whose model weights to start from")
@@ -88,7 +89,7 @@ DEFAULT_STEPS = 1000
 
 # Settings that may differ when resuming a run (they do not change what is computed).
 RESUMABLE = frozenset({"steps", "epochs", "val_every", "log_every", "threads", "num_workers",
-                       "accelerator", "devices", "tile"})
+                       "accelerator", "devices", "num_nodes", "tile"})
 
 
 def _closest(key: str, choices: list[str]) -> str:

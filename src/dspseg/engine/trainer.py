@@ -107,9 +107,11 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)  # fit() restores the previous value
         try:
-            self.fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
+            self.fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                                 precision=cfg.precision)
         except (ValueError, RuntimeError, TypeError) as e:
             raise UserError(f"cannot use accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, "
+                            f"num_nodes={cfg.num_nodes}, "
                             f"precision={cfg.precision!r}: {str(e).splitlines()[0]}") from None
         self.fabric.launch()
         report = validate_dataset(self.data)
