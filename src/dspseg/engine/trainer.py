@@ -114,6 +114,8 @@ class Trainer:
                             f"num_nodes={cfg.num_nodes}, "
                             f"precision={cfg.precision!r}: {str(e).splitlines()[0]}") from None
         self.fabric.launch()
+        if not self.fabric.is_global_zero:
+            self.console.quiet = True  # one process speaks for the run (also silences the command's own lines)
         report = validate_dataset(self.data)
         if not report.ok:
             first = "; ".join(str(p) for p in report.errors[:3])
