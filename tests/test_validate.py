@@ -560,3 +560,51 @@ def test_validate_never_raises_on_arbitrary_manifests(tmp_path, doc):
     r = validate_dataset(tmp_path)
     assert all(isinstance(p, Problem) and p.fix for p in r.problems)
     assert not any("dspseg failed" in p.message for p in r.problems), [str(p) for p in r.problems]
+
+
+_coords = st.integers(-3, 35)
+_weak_record = st.fixed_dictionaries({}, optional={
+    "boxes": st.lists(st.fixed_dictionaries({"class": st.sampled_from(CLASSES),
+                                             "xyxy": st.lists(_coords, min_size=4, max_size=4)}), max_size=3),
+    "points": st.lists(st.fixed_dictionaries({"class": st.sampled_from(CLASSES),
+                                              "xy": st.lists(_coords, min_size=2, max_size=2)}), max_size=3),
+    "labels": st.lists(st.sampled_from(CLASSES), max_size=3, unique=True),
+    "with_mask": st.booleans(),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(recs=st.lists(_weak_record, min_size=1, max_size=3))
+def test_a_dataset_that_validates_never_gives_a_wrong_tensor(tmp_path, recs):
+    """Random, often contradictory annotations: either validate reports an error, or every record
+    rasterises, annotated pixels admit their class, no valid pixel is left without a class and every
+    bag lies inside the image."""
+    from dspseg.data.io import read_mask
+    from dspseg.data.manifest import load_manifest
+    from dspseg.data.rasterise import rasterise
+
+    records = []
+    for i, r in enumerate(recs):
+        r = dict(r)
+        with_mask = r.pop("with_mask", False)
+        record = rec(tmp_path, f"w{i}", **r)
+        if with_mask:
+            record["mask"] = put_mask(tmp_path, f"masks/w{i}.tif", full_mask())
+        records.append(record)
+    build(tmp_path, records)
+    report = validate_dataset(tmp_path)
+    assert all(isinstance(p, Problem) and p.fix for p in report.problems)
+    if not report.ok:
+        return
+    m = load_manifest(tmp_path)
+    for r in m.images:
+        mask = read_mask(m.path(r.mask)) if r.mask else None
+        a = rasterise(r, m.classes, m.ignore_index, (H, W), mask=mask, derive_weak=True)
+        assert a.allowed.shape == (len(CLASSES), H, W)
+        assert a.allowed.any(axis=0).all()
+        annotated = a.target != m.ignore_index
+        rows, cols = np.nonzero(annotated)
+        assert a.allowed[a.target[rows, cols], rows, cols].all()
+        assert ((a.points[:, 1] >= 0) & (a.points[:, 1] < H) & (a.points[:, 2] >= 0) & (a.points[:, 2] < W)).all()
+        assert ((a.boxes[:, 1] >= 0) & (a.boxes[:, 3] <= W) & (a.boxes[:, 2] >= 0) & (a.boxes[:, 4] <= H)).all()
+        assert ((a.boxes[:, 3] > a.boxes[:, 1]) & (a.boxes[:, 4] > a.boxes[:, 2])).all()
