@@ -64,7 +64,7 @@ class Basic(Method):
             return self.loss(model(batch["image"]), batch)
         from dspseg.methods.views import weak_only
 
-        weak, outputs = weak_only(model, batch, self.options.weak_jitter)
+        weak, outputs = weak_only(model, batch, self.options)
         return self.loss(outputs, weak)
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:

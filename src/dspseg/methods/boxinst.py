@@ -71,7 +71,7 @@ class BoxInst(Method):
         """Weak view → model → the terms at step ``steps + 1``; advances the step count."""
         from dspseg.methods.views import weak_only
 
-        weak, outputs = weak_only(model, batch, self.options.weak_jitter)
+        weak, outputs = weak_only(model, batch, self.options)
         terms = self.loss(outputs, weak)
         self.steps += 1
         return terms

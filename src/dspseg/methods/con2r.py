@@ -85,9 +85,7 @@ class Con2R(Method):
     def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         from dspseg.methods.views import weak_and_strong
 
-        o = self.options
-        return self.terms(weak_and_strong(lambda x: forward_with_features(model, x), batch,
-                                          o.weak_jitter, o.strong_jitter, o.cutout))
+        return self.terms(weak_and_strong(lambda x: forward_with_features(model, x), batch, self.options))
 
     def terms(self, views) -> dict[str, Tensor]:
         """``{"ce", "plf", "con2r"}`` from the two views; both outputs must hold ``"features"``."""

@@ -69,9 +69,7 @@ class DSP(Method):
     def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         from dspseg.methods.views import weak_and_strong
 
-        o = self.options
-        views = weak_and_strong(model, batch, o.weak_jitter, o.strong_jitter, o.cutout)
-        return self.terms(views)
+        return self.terms(weak_and_strong(model, batch, self.options))
 
     def terms(self, views) -> dict[str, Tensor]:
         """The loss terms of eq. 10 from the two views (see the module docstring)."""

@@ -75,8 +75,7 @@ class FixMatch(Method):
     def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         from dspseg.methods.views import weak_and_strong
 
-        o = self.options
-        return self.terms(weak_and_strong(model, batch, o.weak_jitter, o.strong_jitter, o.cutout))
+        return self.terms(weak_and_strong(model, batch, self.options))
 
     def targets(self, views) -> tuple[Tensor, Tensor]:
         """(P̃L, confident) on the strong view: filtered weak pseudo-labels and the mask m̃ ≥ θ."""

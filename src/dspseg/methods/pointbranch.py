@@ -70,7 +70,7 @@ class PointBranch(Method):
         """Weak view → model → :meth:`loss`."""
         from dspseg.methods.views import weak_only
 
-        weak, outputs = weak_only(model, batch, self.options.weak_jitter)
+        weak, outputs = weak_only(model, batch, self.options)
         return self.loss(outputs, weak)
 
     def targets(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:

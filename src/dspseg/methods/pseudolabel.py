@@ -57,9 +57,9 @@ class PseudoLabel(Method):
 
         o = self.options
         if o.target_view == "same":
-            weak, out = weak_only(model, batch, o.weak_jitter)
+            weak, out = weak_only(model, batch, o)
             return self.terms(weak, out, weak, out, None)
-        v = weak_and_strong(model, batch, o.weak_jitter, o.strong_jitter, o.cutout)
+        v = weak_and_strong(model, batch, o)
         return self.terms(v.weak, v.out_weak, v.strong, v.out_strong, v.geometry)
 
     def terms(self, weak: dict[str, Any], out_weak: dict[str, Tensor], student: dict[str, Any],

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dspseg.data.augment import BatchGeometry, strong_view, weak_view
+from dspseg.methods.base import TwoViewOptions, WeakViewOptions
 
 
 @dataclass
@@ -36,18 +37,23 @@ def step_generator() -> torch.Generator:
     return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
 
 
-def weak_only(model: nn.Module, batch: dict[str, Any], strength: float = 0.2) -> tuple[dict, dict[str, Tensor]]:
-    """The weak view of ``batch`` and the model's outputs on it."""
-    weak, _ = weak_view(batch, step_generator(), strength)
+def weak_only(model: nn.Module, batch: dict[str, Any],
+              options: WeakViewOptions | None = None) -> tuple[dict, dict[str, Tensor]]:
+    """The weak view of ``batch`` (``options.weak_jitter``) and the model's outputs on it."""
+    o = options or WeakViewOptions()
+    weak, _ = weak_view(batch, step_generator(), o.weak_jitter)
     return weak, model(weak["image"])
 
 
-def weak_and_strong(model: nn.Module, batch: dict[str, Any], weak_strength: float = 0.2,
-                    strong_strength: float = 0.4, cutout_squares: int = 9) -> Views:
-    """Both views through ``model`` as one batch; outputs split back per view."""
+def weak_and_strong(model: nn.Module, batch: dict[str, Any], options: TwoViewOptions | None = None) -> Views:
+    """Both views through ``model`` as one batch; outputs split back per view.
+
+    ``options`` (a method's options, any :class:`TwoViewOptions`) sets the jitter strengths and CutOut.
+    """
+    o = options or TwoViewOptions()
     gen = step_generator()
-    weak, _ = weak_view(batch, gen, weak_strength)
-    strong, geo = strong_view(weak, gen, strong_strength, cutout_squares)
+    weak, _ = weak_view(batch, gen, o.weak_jitter)
+    strong, geo = strong_view(weak, gen, o.strong_jitter, o.cutout)
     b = batch["image"].shape[0]
     out = model(torch.cat([weak["image"], strong["image"]]))
     out_weak = {k: v[:b] for k, v in out.items()}
