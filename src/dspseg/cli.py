@@ -153,6 +153,96 @@ app.command()(convert)
 app.command()(export)
 
 
+# ------------------------------------------------------------------------------------------ sweep
+
+
+def _csv(text: str, what: str, cast=str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        fail(f"--{what} is empty; give a comma-separated list, e.g. --{what} " +
+             {"methods": "basic,fixmatch,dsp", "scenarios": "mixed,box", "acrs": "1,8,32"}.get(what, "a,b"))
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        fail(f"--{what} '{text}': every item must be a number, e.g. --{what} 1,2,4,8")
+
+
+@app.command()
+def sweep(
+    data: Path = typer.Option(..., "--data", "-d", help="Fully masked dataset folder to study (e.g. from dspseg synth).",
+                              show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder; run the same command again to resume it.",
+                             show_default=False),
+    methods: str = typer.Option("basic,fixmatch,dsp", "--methods", "-m",
+                                help="Comma-separated methods; NAME:KEY=VALUE sets a method option, e.g. "
+                                "dsp:variant=reference:tau=0.5, so variants can be compared."),
+    scenarios: str = typer.Option("mixed", "--scenarios", help="What the images without masks get: mixed, box, "
+                                  "point, image (comma-separated)."),
+    acrs: str = typer.Option("1,2,4,8,16,32,64", "--acrs", help="Annotation Compression Ratios: keep masks on 1 in "
+                             "ACR training images (comma-separated)."),
+    splits: int = typer.Option(3, "--splits", min=1, help="Cross-validation splits to run (0 .. N-1)."),
+    n_splits: int = typer.Option(3, "--n-splits", min=1, help="Splits the data is divided into (train/val/test "
+                                 "sizes follow from it)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the splits and the image order."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Train every method from random weights (default: "
+                                      "start each from the basic U-Net of its ACR and split, as the paper does)."),
+    backend: str = typer.Option("local", "--backend", help="local: a process pool on this machine; ray: Ray tasks "
+                                "(one GPU each where there are GPUs) on a Ray cluster or a local Ray instance."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Runs at the same time (local processes, or CPUs "
+                                "of a local Ray instance)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (e.g. auto or HEAD:6379)."),
+    cost: list[str] = typer.Option([], "--cost", help="Annotation seconds, KIND=SECONDS with KIND mask (per image), "
+                                   "box, point (per object) or label (per class); repeatable. Defaults: mask 239.7, "
+                                   "box 7, point 2.4, label 1 (see dspseg budget --help)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps of every run (default: 1000)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per step (default: 8)."),
+    width: Optional[int] = typer.Option(None, "--width", min=1, help="U-Net width (default: 16; the paper uses 64)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of training options."),
+    set_: list[str] = typer.Option([], "--set", help="Any training option, e.g. --set lr=1e-3 (repeatable); method "
+                                   "options go in --methods."),
+) -> None:
+    """Run the paper's study: every method x scenario x ACR x split, trained and scored on the test split.
+
+    Writes DIR/results.csv (one row per run: Dice per class, steps, seconds, annotations used and their cost in hours),
+    the run folders under DIR/runs/ and the simulated datasets under DIR/data/. Runs already finished are skipped,
+    interrupted ones resume, a failed run is tried once more and recorded; the sweep never stops for one run.
+    Then: dspseg report DIR, dspseg budget DIR --hours H.
+    """
+    from dspseg.cli_errors import guarded
+
+    def run() -> None:
+        from dspseg.engine.config import UserError, resolve_config
+        from dspseg.study.backends import make_backend
+        from dspseg.study.costs import AnnotationCosts
+        from dspseg.study.plan import StudySpec
+        from dspseg.study.sweep import prepare, run_sweep, summary_lines, write_results
+
+        if any(s.split("=", 1)[0].strip().startswith("method") for s in set_):
+            raise UserError("--set method/method_options does not apply to a sweep of several methods; give method "
+                            "options in --methods, e.g. --methods basic,dsp:tau=0.5")
+        flags = {"steps": steps, "batch_size": batch_size, "width": width}
+        base = resolve_config(config, flags, set_).model_dump(mode="json", exclude={"method", "method_options", "init"})
+        try:
+            spec = StudySpec(data=str(data.resolve()), methods=_csv(methods, "methods"),
+                             scenarios=_csv(scenarios, "scenarios"), acrs=_csv(acrs, "acrs", float), splits=splits,
+                             n_splits=max(n_splits, splits), seed=seed, init_from_basic=not from_scratch,
+                             train=base, costs=AnnotationCosts.from_items(cost))
+        except ValueError as e:
+            errors = getattr(e, "errors", None)
+            msg = "; ".join(str(x["msg"]).removeprefix("Value error, ") for x in errors()) if errors else str(e)
+            raise UserError(msg) from None
+        spec = prepare(spec, out, console)
+        rows = run_sweep(spec, out, make_backend(backend, workers, address, base.get("threads")), console)
+        failed = summary_lines(rows)
+        console.print(f"results: {write_results(spec, out, rows, spec.runs())}  ({len(rows) - len(failed)} done, "
+                      f"{len(failed)} failed)", highlight=False)
+        for line in failed:
+            console.print(f"[red]failed:[/] {line}", highlight=False)
+        console.print(f"next: dspseg report {out}", highlight=False)
+
+    guarded(run, interrupted="interrupted; run the same command again to resume the sweep")
+
+
 # ------------------------------------------------------------------------------------------ demo
 
 

@@ -1,0 +1,121 @@
+"""One run of a sweep, start to finish: train (or resume), evaluate on the test split, write result.json.
+
+:func:`execute` takes a plain dict (:func:`payload`) so that any backend — a local process pool or a
+Ray task on another machine — can run it; it returns the run's result row (``RESULT_COLUMNS`` plus
+``dice_<class>``) and never raises for a failed training: the row then has ``status: failed`` and
+the error, and the full traceback is in the run's log file.
+
+Re-running is safe: a run whose ``result.json`` says done is returned as it is; a run with a
+``checkpoints/last.pt`` continues from it (``dspseg train --resume``); a run folder left without a
+checkpoint (killed before its first save) holds nothing worth keeping and is started again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from dspseg.study.costs import AnnotationCosts, annotation_counts, annotation_hours
+from dspseg.study.plan import RunSpec, StudySpec
+
+RESULT_FILE = "result.json"
+
+
+def payload(spec: StudySpec, root: Path, run: RunSpec, threads: int | None = None) -> dict[str, Any]:
+    """Everything :func:`execute` needs, as JSON-able values (paths absolute)."""
+    root = Path(root).resolve()
+    parent = spec.init_parent(run)
+    train = dict(spec.train)
+    if threads is not None and train.get("threads") is None:
+        train["threads"] = threads
+    return {"root": str(root), "key": run.key, "method": run.method.label, "method_name": run.method.name,
+            "method_options": run.method.options, "uses": sorted(run.method.uses), "scenario": run.scenario,
+            "acr": run.acr, "split": run.split, "data": str(spec.dataset_of(root, run)),
+            "out": str(run.run_dir(root)), "log": str(run.log_file(root)),
+            "init": str(parent.run_dir(root)) if parent else None, "train": train,
+            "costs": spec.costs.model_dump()}
+
+
+def read_result(out: str | Path) -> dict[str, Any] | None:
+    """The finished result of a run folder, or None if it has none (or an unreadable one)."""
+    path = Path(out) / RESULT_FILE
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) and row.get("status") == "done" else None
+
+
+def _relative(path: str | Path, root: str | Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def execute(p: dict[str, Any]) -> dict[str, Any]:
+    """Run ``p`` (from :func:`payload`) to the end; return its result row (done or failed)."""
+    out, root = Path(p["out"]), Path(p["root"])
+    done = read_result(out)
+    if done is not None:
+        return {**done, "skipped": True}
+    log_path = Path(p["log"])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log_path, "a", encoding="utf-8") as log:
+        from rich.console import Console
+
+        console = Console(file=log, force_terminal=False, width=120, soft_wrap=True)
+        console.rule(f"{p['key']}  ({time.strftime('%Y-%m-%d %H:%M:%S')})")
+        try:
+            row = _train_and_evaluate(p, out, root, console)
+        except BaseException as e:  # every failure becomes a row; the sweep goes on
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            log.write(traceback.format_exc())
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return _row(p, status="failed", error=f"{type(e).__name__}: {message} (log: {_relative(log_path, root)})",
+                        seconds=round(time.perf_counter() - t0, 1))
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    from dspseg.fsutil import write_text_atomic
+
+    write_text_atomic(out / RESULT_FILE, json.dumps(row, indent=1) + "\n")
+    return row
+
+
+def _row(p: dict[str, Any], **values: Any) -> dict[str, Any]:
+    root = p["root"]
+    base = {"method": p["method"], "scenario": p["scenario"], "acr": p["acr"], "split": p["split"],
+            "status": "done", "mean_dice": None, "steps": None, "seconds": None,
+            "run": _relative(p["out"], root), "data": _relative(p["data"], root), "error": ""}
+    base.update(values)
+    return base
+
+
+def _train_and_evaluate(p: dict[str, Any], out: Path, root: Path, console: Any) -> dict[str, Any]:
+    from dspseg.data.manifest import load_manifest
+    from dspseg.engine.config import resolve_config
+    from dspseg.engine.evaluate import evaluate_run
+    from dspseg.engine.trainer import resolve_run_config, train
+
+    resume = (out / "checkpoints" / "last.pt").is_file() and (out / "config.yaml").is_file()
+    if not resume and out.exists():
+        shutil.rmtree(out)  # killed before its first checkpoint: nothing to keep
+    if p["init"] and read_result(p["init"]) is None:
+        raise RuntimeError(f"the run it starts from ({_relative(p['init'], root)}) has not finished")
+    flags = {**p["train"], "method": p["method_name"], "method_options": p["method_options"],
+             "init": p["init"]}
+    cfg = resolve_run_config(out, True, None, {k: flags[k] for k in ("steps", "epochs") if flags.get(k)}) \
+        if resume else resolve_config(flags=flags)
+    trained = train(p["data"], out, cfg, resume=resume, console=console)
+    report = evaluate_run(out, p["data"], split="test", console=console)
+    manifest = load_manifest(p["data"])
+    counts = annotation_counts(manifest.records("train"), p["uses"])
+    hours = annotation_hours(counts, AnnotationCosts(**p["costs"]))
+    per_class = {f"dice_{c}": report["per_class"].get(c) for c in manifest.classes}
+    return _row(p, mean_dice=report["mean_dice"], steps=trained.step,
+                **counts, cost_hours=round(hours, 6), **per_class)

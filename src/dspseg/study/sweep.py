@@ -1,0 +1,197 @@
+"""``dspseg sweep``: every (method, scenario, ACR, split) of a study, resumable, into one folder.
+
+1. :func:`prepare` writes ``DIR/study.yaml`` (or checks that an existing one asks for the same data,
+   training options, seed and initialisation: a sweep folder holds one comparable study) and
+   simulates every (scenario, ACR, split) dataset that is not there yet.
+2. :func:`run_sweep` hands the runs to a backend, basic runs first: a run that starts from a basic
+   U-Net is submitted when that run is done. A run already done is not run again; an interrupted
+   one resumes from its last checkpoint; a failed run is tried once more, then recorded as failed,
+   and the sweep goes on. ``DIR/results.csv`` is rewritten (atomically) after every run.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dspseg.engine.config import UserError
+from dspseg.study import RESULT_COLUMNS
+from dspseg.study.costs import annotation_hours
+from dspseg.study.plan import RunSpec, StudySpec, acr_name, data_dir
+from dspseg.study.runner import payload, read_result
+
+STUDY_FILE = "study.yaml"
+RESULTS_FILE = "results.csv"
+SAME = ("data", "train", "seed", "n_splits", "init_from_basic")  # what every run of one folder must share
+
+
+def load_study(root: str | Path) -> StudySpec:
+    """``DIR/study.yaml`` as a :class:`StudySpec`; UserError if it is missing or unreadable."""
+    path = Path(root) / STUDY_FILE
+    if not path.is_file():
+        raise UserError(f"{root} holds no {STUDY_FILE}; run `dspseg sweep --out {root} ...` first")
+    try:
+        return StudySpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, ValueError) as e:
+        raise UserError(f"{path} cannot be read ({str(e).splitlines()[0]}); it is written by dspseg sweep, "
+                        "restore it or use a new --out folder") from None
+
+
+def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
+    """Write or check ``study.yaml``; simulate the datasets the study needs; return the folder's study
+    (``spec`` joined with the methods, scenarios, ACRs and splits an earlier sweep there had)."""
+    from dspseg.data.acr import simulate_dataset
+    from dspseg.fsutil import write_text_atomic
+
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root} is a file; give a folder for the sweep")
+    if (root / STUDY_FILE).is_file():
+        old = load_study(root)
+        for key in SAME:
+            if getattr(old, key) != getattr(spec, key):
+                raise UserError(f"{root} holds a sweep with other {key} ({getattr(old, key)!r}, now "
+                                f"{getattr(spec, key)!r}); runs of one folder must be comparable: use a new --out "
+                                "folder, or the same options as before")
+        # methods, scenarios, ACRs and splits may grow: the union is the study
+        spec = spec.model_copy(update={
+            "methods": list(dict.fromkeys(old.methods + spec.methods)),
+            "scenarios": list(dict.fromkeys(old.scenarios + spec.scenarios)),
+            "acrs": sorted(set(old.acrs) | set(spec.acrs)), "splits": max(old.splits, spec.splits)})
+        if spec.splits > spec.n_splits:
+            raise UserError(f"--splits {spec.splits} is more than the {spec.n_splits} cross-validation splits this "
+                            "folder was made with; use a new --out folder")
+    elif root.is_dir() and any(root.iterdir()):
+        raise UserError(f"--out {root} is not empty and holds no sweep; give a new folder")
+    root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(root / STUDY_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    for scenario, acr, split in spec.cells():
+        out = data_dir(root, scenario, acr, split)
+        if (out / "simulation.json").is_file():
+            continue
+        try:
+            result = simulate_dataset(spec.data, out, acr=acr, scenario=scenario, split=split,
+                                      n_splits=spec.n_splits, seed=spec.seed)
+        except ValueError as e:
+            raise UserError(f"cannot simulate {scenario} at ACR {acr:g}, split {split} from {spec.data}: {e}") from None
+        console.print(f"simulated {out.name}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items() if v),
+                      highlight=False)
+    return spec
+
+
+def _classes(spec: StudySpec, root: Path) -> list[str]:
+    from dspseg.data.manifest import load_manifest
+
+    scenario, acr, split = spec.cells()[0]
+    return list(load_manifest(data_dir(root, scenario, acr, split)).classes)
+
+
+def write_results(spec: StudySpec, root: Path, rows: dict[str, dict[str, Any]], runs: list[RunSpec]) -> Path:
+    """``DIR/results.csv`` from the finished rows (a shared run once per scenario), atomically.
+
+    ``cost_hours`` is computed here from the row's counts and the study's costs, so it always
+    follows ``study.yaml``.
+    """
+    from dspseg.fsutil import write_text_atomic
+
+    classes = _classes(spec, root)
+    columns = list(RESULT_COLUMNS) + [f"dice_{c}" for c in classes]
+    order = {m.label: i for i, m in enumerate(spec.method_specs())}
+    costs = spec.costs
+    table = []
+    for run in runs:
+        row = rows.get(run.key)
+        if row is None:
+            continue
+        for scenario, _ in spec.rows_for(run):
+            out = {**row, "scenario": scenario, "acr": acr_name(row["acr"])}
+            if row.get("status") == "done" and "boxes" in row:
+                out["cost_hours"] = round(annotation_hours(row, costs), 6)
+            table.append(out)
+    table.sort(key=lambda r: (r["scenario"], order.get(r["method"], 99), float(r["acr"]), int(r["split"])))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in table:
+        writer.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in columns})
+    return write_text_atomic(root / RESULTS_FILE, buf.getvalue())
+
+
+def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any) -> dict[str, dict[str, Any]]:
+    """Run every run of ``spec`` not yet done; return ``{run key: result row}``."""
+    root = Path(root)
+    runs = spec.runs()
+    rows: dict[str, dict[str, Any]] = {}
+    children: dict[str, list[RunSpec]] = collections.defaultdict(list)
+    ready: collections.deque[RunSpec] = collections.deque()
+    for r in runs:
+        done = read_result(r.run_dir(root))
+        if done is not None:
+            rows[r.key] = done
+    for r in runs:
+        if r.key in rows:
+            continue
+        parent = spec.init_parent(r)
+        if parent is not None and parent.key not in rows:
+            children[parent.key].append(r)
+        else:
+            ready.append(r)
+    todo = len(runs) - len(rows)
+    console.print(f"{len(runs)} runs: {len(rows)} already done, {todo} to run on the {backend.name} backend "
+                  f"({backend.slots} at a time)", highlight=False)
+    attempts: collections.Counter[str] = collections.Counter()
+    in_flight: dict[Any, RunSpec] = {}
+    finished = 0
+    t0 = time.perf_counter()
+    try:
+        while ready or in_flight:
+            while ready and len(in_flight) < backend.slots:
+                r = ready.popleft()
+                attempts[r.key] += 1
+                in_flight[backend.submit(payload(spec, root, r, threads=backend.threads))] = r
+            handle, row = backend.wait_one(list(in_flight))
+            r = in_flight.pop(handle)
+            if row.get("status") != "done" and attempts[r.key] < 2:
+                console.print(f"[yellow]failed[/] {r.key}: {row.get('error')} — trying once more", highlight=False)
+                ready.appendleft(r)
+                continue
+            rows[r.key] = row
+            finished += 1
+            if row.get("status") == "done":
+                for child in children.pop(r.key, []):
+                    ready.append(child)
+                console.print(f"[{finished}/{todo}] {r.key}: test mean Dice {row.get('mean_dice') or float('nan'):.3f} "
+                              f"in {row.get('seconds', 0):.0f} s  ({time.perf_counter() - t0:.0f} s so far)",
+                              highlight=False)
+            else:
+                console.print(f"[red]failed twice[/] {r.key}: {row.get('error')}", highlight=False)
+                for child in _descendants(children, r.key):
+                    p = payload(spec, root, child)
+                    from dspseg.study.runner import _row
+
+                    rows[child.key] = _row(p, status="failed", error=f"the run it starts from ({r.key}) failed")
+                    finished += 1
+            write_results(spec, root, rows, runs)
+    finally:
+        backend.close()
+    write_results(spec, root, rows, runs)
+    return rows
+
+
+def _descendants(children: dict[str, list[RunSpec]], key: str) -> list[RunSpec]:
+    out = []
+    for child in children.pop(key, []):
+        out.append(child)
+        out.extend(_descendants(children, child.key))
+    return out
+
+
+def summary_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per failed run (for the end of the sweep)."""
+    return [f"{k}: {v.get('error')}" for k, v in sorted(rows.items()) if v.get("status") != "done"]
