@@ -1,0 +1,143 @@
+"""``dspseg report DIR``: the figures and tables of a sweep, written to ``DIR/report/``.
+
+    dice_vs_acr_<scenario>.png   test mean Dice against ACR, one line per method (paper Fig. 3)
+    dice_vs_cost.png             mean Dice against hours of annotation, every method and scenario
+    per_class_<scenario>.png     Dice per class for every method @ ACR (heatmap, 0..1)
+    qualitative.png              one test image, its truth and every split-0 run's prediction (Fig. 4)
+    table.md, table.csv          mean ± std over splits of the test mean Dice, and annotation hours
+
+Only finished runs (``status`` done) enter; failed ones are counted. Every file is written
+atomically, so a report folder never holds a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from dspseg.fsutil import write_text_atomic
+from dspseg.study.results import (COUNT_COLUMNS, ResultsError, class_names, done_rows, failed_count,
+                                  read_results, results_path, summarise)
+
+REPORT_FOLDER = "report"
+
+
+def safe_name(text: str) -> str:
+    """``text`` usable in a file name (anything but letters, digits, ``.``, ``-``, ``_`` becomes ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "unnamed"
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _cell(v: float | None) -> str:
+    return "" if v is None else str(round(float(v), 6))
+
+
+def winners(groups: Sequence[dict[str, Any]]) -> set[tuple[str, str, float]]:
+    """(method, scenario, acr) of the best mean Dice per (scenario, ACR), ties at 3 decimals included."""
+    best: dict[tuple[str, float], float] = {}
+    for g in groups:
+        if g["mean_dice"] is not None:
+            key = (g["scenario"], g["acr"])
+            best[key] = max(best.get(key, -1.0), round(g["mean_dice"], 3))
+    return {(g["method"], g["scenario"], g["acr"]) for g in groups
+            if g["mean_dice"] is not None and round(g["mean_dice"], 3) == best[(g["scenario"], g["acr"])]}
+
+
+def markdown_table(groups: Sequence[dict[str, Any]]) -> str:
+    """The Markdown table: rows (scenario, method), columns ACR, cells ``Dice mean ± std · hours``."""
+    acrs = sorted({g["acr"] for g in groups})
+    top = winners(groups)
+    splits = sorted({g["n"] for g in groups})
+    n = f"{splits[0]}" if len(splits) == 1 else f"{splits[0]}–{splits[-1]}"
+    lines = [f"Test mean Dice (mean ± std over {n} split(s)) · annotation hours of the training annotations, "
+             "per scenario, method and ACR; the best method per scenario and ACR is in bold.", "",
+             "| scenario | method | " + " | ".join(f"ACR {a:g}" for a in acrs) + " |",
+             "|---|---|" + "---:|" * len(acrs)]
+    keys = list(dict.fromkeys((g["scenario"], g["method"]) for g in groups))
+    by_key = {(g["scenario"], g["method"], g["acr"]): g for g in groups}
+    for scenario, method in keys:
+        cells = []
+        for a in acrs:
+            g = by_key.get((scenario, method, a))
+            if g is None:
+                cells.append("—")
+                continue
+            dice = f"{_fmt(g['mean_dice'])} ± {_fmt(g['mean_dice_std'])}"
+            if (method, scenario, a) in top:
+                dice = f"**{dice}**"
+            cells.append(f"{dice} · {_fmt(g['cost_hours'], 2)} h")
+        lines.append(f"| {scenario} | {method.replace('|', '/')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(groups: Sequence[dict[str, Any]], classes: Sequence[str]) -> str:
+    """The CSV table: one line per (scenario, method, ACR) with means, stds, counts and per-class Dice."""
+    per_class = [c for name in classes for c in (f"dice_{name}", f"dice_{name}_std")]
+    columns = ["scenario", "method", "acr", "splits", "mean_dice", "mean_dice_std", "cost_hours",
+               "cost_hours_std", *COUNT_COLUMNS, *per_class]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for g in groups:
+        writer.writerow([g["scenario"], g["method"], f"{g['acr']:g}", g["n"],
+                         *(_cell(g.get(c)) for c in columns[4:])])
+    return buf.getvalue()
+
+
+def write_report(dir: str | Path, out: str | Path | None = None, console: Any = None) -> dict[str, Path]:
+    """Write every figure and table of the sweep in ``dir`` to ``out`` (default ``DIR/report``).
+
+    Returns ``{file name: path}`` of what was written; prints a summary (runs, failed runs, notes
+    such as runs left out of the qualitative panel, paths) on ``console``. Raises
+    :class:`ResultsError` for a missing or unreadable results.csv, or when no run finished.
+    """
+    from rich.console import Console
+
+    from dspseg.study.plots import dice_vs_acr, dice_vs_cost, per_class_heatmap
+    from dspseg.study.qualitative import qualitative_panel
+
+    console = console or Console()
+    csv_path = results_path(dir)
+    dir = csv_path.parent
+    rows = read_results(csv_path)
+    done = done_rows(rows)
+    if not done:
+        raise ResultsError(f"none of the {len(rows)} run(s) in {csv_path} finished; see its 'error' column, "
+                           "fix the cause and rerun `dspseg sweep`")
+    out = Path(out) if out is not None else dir / REPORT_FOLDER
+    groups = summarise(done)
+    classes = class_names(done)
+    methods = list(dict.fromkeys(g["method"] for g in groups))
+    scenarios = list(dict.fromkeys(g["scenario"] for g in groups))
+    written: dict[str, Path] = {}
+    notes: list[str] = []
+    for scenario in scenarios:
+        name = f"dice_vs_acr_{safe_name(scenario)}.png"
+        written[name] = dice_vs_acr(groups, scenario, methods, out / name)
+    written["dice_vs_cost.png"] = dice_vs_cost(groups, methods, scenarios, out / "dice_vs_cost.png")
+    if classes:
+        for scenario in scenarios:
+            name = f"per_class_{safe_name(scenario)}.png"
+            written[name] = per_class_heatmap(groups, scenario, classes, out / name)
+    else:
+        notes.append(f"{csv_path} has no dice_<class> columns: no per-class heatmaps")
+    written["table.md"] = write_text_atomic(out / "table.md", markdown_table(groups))
+    written["table.csv"] = write_text_atomic(out / "table.csv", csv_table(groups, classes))
+    panel = qualitative_panel(dir, done, out / "qualitative.png", notes)
+    if panel is not None:
+        written["qualitative.png"] = panel
+    failed = failed_count(rows)
+    left_out = " (left out; see the error column)" if failed else ""
+    console.print(f"report of {len(rows)} run(s) in {csv_path}: {len(done)} done, {failed} failed{left_out}",
+                  highlight=False, soft_wrap=True)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for path in written.values():
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    return written
