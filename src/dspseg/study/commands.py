@@ -1,0 +1,80 @@
+"""The ``report`` and ``budget`` commands (typer functions; the CLI registers them).
+
+Nothing heavy is imported at module level (matplotlib and torch load inside ``report``), so
+``dspseg --help`` stays instant. A user's mistake (no results.csv, a damaged one, a budget nothing fits in)
+ends in one sentence on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from dspseg.cli_errors import guarded
+
+console = Console()
+
+
+def report(
+    dir: Path = typer.Argument(..., help="Sweep folder made by `dspseg sweep` (holding results.csv), or the "
+                               "results.csv file itself.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the figures and tables "
+                                       "(default: DIR/report)."),
+) -> None:
+    """Draw the figures and tables of a sweep: Dice against ACR and against hours of annotation.
+
+    Writes to DIR/report: dice_vs_acr_<scenario>.png (test Dice against the annotation compression ratio, one line per method, band = std over splits), dice_vs_cost.png (Dice against the hours of expert work the training annotations took), per_class_<scenario>.png (Dice of every class), qualitative.png (one test image, its true mask and every method's prediction) and table.md / table.csv (mean ± std over splits, best method per ACR in bold). Failed runs are left out and counted. Nothing in DIR outside the report folder is changed.
+    """
+
+    def run() -> None:
+        from dspseg.study.report import write_report
+
+        write_report(dir, out=out, console=console)
+
+    guarded(run)
+
+
+def budget(
+    dir: Path = typer.Argument(..., help="Sweep folder made by `dspseg sweep` (holding results.csv), or the "
+                               "results.csv file itself.", show_default=False),
+    hours: float = typer.Option(..., "--hours", min=0.0, help="Hours of annotation work you can spend.",
+                                show_default=False),
+    cost: list[str] = typer.Option([], "--cost", help="Your own annotation time, KIND=SECONDS with KIND mask (per "
+                                   "fully drawn image), box, point (per object) or label (per class of an image), "
+                                   "e.g. --cost mask=3600 (repeatable; other kinds keep the sweep's costs)."),
+    top: int = typer.Option(5, "--top", min=1, help="How many of the best options to list."),
+) -> None:
+    """Which method, annotation scenario and ACR of a sweep give the best Dice for your annotation budget?
+
+    Every (method, scenario, ACR) the sweep ran is an option: its annotations (masks, boxes, points, image labels) took some hours to make, and the network trained on them reached some test Dice (mean ± std over the splits). This lists the best options that fit in --hours and says which one wins. With --cost the hours are recomputed from the annotation counts with your lab's own times, e.g. --cost mask=3600 when a full organelle mask takes you an hour per image.
+    """
+
+    def run() -> None:
+        from dspseg.engine.config import UserError
+        from dspseg.study.budget import answer, best_for_budget, costs_text, options_table, sweep_costs
+        from dspseg.study.costs import AnnotationCosts
+        from dspseg.study.results import failed_count, read_results, results_path
+
+        csv_path = results_path(dir)
+        costs = None
+        if cost:
+            try:
+                costs = AnnotationCosts.from_items(cost, base=sweep_costs(csv_path.parent))
+            except ValueError as e:
+                raise UserError(str(e).splitlines()[0]) from None
+        rows = read_results(csv_path)
+        options = best_for_budget(rows, hours, top=top, costs=costs)
+        console.print(options_table(options, hours))
+        if costs is not None:
+            console.print(f"hours recomputed with: {costs_text(costs)}", highlight=False, markup=False,
+                          soft_wrap=True)
+        failed = failed_count(rows)
+        if failed:
+            console.print(f"note: {failed} failed run(s) of {csv_path} are left out", highlight=False, markup=False,
+                          soft_wrap=True)
+        console.print(answer(options, hours), highlight=False, markup=False, soft_wrap=True)
+
+    guarded(run)
