@@ -231,16 +231,22 @@ def sweep(
             errors = getattr(e, "errors", None)
             msg = "; ".join(str(x["msg"]).removeprefix("Value error, ") for x in errors()) if errors else str(e)
             raise UserError(msg) from None
-        spec = prepare(spec, out, console)
-        rows = run_sweep(spec, out, make_backend(backend, workers, address, base.get("threads")), console)
+        study = prepare(spec, out, console)
+        rows = run_sweep(spec, out, make_backend(backend, workers, address, base.get("threads")), console, study)
         failed = summary_lines(rows)
-        console.print(f"results: {write_results(spec, out, rows, spec.runs())}  ({len(rows) - len(failed)} done, "
+        console.print(f"results: {write_results(study, out, rows)}  ({len(rows) - len(failed)} done, "
                       f"{len(failed)} failed)", highlight=False)
         for line in failed:
             console.print(f"[red]failed:[/] {line}", highlight=False)
         console.print(f"next: dspseg report {out}", highlight=False)
 
     guarded(run, interrupted="interrupted; run the same command again to resume the sweep")
+
+
+from dspseg.study.commands import budget, report  # noqa: E402  (no torch or matplotlib at import time)
+
+app.command()(report)
+app.command()(budget)
 
 
 # ------------------------------------------------------------------------------------------ demo

@@ -44,8 +44,9 @@ def load_study(root: str | Path) -> StudySpec:
 
 
 def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
-    """Write or check ``study.yaml``; simulate the datasets the study needs; return the folder's study
-    (``spec`` joined with the methods, scenarios, ACRs and splits an earlier sweep there had)."""
+    """Write or check ``study.yaml``; simulate the datasets ``spec`` needs; return the folder's study:
+    ``spec`` joined with the methods, scenarios, ACRs and splits of earlier sweeps there (results.csv
+    and ``dspseg report`` cover all of them; a sweep command runs only its own grid)."""
     from dspseg.data.acr import simulate_dataset
     from dspseg.fsutil import write_text_atomic
 
@@ -60,17 +61,19 @@ def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
                                 f"{getattr(spec, key)!r}); runs of one folder must be comparable: use a new --out "
                                 "folder, or the same options as before")
         # methods, scenarios, ACRs and splits may grow: the union is the study
-        spec = spec.model_copy(update={
+        study = spec.model_copy(update={
             "methods": list(dict.fromkeys(old.methods + spec.methods)),
             "scenarios": list(dict.fromkeys(old.scenarios + spec.scenarios)),
             "acrs": sorted(set(old.acrs) | set(spec.acrs)), "splits": max(old.splits, spec.splits)})
-        if spec.splits > spec.n_splits:
+        if study.splits > study.n_splits:
             raise UserError(f"--splits {spec.splits} is more than the {spec.n_splits} cross-validation splits this "
                             "folder was made with; use a new --out folder")
     elif root.is_dir() and any(root.iterdir()):
         raise UserError(f"--out {root} is not empty and holds no sweep; give a new folder")
+    else:
+        study = spec
     root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(root / STUDY_FILE, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    write_text_atomic(root / STUDY_FILE, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
     for scenario, acr, split in spec.cells():
         out = data_dir(root, scenario, acr, split)
         if (out / "simulation.json").is_file():
@@ -82,7 +85,7 @@ def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
             raise UserError(f"cannot simulate {scenario} at ACR {acr:g}, split {split} from {spec.data}: {e}") from None
         console.print(f"simulated {out.name}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items() if v),
                       highlight=False)
-    return spec
+    return study
 
 
 def _classes(spec: StudySpec, root: Path) -> list[str]:
@@ -92,14 +95,23 @@ def _classes(spec: StudySpec, root: Path) -> list[str]:
     return list(load_manifest(data_dir(root, scenario, acr, split)).classes)
 
 
-def write_results(spec: StudySpec, root: Path, rows: dict[str, dict[str, Any]], runs: list[RunSpec]) -> Path:
-    """``DIR/results.csv`` from the finished rows (a shared run once per scenario), atomically.
+def write_results(spec: StudySpec, root: Path, rows: dict[str, dict[str, Any]] | None = None) -> Path:
+    """``DIR/results.csv`` for every run of the folder's study ``spec``, atomically.
 
+    A run's row is ``rows[key]`` if given (e.g. a failure of this sweep), else its ``result.json``
+    if it is done; runs with neither are left out. A shared run gives one row per scenario.
     ``cost_hours`` is computed here from the row's counts and the study's costs, so it always
     follows ``study.yaml``.
     """
     from dspseg.fsutil import write_text_atomic
 
+    rows = dict(rows or {})
+    runs = spec.runs()
+    for run in runs:
+        if run.key not in rows:
+            done = read_result(run.run_dir(root))
+            if done is not None:
+                rows[run.key] = done
     classes = _classes(spec, root)
     columns = list(RESULT_COLUMNS) + [f"dice_{c}" for c in classes]
     order = {m.label: i for i, m in enumerate(spec.method_specs())}
@@ -123,9 +135,15 @@ def write_results(spec: StudySpec, root: Path, rows: dict[str, dict[str, Any]], 
     return write_text_atomic(root / RESULTS_FILE, buf.getvalue())
 
 
-def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any) -> dict[str, dict[str, Any]]:
-    """Run every run of ``spec`` not yet done; return ``{run key: result row}``."""
+def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
+              study: StudySpec | None = None) -> dict[str, dict[str, Any]]:
+    """Run every run of ``spec`` not yet done; return ``{run key: result row}`` for ``spec``'s runs.
+
+    ``study`` is the folder's whole study (from :func:`prepare`; default ``spec``): results.csv
+    lists all of its finished runs, also those an earlier, different sweep command made there.
+    """
     root = Path(root)
+    study = study or spec
     runs = spec.runs()
     rows: dict[str, dict[str, Any]] = {}
     children: dict[str, list[RunSpec]] = collections.defaultdict(list)
@@ -177,10 +195,10 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any) -> 
 
                     rows[child.key] = _row(p, status="failed", error=f"the run it starts from ({r.key}) failed")
                     finished += 1
-            write_results(spec, root, rows, runs)
+            write_results(study, root, rows)
     finally:
         backend.close()
-    write_results(spec, root, rows, runs)
+    write_results(study, root, rows)
     return rows
 
 
