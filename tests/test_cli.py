@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 from typer.testing import CliRunner
@@ -61,12 +62,18 @@ def test_simulate_bad_option_is_one_sentence(tmp_path):
 
 def test_demo_runs_end_to_end_and_reruns(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--images", "24", "--size", "64", "--steps", "3", "--width", "4",
-            "--threads", "1"]
+    args = ["demo", "--out", str(out), "--images", "24", "--size", "64", "--steps", "2", "--width", "4",
+            "--workers", "2", "--threads", "1"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert "mean Dice of basic on the test split" in r.output
-    run = out / "runs" / "basic-acr1"
+    rows = list(csv.DictReader((out / "study" / "results.csv").open()))
+    assert sorted((row["method"], row["acr"]) for row in rows) == sorted(
+        (m, a) for m in ("basic", "fixmatch", "dsp") for a in ("1", "8", "32"))
+    assert all(row["status"] == "done" for row in rows)
+    for f in ("dice_vs_acr_mixed.png", "dice_vs_cost.png", "table.md", "qualitative.png"):
+        assert (out / "study" / "report" / f).is_file(), f
+    assert "| dsp" in r.output and "dice_vs_acr_mixed.png" in r.output  # the table and the plot's path
+    run = out / "study" / "runs" / "mixed" / "acr8" / "split0" / "dsp"
     for f in ("config.yaml", "env.json", "metrics.csv", "progress.png", "eval/test.json", "checkpoints/best.pt"):
         assert (run / f).is_file(), f
     assert list((out / "predictions").glob("*_overlay.png"))
