@@ -65,11 +65,23 @@ def _kernels(fused: bool):
         return _stats_kernel, _grad_kernel
     if "stats" not in _compiled:
         try:
-            _compiled["stats"] = torch.compile(_stats_kernel, dynamic=True)
-            _compiled["grad"] = torch.compile(_grad_kernel, dynamic=True)
+            _compiled["stats"] = _same_layout(torch.compile(_stats_kernel, dynamic=True))
+            _compiled["grad"] = _same_layout(torch.compile(_grad_kernel, dynamic=True))
         except Exception:  # pragma: no cover - no compiler toolchain: stay correct, just slower
             _compiled["stats"], _compiled["grad"] = _stats_kernel, _grad_kernel
     return _compiled["stats"], _compiled["grad"]
+
+
+def _same_layout(kernel):
+    """Call ``kernel`` with contiguous ``allowed`` and ``valid``: the weak view's quarter turns give
+    them transposed strides on some steps, and every new stride pattern would recompile the kernel
+    (seconds each, and past torch's recompile limit it silently falls back to eager). ``scores``
+    keep the one layout the prototype head always gives them."""
+
+    def call(scores: Tensor, allowed: Tensor, valid: Tensor, *rest):
+        return kernel(scores, allowed.contiguous(), valid.contiguous(), *rest)
+
+    return call
 
 
 # With scores in [-1, 1], exp(s/τ − 1/τ) ≥ exp(−2/τ): no float32 underflow while 2/τ ≤ 80, so the
