@@ -85,7 +85,7 @@ def test_linear_head_shapes() -> None:
 
 
 def test_prototype_head_shapes_and_unit_embeddings() -> None:
-    head = PrototypeHead(6, n_classes=4, n_prototypes=3, embed_dim=8, tau=0.05)
+    head = PrototypeHead(6, n_classes=4, n_prototypes=3, embed_dim=8, tau=0.05, return_embeddings=True)
     out = head(torch.randn(2, 6, 7, 9))
     assert out["scores"].shape == out["logits"].shape == (2, 4, 7, 9)
     assert out["embeddings"].shape == (2, 8, 7, 9)
@@ -99,7 +99,7 @@ def test_prototype_head_shapes_and_unit_embeddings() -> None:
 
 
 def test_prototype_scores_match_brute_force_eq_1_2() -> None:
-    head = PrototypeHead(5, n_classes=3, n_prototypes=4, embed_dim=6).eval()
+    head = PrototypeHead(5, n_classes=3, n_prototypes=4, embed_dim=6, return_embeddings=True).eval()
     with torch.no_grad():  # prototypes of different lengths: eq. 1 divides by ‖p‖ anyway
         head.prototypes.mul_(torch.rand(3, 4, 1) * 3 + 0.2)
     out = head(torch.randn(2, 5, 3, 4))

@@ -64,9 +64,11 @@ class PrototypeHead(nn.Module):
         n_prototypes: K prototypes per class (paper: 5).
         embed_dim: D, embedding dimension (paper: 64).
         tau: temperature, logits = scores / tau (paper: 0.05), > 0.
+        return_embeddings: also return the unit embeddings f (an extra (B·H·W, D) tensor per
+            forward, which no built-in method needs; off by default).
 
-    Returns from forward: ``{"scores": (B, C, H, W) in [-1, 1], "logits": scores / tau,
-    "embeddings": (B, D, H, W) unit-norm}``; all three are float32 (float64 for float64 input).
+    Returns from forward: ``{"scores": (B, C, H, W) in [-1, 1], "logits": scores / tau}`` and, with
+    ``return_embeddings``, ``"embeddings": (B, D, H, W)`` unit-norm; float32 (float64 for float64 input).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class PrototypeHead(nn.Module):
         n_prototypes: int = 5,
         embed_dim: int = 64,
         tau: float = 0.05,
+        return_embeddings: bool = False,
     ) -> None:
         super().__init__()
         _positive_int("PrototypeHead", "in_channels", in_channels)
@@ -89,6 +92,7 @@ class PrototypeHead(nn.Module):
         self.n_prototypes = n_prototypes
         self.embed_dim = embed_dim
         self.tau = float(tau)
+        self.return_embeddings = bool(return_embeddings)
         self.embed = nn.Sequential(
             nn.BatchNorm2d(in_channels),
             nn.Conv2d(in_channels, embed_dim, 1),
@@ -114,7 +118,7 @@ class PrototypeHead(nn.Module):
         self.prototypes.copy_(F.normalize(self.prototypes, dim=-1))
 
     def forward(self, feats: Tensor) -> dict[str, Tensor]:
-        """(B, F, H, W) → {"scores", "logits"} (B, C, H, W) and {"embeddings"} (B, D, H, W).
+        """(B, F, H, W) → {"scores", "logits"} (B, C, H, W) (and {"embeddings"} (B, D, H, W) if asked).
 
         The 1×1 convolutions run as matrix products on pixel-major (B·H·W, F) rows: on CPUs this is
         ~30 % faster than NCHW 1×1 convolutions for the same weights (the state dict is unchanged).
@@ -136,9 +140,10 @@ class PrototypeHead(nn.Module):
             # (2× faster on the head's last stage on CPU; C < D).
             class_dirs = self.normalized_prototypes(dtype).mean(dim=1)  # (C, D)
             scores = ((rows @ class_dirs.t()) * inv_norm).view(b, h, w, -1).permute(0, 3, 1, 2)
-            emb = rows * inv_norm  # the unit embeddings f, returned for inspection and embedding losses
-        return {"scores": scores, "logits": scores / self.tau,
-                "embeddings": emb.view(b, h, w, -1).permute(0, 3, 1, 2)}
+        out = {"scores": scores, "logits": scores / self.tau}
+        if self.return_embeddings:
+            out["embeddings"] = (rows * inv_norm).view(b, h, w, -1).permute(0, 3, 1, 2)  # unit embeddings f
+        return out
 
 
 class SegmentationModel(nn.Module):
