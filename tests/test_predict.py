@@ -72,6 +72,8 @@ def test_label_dtype_palette_overlay() -> None:
     assert label_dtype(2) == np.uint8 and label_dtype(256) == np.uint8 and label_dtype(257) == np.uint16
     p = palette(40)
     assert p.shape == (40, 3) and p.dtype == np.uint8 and len({tuple(c) for c in p[:21]}) == 21
+    # no class looks like class 0's grey (tab10's own grey differs from it by one level only)
+    assert np.abs(p[1:39].astype(int) - p[0].astype(int)).max(axis=1).min() > 20
     labels = np.zeros((4, 5), np.int64)
     labels[0, 0] = 1
     rgb = overlay_rgb(np.linspace(0, 1, 20, dtype=np.float32).reshape(1, 4, 5), labels, 3)

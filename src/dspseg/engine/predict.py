@@ -61,10 +61,13 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def palette(n_classes: int) -> np.ndarray:
-    """(C, 3) uint8 colours: class 0 grey, then matplotlib's tab10/tab20 colours (cycled)."""
+    """(C, 3) uint8 colours: class 0 grey, then matplotlib's tab10 colours without its grey (which
+    class 0 has), then tab20's light shades without light grey, then tab20b (cycled)."""
     from matplotlib import colormaps
 
-    colours = [colormaps["tab10"](i)[:3] for i in range(10)] + [colormaps["tab20"](i)[:3] for i in range(1, 20, 2)]
+    colours = ([colormaps["tab10"](i)[:3] for i in range(10) if i != 7]
+               + [colormaps["tab20"](i)[:3] for i in range(1, 20, 2) if i != 15]
+               + [colormaps["tab20b"](i)[:3] for i in range(20)])
     out = np.zeros((n_classes, 3), np.uint8)
     out[0] = (128, 128, 128)
     for c in range(1, n_classes):
