@@ -177,7 +177,7 @@ def sweep(
                              show_default=False),
     methods: str = typer.Option("basic,fixmatch,dsp", "--methods", "-m",
                                 help="Comma-separated methods; NAME:KEY=VALUE sets a method option, e.g. "
-                                "dsp:variant=reference:tau=0.5, so variants can be compared."),
+                                "dsp:variant=paper:tau=0.5, so variants can be compared."),
     scenarios: str = typer.Option("mixed", "--scenarios", help="What the images without masks get: mixed, box, "
                                   "point, image (comma-separated)."),
     acrs: str = typer.Option("1,2,4,8,16,32,64", "--acrs", help="Annotation Compression Ratios: keep masks on 1 in "
@@ -205,10 +205,9 @@ def sweep(
 ) -> None:
     """Run the paper's study: every method x scenario x ACR x split, trained and scored on the test split.
 
-    Writes DIR/results.csv (one row per run: Dice per class, steps, seconds, annotations used and their cost in hours),
-    the run folders under DIR/runs/ and the simulated datasets under DIR/data/. Runs already finished are skipped,
-    interrupted ones resume, a failed run is tried once more and recorded; the sweep never stops for one run.
-    Then: dspseg report DIR, dspseg budget DIR --hours H.
+    Writes DIR/results.csv (one row per run: Dice per class, steps, seconds, annotations used and their cost in hours), the run folders under DIR/runs/ and the simulated datasets under DIR/data/. Runs already finished are skipped, interrupted ones resume, a failed run is tried once more and recorded; the sweep never stops for one run.
+
+    Then: dspseg report DIR, and dspseg budget DIR --hours H.
     """
     from dspseg.cli_errors import guarded
 
@@ -269,9 +268,7 @@ def demo(
 ) -> None:
     """A mini-study on synthetic EM data: basic, fixmatch and dsp at ACR 1, 8 and 32, with plots and a table.
 
-    Makes the data, checks it, runs the sweep (each method trained and scored on the test split), writes the report
-    (Dice against ACR and against annotation hours, per-class Dice, predictions panel), answers a budget question and
-    segments a few test images. About 8 minutes on 2 CPU cores with the defaults.
+    Makes the data, checks it, runs the sweep (each method trained and scored on the test split), writes the report (Dice against ACR and against annotation hours, per-class Dice, predictions panel), answers a budget question and segments a few test images. A few minutes on 2 CPU cores with the defaults.
     """
     from dspseg.demo import DemoSettings, run_demo
     from dspseg.engine.config import UserError
