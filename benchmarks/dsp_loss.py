@@ -109,7 +109,8 @@ def main() -> None:
     rows = [("cross-entropy (all pixels)", ce)]
     rows += [("eq. 8 normaliser, eager", lambda: norm(False)), ("eq. 8 normaliser, compiled", lambda: norm(True))]
     rows += [("DSP loss (paper), eager", lambda: dsp(False)), ("DSP loss (paper), compiled", lambda: dsp(True))]
-    rows += [("DSP loss (reference), eager", lambda: dsp(False, "reference"))]
+    rows += [("DSP loss (reference), eager", lambda: dsp(False, "reference")),
+             ("DSP loss (reference), compiled", lambda: dsp(True, "reference"))]
     base = None
     print(f"B={args.batch} {args.size}x{args.size} C={args.classes} tau={args.tau} threads={args.threads} "
           f"torch {torch.__version__}")

@@ -102,13 +102,36 @@ def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau
     return terms
 
 
+def _probabilities_and_admissible_mass(scores: Tensor, allowed: Tensor, valid: Tensor,
+                                       inv_tau: float) -> tuple[Tensor, Tensor]:
+    """``p = softmax(s/τ)`` (B,C,H,W) and ``Σ_j p_c(j)[c ∈ A_j]`` over valid pixels (C,)."""
+    probs = torch.softmax(scores * inv_tau, dim=1)
+    return probs, torch.where(valid.unsqueeze(1) & allowed, probs, 0.0).sum(dim=(0, 2, 3))
+
+
+_compiled_reference: list = []
+
+
+def _reference_kernel(fused: bool):
+    """The softmax and its admissible mass, fused into one pass (forward and backward) by
+    ``torch.compile`` when asked: eager, they are three passes over the N×C scores."""
+    if not fused:
+        return _probabilities_and_admissible_mass
+    if not _compiled_reference:
+        from dspseg.losses.normalizer import _same_layout
+
+        try:
+            _compiled_reference.append(_same_layout(torch.compile(_probabilities_and_admissible_mass, dynamic=True)))
+        except Exception:  # pragma: no cover - no compiler toolchain: stay correct, just slower
+            _compiled_reference.append(_probabilities_and_admissible_mass)
+    return _compiled_reference[0]
+
+
 def _reference_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float,
                      fused: bool = False, eps: float = 1e-7) -> dict[str, Tensor]:
-    probs = torch.softmax(scores / tau, dim=1)
-    v = valid.unsqueeze(1)
-    n_valid = valid.sum().to(scores.dtype)
     # Σ_j Σ_k p_k(j)[k≠c ∨ c∉A_j] = Σ_j (1 − p_c(j)[c∈A_j])   (softmax rows sum to one)
-    admissible_mass = torch.where(v & allowed, probs, 0.0).sum(dim=(0, 2, 3))
+    probs, admissible_mass = _reference_kernel(fused)(scores, allowed, valid, 1.0 / tau)
+    n_valid = valid.sum().to(scores.dtype)
     denominator = torch.log(n_valid - admissible_mass + eps)  # (C,)
     terms = {}
     n_classes = scores.shape[1]
