@@ -97,7 +97,7 @@ class InlineBackend:
         return handles[0], runner_module.execute(self.payloads.pop(handles[0]))
 
     def close(self):
-        pass
+        """Nothing to release: the runs ran in this process."""
 
 
 def spec_for(data: Path, methods=("basic", "fixmatch"), acrs=(1, 4)) -> StudySpec:

@@ -27,9 +27,9 @@ from dspseg.engine.config import UserError
 
 
 def _failed(p: dict[str, Any], why: str) -> dict[str, Any]:
-    from dspseg.study.runner import _row
+    from dspseg.study.runner import result_row
 
-    return _row(p, status="failed", error=why)
+    return result_row(p, status="failed", error=why)
 
 
 class LocalBackend:

@@ -78,7 +78,7 @@ def execute(p: dict[str, Any]) -> dict[str, Any]:
                 raise
             log.write(traceback.format_exc())
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return _row(p, status="failed", error=f"{type(e).__name__}: {message} (log: {_relative(log_path, root)})",
+            return result_row(p, status="failed", error=f"{type(e).__name__}: {message} (log: {_relative(log_path, root)})",
                         seconds=round(time.perf_counter() - t0, 1))
     row["seconds"] = round(time.perf_counter() - t0, 1)
     from dspseg.fsutil import write_text_atomic
@@ -87,7 +87,8 @@ def execute(p: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _row(p: dict[str, Any], **values: Any) -> dict[str, Any]:
+def result_row(p: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """The results.csv row of payload ``p``: which run, where it lives, then ``values``."""
     root = p["root"]
     base = {"method": p["method"], "scenario": p["scenario"], "acr": p["acr"], "split": p["split"],
             "status": "done", "mean_dice": None, "steps": None, "seconds": None,
@@ -117,5 +118,5 @@ def _train_and_evaluate(p: dict[str, Any], out: Path, root: Path, console: Any) 
     counts = annotation_counts(manifest.records("train"), p["uses"])
     hours = annotation_hours(counts, AnnotationCosts(**p["costs"]))
     per_class = {f"dice_{c}": report["per_class"].get(c) for c in manifest.classes}
-    return _row(p, mean_dice=report["mean_dice"], steps=trained.step,
+    return result_row(p, mean_dice=report["mean_dice"], steps=trained.step,
                 **counts, cost_hours=round(hours, 6), **per_class)

@@ -24,7 +24,7 @@ from dspseg.engine.config import UserError
 from dspseg.study import RESULT_COLUMNS
 from dspseg.study.costs import annotation_hours
 from dspseg.study.plan import RunSpec, StudySpec, acr_name, data_dir
-from dspseg.study.runner import payload, read_result
+from dspseg.study.runner import payload, read_result, result_row
 
 STUDY_FILE = "study.yaml"
 RESULTS_FILE = "results.csv"
@@ -190,10 +190,8 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
             else:
                 console.print(f"[red]failed twice[/] {r.key}: {row.get('error')}", highlight=False)
                 for child in _descendants(children, r.key):
-                    p = payload(spec, root, child)
-                    from dspseg.study.runner import _row
-
-                    rows[child.key] = _row(p, status="failed", error=f"the run it starts from ({r.key}) failed")
+                    rows[child.key] = result_row(payload(spec, root, child), status="failed",
+                                                 error=f"the run it starts from ({r.key}) failed")
                     finished += 1
             write_results(study, root, rows)
     finally:
