@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from dspseg.study.costs import AnnotationCosts, annotation_counts, annotation_hours
+from dspseg.study.costs import annotation_counts
 from dspseg.study.plan import RunSpec, StudySpec
 
 RESULT_FILE = "result.json"
@@ -36,8 +36,7 @@ def payload(spec: StudySpec, root: Path, run: RunSpec, threads: int | None = Non
             "method_options": run.method.options, "uses": sorted(run.method.uses), "scenario": run.scenario,
             "acr": run.acr, "split": run.split, "data": str(spec.dataset_of(root, run)),
             "out": str(run.run_dir(root)), "log": str(run.log_file(root)),
-            "init": str(parent.run_dir(root)) if parent else None, "train": train,
-            "costs": spec.costs.model_dump()}
+            "init": str(parent.run_dir(root)) if parent else None, "train": train}
 
 
 def read_result(out: str | Path) -> dict[str, Any] | None:
@@ -115,8 +114,7 @@ def _train_and_evaluate(p: dict[str, Any], out: Path, root: Path, console: Any) 
     trained = train(p["data"], out, cfg, resume=resume, console=console)
     report = evaluate_run(out, p["data"], split="test", console=console)
     manifest = load_manifest(p["data"])
-    counts = annotation_counts(manifest.records("train"), p["uses"])
-    hours = annotation_hours(counts, AnnotationCosts(**p["costs"]))
+    counts = annotation_counts(manifest.records("train"), p["uses"])  # cost_hours: sweep.write_results
     per_class = {f"dice_{c}": report["per_class"].get(c) for c in manifest.classes}
     return result_row(p, mean_dice=report["mean_dice"], steps=trained.step,
-                **counts, cost_hours=round(hours, 6), **per_class)
+                **counts, **per_class)
