@@ -194,3 +194,13 @@ def test_qualitative_panel_on_real_runs(real_sweep: Path) -> None:
     assert "dsp at ACR 4 left out of qualitative.png" in text and "checkpoints/best.pt" in text
     assert text.count("left out of qualitative.png") == 1
     assert len(read_results(real_sweep)) == 3
+
+
+@pytest.mark.parametrize("count", [3, 10, 11, 20, 27])
+def test_method_colours_never_repeat(count: int) -> None:
+    from dspseg.study.plots import method_colours
+
+    methods = [f"m{i}" for i in range(count)]
+    colours = method_colours(methods)
+    assert list(colours) == methods
+    assert len({tuple(round(c, 4) for c in colour) for colour in colours.values()}) == count

@@ -38,10 +38,19 @@ def save_figure(fig: Any, path: str | Path) -> Path:
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, tuple[float, ...]]:
-    """A fixed colour per method (tab10, in the given order), the same in every figure."""
+    """A distinct colour per method, in the given order, the same in every figure of a report.
+
+    tab10 up to 10 methods, tab20 up to 20, evenly spaced hues of ``turbo`` beyond: no two methods
+    ever share a colour (a sweep comparing variants easily has more than 10 lines).
+    """
     from matplotlib import colormaps
 
-    return {m: colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
+    n = len(methods)
+    if n <= 10:
+        return {m: colormaps["tab10"](i) for i, m in enumerate(methods)}
+    if n <= 20:
+        return {m: colormaps["tab20"](i) for i, m in enumerate(methods)}
+    return {m: colormaps["turbo"](i / (n - 1)) for i, m in enumerate(methods)}
 
 
 def _value(v: float | None) -> float:
