@@ -102,7 +102,7 @@ def test_report_writes_every_figure_and_table(hand: Path) -> None:
     console = _console()
     written = write_report(hand, console=console)
     expected = {"dice_vs_acr_mixed.png", "dice_vs_acr_box.png", "dice_vs_cost.png", "per_class_mixed.png",
-                "per_class_box.png", "table.md", "table.csv"}
+                "per_class_box.png", "table.md", "table.csv", "savings.md"}
     assert set(written) == expected  # no dataset folders here: no qualitative panel, and a note says so
     for name, path in written.items():
         assert path == hand / "report" / name and path.is_file()

@@ -23,16 +23,30 @@ def report(
                                "results.csv file itself.", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the figures and tables "
                                        "(default: DIR/report)."),
+    fraction: float = typer.Option(0.9, "--fraction", min=0.01, max=1.0, help="Share of full supervision's Dice "
+                                   "(basic at ACR 1) a method must keep for the savings table."),
+    compare: list[str] = typer.Option([], "--compare", help="METHOD,BASELINE pair for the paired per-split Dice "
+                                      "differences, e.g. --compare dsp,fixmatch (repeatable; default: dsp against "
+                                      "every other method)."),
 ) -> None:
     """Draw the figures and tables of a sweep: Dice against ACR and against hours of annotation.
 
-    Writes to DIR/report: dice_vs_acr_<scenario>.png (test Dice against the annotation compression ratio, one line per method, band = std over splits), dice_vs_cost.png (Dice against the hours of expert work the training annotations took), per_class_<scenario>.png (Dice of every class), qualitative.png (one test image, its true mask and every method's prediction) and table.md / table.csv (mean ± std over splits, best method per ACR in bold). Failed runs are left out and counted. Nothing in DIR outside the report folder is changed.
+    Writes to DIR/report: dice_vs_acr_<scenario>.png (test Dice against the annotation compression ratio, one line per method, band = std over splits), dice_vs_cost.png (Dice against the hours of expert work the training annotations took), per_class_<scenario>.png (Dice of every class), qualitative.png (one test image, its true mask and every method's prediction) and table.md / table.csv (mean ± std over splits, best method per ACR in bold), and savings.md (each method's Dice as a share of full supervision, basic at ACR 1, and up to which ACR it keeps --fraction of it; paired per-split Dice differences of the --compare pairs). Failed runs are left out and counted. Nothing in DIR outside the report folder is changed.
     """
 
     def run() -> None:
         from dspseg.study.report import write_report
 
-        write_report(dir, out=out, console=console)
+        from dspseg.engine.config import UserError
+
+        pairs = []
+        for item in compare:
+            parts = [p.strip() for p in item.split(",")]
+            if len(parts) != 2 or not all(parts):
+                raise UserError(f"--compare {item!r}: write METHOD,BASELINE as results.csv names them, e.g. "
+                                "--compare dsp,fixmatch or --compare dsp,dsp:variant=paper")
+            pairs.append((parts[0], parts[1]))
+        write_report(dir, out=out, console=console, fraction=fraction, compare=pairs or None)
 
     guarded(run)
 

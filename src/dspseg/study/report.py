@@ -5,6 +5,9 @@
     per_class_<scenario>.png     Dice per class for every method @ ACR (heatmap, 0..1)
     qualitative.png              one test image, its truth and every split-0 run's prediction (Fig. 4)
     table.md, table.csv          mean ± std over splits of the test mean Dice, and annotation hours
+    savings.md                   Dice relative to full supervision (basic at ACR 1) and the ACR each
+                                 method keeps 90 % of it up to; paired per-split Dice differences
+                                 (dsp against every other method, or the ``compare`` pairs)
 
 Only finished runs (``status`` done) enter; failed ones are counted. Every file is written
 atomically, so a report folder never holds a half-written file.
@@ -21,6 +24,8 @@ from typing import Any, Sequence
 from dspseg.fsutil import write_text_atomic
 from dspseg.study.results import (COUNT_COLUMNS, ResultsError, class_names, done_rows, failed_count,
                                   read_results, results_path, summarise)
+from dspseg.study.savings import (default_comparisons, differences_markdown, headline, paired_differences,
+                                  savings, savings_markdown)
 
 REPORT_FOLDER = "report"
 
@@ -90,8 +95,13 @@ def csv_table(groups: Sequence[dict[str, Any]], classes: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def write_report(dir: str | Path, out: str | Path | None = None, console: Any = None) -> dict[str, Path]:
+def write_report(dir: str | Path, out: str | Path | None = None, console: Any = None, fraction: float = 0.9,
+                 compare: Sequence[tuple[str, str]] | None = None) -> dict[str, Path]:
     """Write every figure and table of the sweep in ``dir`` to ``out`` (default ``DIR/report``).
+
+    ``fraction`` is the share of full supervision's Dice the savings table asks for; ``compare``
+    the (method, baseline) pairs of the paired-difference table (default: dsp against every other
+    method of the sweep, when dsp ran).
 
     Returns ``{file name: path}`` of what was written; prints a summary (runs, failed runs, notes
     such as runs left out of the qualitative panel, paths) on ``console``. Raises
@@ -129,6 +139,16 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
         notes.append(f"{csv_path} has no dice_<class> columns: no per-class heatmaps")
     written["table.md"] = write_text_atomic(out / "table.md", markdown_table(groups))
     written["table.csv"] = write_text_atomic(out / "table.csv", csv_table(groups, classes))
+    found = savings(groups, fraction)
+    pairs = default_comparisons(methods) if compare is None else list(compare)
+    for pair in pairs:
+        missing = [m for m in pair if m not in methods]
+        if missing:
+            raise ResultsError(f"--compare {pair[0]},{pair[1]}: no finished run of {', '.join(missing)} in {csv_path}; "
+                               f"the methods there are {', '.join(methods)}")
+    diffs = [d for method, baseline in pairs for d in paired_differences(done, method, baseline)]
+    written["savings.md"] = write_text_atomic(out / "savings.md", savings_markdown(found, fraction) + "\n"
+                                              + differences_markdown(diffs))
     panel = qualitative_panel(dir, done, out / "qualitative.png", notes)
     if panel is not None:
         written["qualitative.png"] = panel
@@ -136,6 +156,8 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
     left_out = " (left out; see the error column)" if failed else ""
     console.print(f"report of {len(rows)} run(s) in {csv_path}: {len(done)} done, {failed} failed{left_out}",
                   highlight=False, soft_wrap=True)
+    for line in headline(found, fraction):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     for note in notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for path in written.values():
