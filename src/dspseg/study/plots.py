@@ -40,7 +40,7 @@ def save_figure(fig: Any, path: str | Path) -> Path:
 def method_colours(methods: Sequence[str]) -> dict[str, tuple[float, ...]]:
     """A distinct colour per method, in the given order, the same in every figure of a report.
 
-    tab10 up to 10 methods, tab20 up to 20, evenly spaced hues of ``turbo`` beyond: no two methods
+    tab10 up to 10 methods, tab20 (dark shades first) up to 20, evenly spaced ``turbo`` beyond: no two methods
     ever share a colour (a sweep comparing variants easily has more than 10 lines).
     """
     from matplotlib import colormaps
@@ -48,8 +48,9 @@ def method_colours(methods: Sequence[str]) -> dict[str, tuple[float, ...]]:
     n = len(methods)
     if n <= 10:
         return {m: colormaps["tab10"](i) for i, m in enumerate(methods)}
-    if n <= 20:
-        return {m: colormaps["tab20"](i) for i, m in enumerate(methods)}
+    if n <= 20:  # tab20 pairs a dark and a light shade: the 10 dark ones first, then the light ones
+        order = [*range(0, 20, 2), *range(1, 20, 2)]
+        return {m: colormaps["tab20"](order[i]) for i, m in enumerate(methods)}
     return {m: colormaps["turbo"](i / (n - 1)) for i, m in enumerate(methods)}
 
 
@@ -57,9 +58,16 @@ def _value(v: float | None) -> float:
     return math.nan if v is None else float(v)
 
 
-def dice_vs_acr(groups: list[dict[str, Any]], scenario: str, methods: Sequence[str], path: str | Path) -> Path:
-    """Plot test mean Dice against ACR for ``scenario`` (one line per method); returns the PNG path."""
+def dice_vs_acr(groups: list[dict[str, Any]], scenario: str, methods: Sequence[str], path: str | Path,
+                fraction: float | None = 0.9) -> Path:
+    """Plot test mean Dice against ACR for ``scenario`` (one line per method); returns the PNG path.
+
+    With a ``basic`` run in the scenario and a ``fraction``, a dotted grey line marks ``fraction`` ×
+    the Dice of full supervision (basic at the smallest ACR): the level the savings table asks for.
+    """
     import numpy as np
+
+    from dspseg.study.savings import reference_dice
 
     colours = method_colours(methods)
     mine = [g for g in groups if g["scenario"] == scenario]
@@ -74,6 +82,10 @@ def dice_vs_acr(groups: list[dict[str, Any]], scenario: str, methods: Sequence[s
         s = np.array([_value(g["mean_dice_std"]) for g in line])
         ax.plot(x, y, marker=MARKERS[i % len(MARKERS)], color=colours[method], label=method, linewidth=1.8)
         ax.fill_between(x, y - s, y + s, color=colours[method], alpha=0.18, linewidth=0)
+    ref = reference_dice(groups, scenario) if fraction else None
+    if ref is not None:
+        ax.axhline(fraction * ref[1], color="0.45", linestyle=":", linewidth=1.2,
+                   label=f"{fraction:.0%} of basic @ ACR {ref[0]:g}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(acrs)
     ax.set_xticklabels([f"{a:g}" for a in acrs])
@@ -83,7 +95,10 @@ def dice_vs_acr(groups: list[dict[str, Any]], scenario: str, methods: Sequence[s
     n = f"{splits[0]}" if len(splits) == 1 else f"{splits[0]}–{splits[-1]}"
     ax.set_title(f"{scenario}: test mean Dice vs ACR (mean ± std over {n} split{'s' if splits[-1] > 1 else ''})")
     ax.grid(True, alpha=0.3)
-    ax.legend(title="method", fontsize=8)
+    if len(ax.get_legend_handles_labels()[1]) > 6:  # many lines: the legend goes beside the axes
+        ax.legend(title="method", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(title="method", fontsize=8)
     return save_figure(fig, path)
 
 

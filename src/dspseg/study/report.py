@@ -129,7 +129,7 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
     notes: list[str] = []
     for scenario in scenarios:
         name = f"dice_vs_acr_{safe_name(scenario)}.png"
-        written[name] = dice_vs_acr(groups, scenario, methods, out / name)
+        written[name] = dice_vs_acr(groups, scenario, methods, out / name, fraction)
     written["dice_vs_cost.png"] = dice_vs_cost(groups, methods, scenarios, out / "dice_vs_cost.png")
     if classes:
         for scenario in scenarios:
