@@ -47,6 +47,7 @@ def test_tiny_sweep_writes_every_row_then_skips_on_rerun(tmp_path, data, backend
     out = tmp_path / "sweep"
     result = sweep(out, data, backend=backend)
     assert result.exit_code == 0, result.output
+    assert "[1/4]" in result.output and "left)" in result.output  # progress with the time still to go
     rows = read_csv(out / "results.csv")
     header = list(rows[0])
     assert header[:len(RESULT_COLUMNS)] == list(RESULT_COLUMNS)
@@ -215,3 +216,15 @@ def test_cli_errors_are_one_sentence(tmp_path, data):
     assert busy.exit_code == 2 and "holds no sweep" in busy.output
     assert (not_sweep / "mine.txt").read_text() == "keep me"
     assert not any((tmp_path / x).exists() for x in "abcde")
+
+
+def test_time_left_is_estimated_from_finished_runs_per_method():
+    from dspseg.study.sweep import duration_text, remaining_seconds
+
+    study = StudySpec(data="d", methods=["basic", "dsp"], acrs=[1, 8], splits=1)
+    runs = study.runs()  # basic × 2, dsp × 2
+    assert remaining_seconds(runs, {}, 2) is None
+    assert remaining_seconds(runs, {"basic": [100.0, 140.0]}, 1) == pytest.approx(4 * 120.0)  # dsp: mean of all
+    assert remaining_seconds(runs, {"basic": [120.0], "dsp": [300.0, 360.0]}, 2) == pytest.approx((2 * 120 + 2 * 330) / 2)
+    assert duration_text(20) == "under a minute" and duration_text(300) == "5 min"
+    assert duration_text(3725) == "1 h 02 min"

@@ -148,10 +148,13 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
     rows: dict[str, dict[str, Any]] = {}
     children: dict[str, list[RunSpec]] = collections.defaultdict(list)
     ready: collections.deque[RunSpec] = collections.deque()
+    seconds: dict[str, list[float]] = collections.defaultdict(list)  # finished runs' seconds, per method
     for r in runs:
         done = read_result(r.run_dir(root))
         if done is not None:
             rows[r.key] = done
+            if done.get("seconds"):
+                seconds[r.method.label].append(float(done["seconds"]))
     for r in runs:
         if r.key in rows:
             continue
@@ -184,8 +187,12 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
             if row.get("status") == "done":
                 for child in children.pop(r.key, []):
                     ready.append(child)
+                if row.get("seconds"):
+                    seconds[r.method.label].append(float(row["seconds"]))
+                left = remaining_seconds([x for x in runs if x.key not in rows], seconds, backend.slots)
+                eta = f", about {duration_text(left)} left" if left is not None and finished < todo else ""
                 console.print(f"[{finished}/{todo}] {r.key}: test mean Dice {row.get('mean_dice') or float('nan'):.3f} "
-                              f"in {row.get('seconds', 0):.0f} s  ({time.perf_counter() - t0:.0f} s so far)",
+                              f"in {row.get('seconds', 0):.0f} s  ({duration_text(time.perf_counter() - t0)} so far{eta})",
                               highlight=False)
             else:
                 console.print(f"[red]failed twice[/] {r.key}: {row.get('error')}", highlight=False)
@@ -198,6 +205,27 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
         backend.close()
     write_results(study, root, rows)
     return rows
+
+
+def remaining_seconds(todo: list[RunSpec], seconds: dict[str, list[float]], slots: int) -> float | None:
+    """Wall seconds the runs ``todo`` should still take, ``slots`` at a time: each run costs the mean
+    ``seconds`` of finished runs of its method (of any method when its own has none yet).
+    None when no run has finished yet."""
+    every = [x for xs in seconds.values() for x in xs]
+    if not every:
+        return None
+    overall = sum(every) / len(every)
+    total = sum(sum(seconds[r.method.label]) / len(seconds[r.method.label]) if seconds.get(r.method.label)
+                else overall for r in todo)
+    return total / max(1, slots)
+
+
+def duration_text(seconds: float) -> str:
+    """``3725`` → ``"1 h 02 min"``, ``300`` → ``"5 min"``, ``20`` → ``"under a minute"``."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _descendants(children: dict[str, list[RunSpec]], key: str) -> list[RunSpec]:
