@@ -70,9 +70,10 @@ def test_demo_runs_end_to_end_and_reruns(tmp_path):
     assert sorted((row["method"], row["acr"]) for row in rows) == sorted(
         (m, a) for m in ("basic", "fixmatch", "dsp") for a in ("1", "8", "32"))
     assert all(row["status"] == "done" for row in rows)
-    for f in ("dice_vs_acr_mixed.png", "dice_vs_cost.png", "table.md", "qualitative.png"):
+    for f in ("dice_vs_acr_mixed.png", "dice_vs_cost.png", "table.md", "savings.md", "qualitative.png"):
         assert (out / "study" / "report" / f).is_file(), f
     assert "| dsp" in r.output and "dice_vs_acr_mixed.png" in r.output  # the table and the plot's path
+    assert "mixed: ≥ 90% of full supervision" in r.output and "savings.md" in r.output
     run = out / "study" / "runs" / "mixed" / "acr8" / "split0" / "dsp"
     for f in ("config.yaml", "env.json", "metrics.csv", "progress.png", "eval/test.json", "checkpoints/best.pt"):
         assert (run / f).is_file(), f

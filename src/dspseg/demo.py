@@ -115,6 +115,7 @@ def run_demo(out: str | Path, settings: DemoSettings, console: Any) -> dict[str,
     if "qualitative.png" in written:
         console.print(f"predictions panel:   {written['qualitative.png']}", highlight=False)
     console.print(f"table:               {study_dir / 'report' / 'table.md'}", highlight=False)
+    console.print(f"annotation savings:  {written.get('savings.md')}", highlight=False)
     if predicted:
         console.print(f"overlays ({best['method']}, ACR {best['acr']:g}): "
                       + ", ".join(str(p.with_name(p.stem + "_overlay.png")) for p in predicted), highlight=False)
