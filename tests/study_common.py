@@ -81,3 +81,16 @@ def write_results(path: Path, rows: list[dict[str, object]], columns: list[str] 
         for r in rows:
             writer.writerow({c: r.get(c, "") for c in columns})
     return path
+
+
+def study_cli():
+    """A typer app with just the ``report`` and ``budget`` commands, and a CliRunner for it."""
+    import typer
+    from typer.testing import CliRunner
+
+    from dspseg.study.commands import budget, report
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(report)
+    app.command()(budget)
+    return app, CliRunner()

@@ -5,27 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer
 import yaml
-from typer.testing import CliRunner
 
 from dspseg.study.budget import NothingFits, answer, best_for_budget, sweep_costs, with_costs
-from dspseg.study.commands import budget, report
 from dspseg.study.costs import AnnotationCosts
 from dspseg.study.results import read_results
-from study_common import hand_rows, write_results
+from study_common import hand_rows, write_results, study_cli
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-app.command()(report)
-app.command()(budget)
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def hand(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hand")
-    write_results(root, hand_rows())
-    return root
+app, runner = study_cli()
 
 
 def _best(rows, hours, **kw):

@@ -17,13 +17,6 @@ from dspseg.study.results import ResultsError, class_names, done_rows, failed_co
 from study_common import CLASSES, hand_rows, write_results
 
 
-@pytest.fixture(scope="module")
-def hand(tmp_path_factory) -> Path:
-    """A sweep folder holding only the hand-made results.csv."""
-    root = tmp_path_factory.mktemp("hand")
-    write_results(root, hand_rows())
-    return root
-
 
 def _console() -> Console:
     return Console(width=200, record=True, force_terminal=False)

@@ -6,26 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from dspseg.study.commands import report
 from dspseg.study.results import read_results, summarise
 from dspseg.study.savings import (default_comparisons, differences_markdown, headline, paired_differences,
                                   savings, savings_markdown)
-from study_common import hand_rows, write_results
+from study_common import hand_rows, study_cli
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-app.command()(report)
-app.command("other")(lambda: None)
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def hand(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hand")
-    write_results(root, hand_rows())
-    return root
+app, runner = study_cli()
 
 
 def _find(found, scenario, method):
