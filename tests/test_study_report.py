@@ -197,3 +197,19 @@ def test_method_colours_never_repeat(count: int) -> None:
     colours = method_colours(methods)
     assert list(colours) == methods
     assert len({tuple(round(c, 4) for c in colour) for colour in colours.values()}) == count
+
+
+def test_report_of_some_methods_and_scenarios(hand: Path, tmp_path: Path) -> None:
+    from study_common import study_cli
+
+    app, runner = study_cli()
+    r = runner.invoke(app, ["report", str(hand), "--out", str(tmp_path / "some"), "--methods", "dsp,basic",
+                            "--scenarios", "mixed"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "some").glob("*.png")) == [
+        "dice_vs_acr_mixed.png", "dice_vs_cost.png", "per_class_mixed.png"]
+    table = (tmp_path / "some" / "table.md").read_text()
+    assert table.index("| mixed | dsp |") < table.index("| mixed | basic |") and "| box |" not in table
+    r = runner.invoke(app, ["report", str(hand), "--out", str(tmp_path / "none"), "--methods", "dsp,fixmatch"])
+    assert r.exit_code == 2 and "no finished run of fixmatch" in r.output and "it has basic, dsp" in r.output
+    assert not (tmp_path / "none").exists()

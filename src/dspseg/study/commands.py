@@ -25,6 +25,10 @@ def report(
                                        "(default: DIR/report)."),
     fraction: float = typer.Option(0.9, "--fraction", min=0.01, max=1.0, help="Share of full supervision's Dice "
                                    "(basic at ACR 1) a method must keep for the savings table."),
+    methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Only these methods, in this order "
+                                          "(comma-separated, as results.csv names them; default: all)."),
+    scenarios: Optional[str] = typer.Option(None, "--scenarios", help="Only these scenarios (comma-separated; "
+                                            "default: all)."),
     compare: list[str] = typer.Option([], "--compare", help="METHOD,BASELINE pair for the paired per-split Dice "
                                       "differences, e.g. --compare dsp,fixmatch (repeatable; default: dsp against "
                                       "every other method)."),
@@ -46,7 +50,11 @@ def report(
                 raise UserError(f"--compare {item!r}: write METHOD,BASELINE as results.csv names them, e.g. "
                                 "--compare dsp,fixmatch or --compare dsp,dsp:variant=paper")
             pairs.append((parts[0], parts[1]))
-        write_report(dir, out=out, console=console, fraction=fraction, compare=pairs or None)
+        def names(text: str | None) -> list[str] | None:
+            return None if text is None else [x.strip() for x in text.split(",") if x.strip()] or None
+
+        write_report(dir, out=out, console=console, fraction=fraction, compare=pairs or None,
+                     methods=names(methods), scenarios=names(scenarios))
 
     guarded(run)
 

@@ -95,9 +95,26 @@ def csv_table(groups: Sequence[dict[str, Any]], classes: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+def _only(rows: list[dict[str, Any]], column: str, names: Sequence[str] | None, csv_path: Path) -> list[dict[str, Any]]:
+    """The rows whose ``column`` is one of ``names``, ordered as ``names`` (all rows when None)."""
+    if names is None:
+        return rows
+    present = list(dict.fromkeys(r[column] for r in rows))
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise ResultsError(f"--{column}s: no finished run of {', '.join(missing)} in {csv_path}; "
+                           f"it has {', '.join(present)}")
+    order = {n: i for i, n in enumerate(names)}
+    return sorted((r for r in rows if r[column] in order), key=lambda r: order[r[column]])
+
+
 def write_report(dir: str | Path, out: str | Path | None = None, console: Any = None, fraction: float = 0.9,
-                 compare: Sequence[tuple[str, str]] | None = None) -> dict[str, Path]:
+                 compare: Sequence[tuple[str, str]] | None = None, methods: Sequence[str] | None = None,
+                 scenarios: Sequence[str] | None = None) -> dict[str, Path]:
     """Write every figure and table of the sweep in ``dir`` to ``out`` (default ``DIR/report``).
+
+    ``methods`` / ``scenarios`` restrict the report to those (in that order; default: all of the
+    sweep, in results.csv order); a name the sweep never finished a run of is a ResultsError.
 
     ``fraction`` is the share of full supervision's Dice the savings table asks for; ``compare``
     the (method, baseline) pairs of the paired-difference table (default: dsp against every other
@@ -121,6 +138,8 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
         raise ResultsError(f"none of the {len(rows)} run(s) in {csv_path} finished; see its 'error' column, "
                            "fix the cause and rerun `dspseg sweep`")
     out = Path(out) if out is not None else dir / REPORT_FOLDER
+    done = _only(done, "method", methods, csv_path)
+    done = _only(done, "scenario", scenarios, csv_path)
     groups = summarise(done)
     classes = class_names(done)
     methods = list(dict.fromkeys(g["method"] for g in groups))
