@@ -247,6 +247,46 @@ def test_epochs_budget_and_no_val_split(tmp_path: Path) -> None:
     assert ckpt.load_checkpoint(result.best_checkpoint)["step"] == 6  # still the final model
 
 
+class KindsRecorder(Method):
+    """Cross-entropy on the masks of each batch; records which kinds every batch held (test-only)."""
+
+    name = "kinds_recorder"
+    summary = "test-only: records batch kinds"
+    uses = frozenset({"mask", "none"})
+    seen: list[list[str]] = []
+
+    def loss(self, outputs, batch):
+        KindsRecorder.seen.append(list(batch["kinds"]))
+        return {"ce": masked_cross_entropy(outputs["logits"], batch["target"], batch["valid"], self.ignore_index)}
+
+
+def test_mask_share_puts_masks_in_every_batch(tmp_path: Path) -> None:
+    data = make_easy_dataset(tmp_path / "d", n=(10, 2, 0))
+    manifest = json.loads((data / "dataset.json").read_text())
+    for rec in manifest["images"][2:10]:  # 2 masked training images, 8 unlabeled ones
+        del rec["mask"]
+    (data / "dataset.json").write_text(json.dumps(manifest))
+    register(KindsRecorder)
+    try:
+        KindsRecorder.seen = []
+        result = train(data, tmp_path / "shared", tiny_cfg(epochs=2, val_every=0, sets=["method=kinds_recorder",
+                                                                                        "mask_share=0.25"]))
+        assert result.step == 6  # 8 unlabeled images, 3 per batch: 3 batches per epoch
+        assert [k.count("mask") for k in KindsRecorder.seen] == [1] * 6 and [len(k) for k in KindsRecorder.seen] == [4, 4, 3] * 2
+        KindsRecorder.seen = []
+        train(data, tmp_path / "plain", tiny_cfg(epochs=2, val_every=0, sets=["method=kinds_recorder"]))
+        assert len(KindsRecorder.seen) == 6 and sum(k.count("mask") for k in KindsRecorder.seen) == 4  # 2 per epoch
+        assert yaml_value(tmp_path / "shared", "mask_share") == 0.25
+    finally:
+        METHODS.pop("kinds_recorder", None)
+
+
+def yaml_value(run: Path, key: str):
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())[key]
+
+
 def test_method_without_usable_images_is_refused(tmp_path: Path) -> None:
     from dspseg.data.dataset import DatasetError
 

@@ -327,6 +327,9 @@ def collate(items: list[dict[str, Any]], ignore_index: int = 255) -> dict[str, A
     return out
 
 
+ANCHOR_EPOCH_OFFSET = 2**31  # crop keys of anchor draws: (seed, offset + anchor epoch, position)
+
+
 class EpochBatchSampler(Sampler[list[tuple[int, tuple[int, int, int]]]]):
     """Endless batches over ``indices``: each epoch is a permutation seeded by ``(seed, epoch)``.
 
@@ -335,17 +338,34 @@ class EpochBatchSampler(Sampler[list[tuple[int, tuple[int, int, int]]]]):
     order is padded by wrapping to a multiple of ``batch_size · world_size`` and rank r takes the
     r-th slice of each global batch, so all ranks take the same number of steps. ``start_batch``
     skips the batches already consumed (exact resume).
+
+    With ``anchors`` (e.g. the fully masked images) and ``anchors_per_batch`` = k ≥ 1, every batch
+    holds k anchors, drawn from their own stream (one seeded permutation of the anchors after the
+    other), and ``batch_size − k`` of the other indices; an epoch is then a pass over the others.
+    This keeps the few masks of a high-ACR dataset in every step instead of in a fraction of them
+    (FixMatch's labelled + unlabelled batches). Without other indices, or with k ≥ batch_size,
+    the anchors are ordinary indices.
     """
 
     def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start_batch: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, anchors: Sequence[int] = (),
+                 anchors_per_batch: int = 0) -> None:
         if not indices:
             raise ValueError("EpochBatchSampler: no indices to sample")
-        self.indices = list(indices)
-        self.batch_size = batch_size
+        anchor_set = set(anchors) & set(indices)
+        rest = [i for i in indices if i not in anchor_set]
+        if anchor_set and rest and 1 <= anchors_per_batch < batch_size:
+            self.anchors = [i for i in indices if i in anchor_set]
+            self.anchors_per_batch = anchors_per_batch
+            self.indices = rest
+        else:
+            self.anchors, self.anchors_per_batch = [], 0
+            self.indices = list(indices)
+        self.batch_size = batch_size - self.anchors_per_batch  # drawn from ``indices`` per batch
         self.seed = seed
         self.start_batch = start_batch
         self.rank, self.world_size = rank, world_size
+        self._anchor_orders: dict[int, list[int]] = {}
 
     @property
     def batches_per_epoch(self) -> int:
@@ -359,6 +379,19 @@ class EpochBatchSampler(Sampler[list[tuple[int, tuple[int, int, int]]]]):
             order = [order[i % len(order)] for i in range(total)]
         return order
 
+    def _anchor_draws(self, global_batch: int) -> list[tuple[int, tuple[int, int, int]]]:
+        """This rank's anchors of the ``global_batch``-th batch of the run."""
+        k, n = self.anchors_per_batch, len(self.anchors)
+        first = (global_batch * self.world_size + self.rank) * k  # draws before this rank's in the stream
+        out = []
+        for g in range(first, first + k):
+            a_epoch, pos = divmod(g, n)
+            if a_epoch not in self._anchor_orders:
+                self._anchor_orders = {a_epoch: np.random.default_rng([self.seed, a_epoch, 1]).permutation(n).tolist()}
+            out.append((self.anchors[self._anchor_orders[a_epoch][pos]],
+                        (self.seed, ANCHOR_EPOCH_OFFSET + a_epoch, pos)))
+        return out
+
     def __iter__(self) -> Iterator[list[tuple[int, tuple[int, int, int]]]]:
         per_epoch = self.batches_per_epoch
         epoch, batch = divmod(self.start_batch, per_epoch)
@@ -368,5 +401,8 @@ class EpochBatchSampler(Sampler[list[tuple[int, tuple[int, int, int]]]]):
             for k in range(batch, per_epoch):
                 start = k * global_bs + self.rank * self.batch_size
                 positions = range(start, min(start + self.batch_size, len(order)))
-                yield [(self.indices[order[p]], (self.seed, epoch, p)) for p in positions]
+                items = [(self.indices[order[p]], (self.seed, epoch, p)) for p in positions]
+                if self.anchors_per_batch:
+                    items = self._anchor_draws(epoch * per_epoch + k) + items
+                yield items
             epoch, batch = epoch + 1, 0
