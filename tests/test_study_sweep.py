@@ -176,6 +176,24 @@ def test_a_later_sweep_in_the_same_folder_adds_its_runs_and_lists_all(tmp_path, 
         prepare(other, out, Console(quiet=True))
 
 
+def test_a_folder_from_an_older_dspseg_stays_resumable(tmp_path, data):
+    import yaml
+
+    from dspseg.engine.config import UserError
+
+    out = tmp_path / "sweep"
+    full = {**TRAIN, "mask_share": 0.0}
+    spec = StudySpec(data=str(data), methods=["basic"], acrs=[1], splits=1, train=full)
+    prepare(spec, out, Console(quiet=True))
+    written = yaml.safe_load((out / "study.yaml").read_text())
+    del written["train"]["mask_share"]  # as a sweep made before the option existed wrote it
+    (out / "study.yaml").write_text(yaml.safe_dump(written))
+    prepare(spec, out, Console(quiet=True))  # the missing option is its default, which the runs used
+    asked = StudySpec(**{**spec.model_dump(), "train": {**full, "mask_share": 0.25}})
+    with pytest.raises(UserError, match="other train"):
+        prepare(asked, out, Console(quiet=True))
+
+
 def test_method_specs_and_the_grid():
     spec = MethodSpec.parse("dsp:variant=reference:tau=0.5:lambdas.box=0.2")
     assert spec.name == "dsp" and spec.options == {"variant": "reference", "tau": 0.5, "lambdas": {"box": 0.2}}

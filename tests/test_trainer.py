@@ -277,6 +277,10 @@ def test_mask_share_puts_masks_in_every_batch(tmp_path: Path) -> None:
         train(data, tmp_path / "plain", tiny_cfg(epochs=2, val_every=0, sets=["method=kinds_recorder"]))
         assert len(KindsRecorder.seen) == 6 and sum(k.count("mask") for k in KindsRecorder.seen) == 4  # 2 per epoch
         assert yaml_value(tmp_path / "shared", "mask_share") == 0.25
+        KindsRecorder.seen = []  # 2 of 10 usable images masked: a share of 0.2 is already met by uniform batches
+        train(data, tmp_path / "enough", tiny_cfg(epochs=2, val_every=0, sets=["method=kinds_recorder",
+                                                                                "mask_share=0.2"]))
+        assert len(KindsRecorder.seen) == 6 and sum(k.count("mask") for k in KindsRecorder.seen) == 4
     finally:
         METHODS.pop("kinds_recorder", None)
 

@@ -43,6 +43,20 @@ def load_study(root: str | Path) -> StudySpec:
                         "restore it or use a new --out folder") from None
 
 
+def with_new_defaults(train: dict[str, Any]) -> dict[str, Any]:
+    """A folder's training options with every option added to dspseg since it was written set to its
+    default (which is what its runs used), so an upgrade does not make a sweep folder unresumable."""
+    from dspseg.engine.config import TrainConfig
+
+    missing = {k: f.get_default(call_default_factory=True) for k, f in TrainConfig.model_fields.items()
+               if k not in train and k not in ("method", "method_options", "init")}
+    try:
+        return TrainConfig.model_validate({**train, **missing}).model_dump(mode="json",
+                                                                           include=set(train) | set(missing))
+    except ValueError:  # options this dspseg no longer knows: compare them as written (and refuse)
+        return {**train, **missing}
+
+
 def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
     """Write or check ``study.yaml``; simulate the datasets ``spec`` needs; return the folder's study:
     ``spec`` joined with the methods, scenarios, ACRs and splits of earlier sweeps there (results.csv
@@ -55,8 +69,10 @@ def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
         raise UserError(f"--out {root} is a file; give a folder for the sweep")
     if (root / STUDY_FILE).is_file():
         old = load_study(root)
+        mine = spec.model_copy(update={"train": with_new_defaults(spec.train)})
+        old = old.model_copy(update={"train": with_new_defaults(old.train)})
         for key in SAME:
-            if getattr(old, key) != getattr(spec, key):
+            if getattr(old, key) != getattr(mine, key):
                 raise UserError(f"{root} holds a sweep with other {key} ({getattr(old, key)!r}, now "
                                 f"{getattr(spec, key)!r}); runs of one folder must be comparable: use a new --out "
                                 "folder, or the same options as before")
