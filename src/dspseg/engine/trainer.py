@@ -146,11 +146,14 @@ class Trainer:
                                f"training images of {self.data} have {have}; choose another --method")
         self.sampler_args = dict(indices=usable, batch_size=cfg.batch_size, seed=cfg.seed,
                                  rank=self.fabric.global_rank, world_size=self.fabric.world_size)
-        masked = [i for i in self.train_set.indices_of_kinds({"mask"}) if i in set(usable)]
+        usable_set = set(usable)
+        masked = [i for i in self.train_set.indices_of_kinds({"mask"}) if i in usable_set]
         if cfg.mask_share > 0 and len(masked) < cfg.mask_share * len(usable):
             # uniform batches would hold fewer masks than asked: k of every batch from the masked images
             k = min(cfg.batch_size - 1, max(1, round(cfg.mask_share * cfg.batch_size)))
             self.sampler_args.update(anchors=masked, anchors_per_batch=k)
+            self.console.print(f"batches: {k} of {cfg.batch_size} images from the {len(masked)} masked ones "
+                               f"(mask_share {cfg.mask_share:g}), the rest from the other {len(usable) - len(masked)}")
         self.batches_per_epoch = EpochBatchSampler(**self.sampler_args).batches_per_epoch
         self.total = (cfg.steps if cfg.steps is not None
                       else max(1, cfg.epochs * self.batches_per_epoch // cfg.accumulate))
