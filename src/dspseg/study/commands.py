@@ -18,6 +18,11 @@ from dspseg.cli_errors import guarded
 console = Console()
 
 
+def _names(text: str | None) -> list[str] | None:
+    """``"a, b"`` → ``["a", "b"]``; None for no text or only commas."""
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()] or None
+
+
 def report(
     dir: Path = typer.Argument(..., help="Sweep folder made by `dspseg sweep` (holding results.csv), or the "
                                "results.csv file itself.", show_default=False),
@@ -39,22 +44,16 @@ def report(
     """
 
     def run() -> None:
+        from dspseg.engine.config import UserError
         from dspseg.study.report import write_report
 
-        from dspseg.engine.config import UserError
-
-        pairs = []
-        for item in compare:
-            parts = [p.strip() for p in item.split(",")]
-            if len(parts) != 2 or not all(parts):
+        pairs = [_names(item) for item in compare]
+        for item, pair in zip(compare, pairs):
+            if pair is None or len(pair) != 2:
                 raise UserError(f"--compare {item!r}: write METHOD,BASELINE as results.csv names them, e.g. "
                                 "--compare dsp,fixmatch or --compare dsp,dsp:variant=paper")
-            pairs.append((parts[0], parts[1]))
-        def names(text: str | None) -> list[str] | None:
-            return None if text is None else [x.strip() for x in text.split(",") if x.strip()] or None
-
-        write_report(dir, out=out, console=console, fraction=fraction, compare=pairs or None,
-                     methods=names(methods), scenarios=names(scenarios))
+        write_report(dir, out=out, console=console, fraction=fraction,
+                     compare=[(a, b) for a, b in pairs] or None, methods=_names(methods), scenarios=_names(scenarios))
 
     guarded(run)
 

@@ -138,12 +138,19 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
         raise ResultsError(f"none of the {len(rows)} run(s) in {csv_path} finished; see its 'error' column, "
                            "fix the cause and rerun `dspseg sweep`")
     out = Path(out) if out is not None else dir / REPORT_FOLDER
+    all_done = len(done)
     done = _only(done, "method", methods, csv_path)
     done = _only(done, "scenario", scenarios, csv_path)
     groups = summarise(done)
     classes = class_names(done)
     methods = list(dict.fromkeys(g["method"] for g in groups))
     scenarios = list(dict.fromkeys(g["scenario"] for g in groups))
+    pairs = default_comparisons(methods) if compare is None else list(compare)
+    for pair in pairs:  # checked before anything is written
+        missing = [m for m in pair if m not in methods]
+        if missing:
+            raise ResultsError(f"--compare {pair[0]},{pair[1]}: no finished run of {', '.join(missing)} in {csv_path}; "
+                               f"the methods there are {', '.join(methods)}")
     written: dict[str, Path] = {}
     notes: list[str] = []
     for scenario in scenarios:
@@ -159,12 +166,6 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
     written["table.md"] = write_text_atomic(out / "table.md", markdown_table(groups))
     written["table.csv"] = write_text_atomic(out / "table.csv", csv_table(groups, classes))
     found = savings(groups, fraction)
-    pairs = default_comparisons(methods) if compare is None else list(compare)
-    for pair in pairs:
-        missing = [m for m in pair if m not in methods]
-        if missing:
-            raise ResultsError(f"--compare {pair[0]},{pair[1]}: no finished run of {', '.join(missing)} in {csv_path}; "
-                               f"the methods there are {', '.join(methods)}")
     diffs = [d for method, baseline in pairs for d in paired_differences(done, method, baseline)]
     written["savings.md"] = write_text_atomic(out / "savings.md", savings_markdown(found, fraction) + "\n"
                                               + differences_markdown(diffs))
@@ -173,7 +174,8 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
         written["qualitative.png"] = panel
     failed = failed_count(rows)
     left_out = " (left out; see the error column)" if failed else ""
-    console.print(f"report of {len(rows)} run(s) in {csv_path}: {len(done)} done, {failed} failed{left_out}",
+    shown = f" ({len(done)} of them in this report)" if len(done) < all_done else ""
+    console.print(f"report of {len(rows)} run(s) in {csv_path}: {all_done} done{shown}, {failed} failed{left_out}",
                   highlight=False, soft_wrap=True)
     for line in headline(found, fraction):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
