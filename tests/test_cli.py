@@ -68,8 +68,12 @@ def test_demo_runs_end_to_end_and_reruns(tmp_path):
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "study" / "results.csv").open()))
     assert sorted((row["method"], row["acr"]) for row in rows) == sorted(
-        (m, a) for m in ("basic", "fixmatch", "dsp") for a in ("1", "8", "32"))
+        (m, a) for m in ("basic", "basic-matched", "fixmatch", "dsp") for a in ("1", "8", "32"))
     assert all(row["status"] == "done" for row in rows)
+    # the step-matched reference trained as many steps from random weights as the fine-tuned methods
+    assert {row["method"]: row["total_steps"] for row in rows if row["acr"] == "8"} == {
+        "basic": "2", "basic-matched": "4", "fixmatch": "4", "dsp": "4"}
+    assert "| mixed | basic-matched |" in r.output and "Step-matched budgets" in r.output
     for f in ("dice_vs_acr_mixed.png", "dice_vs_cost.png", "table.md", "savings.md", "qualitative.png"):
         assert (out / "study" / "report" / f).is_file(), f
     assert "| dsp" in r.output and "dice_vs_acr_mixed.png" in r.output  # the table and the plot's path

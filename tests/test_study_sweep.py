@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -47,15 +48,17 @@ def test_tiny_sweep_writes_every_row_then_skips_on_rerun(tmp_path, data, backend
     out = tmp_path / "sweep"
     result = sweep(out, data, backend=backend)
     assert result.exit_code == 0, result.output
-    assert "[1/4]" in result.output and "left)" in result.output  # progress with the time still to go
+    assert "[1/6]" in result.output and "left)" in result.output  # progress with the time still to go
     rows = read_csv(out / "results.csv")
     header = list(rows[0])
     assert header[:len(RESULT_COLUMNS)] == list(RESULT_COLUMNS)
     assert header[len(RESULT_COLUMNS):] == [f"dice_{c}" for c in json.loads((data / "dataset.json").read_text())["classes"]]
-    assert sorted((r["method"], r["acr"]) for r in rows) == [("basic", "1"), ("basic", "4"),
-                                                             ("fixmatch", "1"), ("fixmatch", "4")]
+    # step-matched budgets (the default): basic is also continued for fixmatch's steps, as basic-matched
+    assert sorted((r["method"], r["acr"]) for r in rows) == [("basic", "1"), ("basic", "4"), ("basic-matched", "1"),
+                                                             ("basic-matched", "4"), ("fixmatch", "1"), ("fixmatch", "4")]
     for r in rows:
         assert r["status"] == "done" and 0.0 <= float(r["mean_dice"]) <= 1.0 and r["steps"] == "2"
+        assert r["total_steps"] == ("2" if r["method"] == "basic" else "4")  # steps from random weights
         assert (out / r["run"] / "checkpoints" / "best.pt").is_file()
         assert (out / r["run"] / "eval" / "test.json").is_file()
     fix4 = next(r for r in rows if r["method"] == "fixmatch" and r["acr"] == "4")
@@ -71,11 +74,15 @@ def test_tiny_sweep_writes_every_row_then_skips_on_rerun(tmp_path, data, backend
     # fixmatch started from basic's weights of the same ACR and split (paper §5.2)
     cfg = (out / fix4["run"] / "config.yaml").read_text()
     assert "runs/shared/acr4/split0/basic" in cfg
+    matched4 = next(r for r in rows if r["method"] == "basic-matched" and r["acr"] == "4")
+    assert matched4["run"] == "runs/shared/acr4/split0/basic-matched" and int(matched4["images_box"]) == 0
+    matched_cfg = yaml.safe_load((out / matched4["run"] / "config.yaml").read_text())
+    assert matched_cfg["method"] == "basic" and matched_cfg["init"].endswith("runs/shared/acr4/split0/basic")
     stamps = {r["run"]: (out / r["run"] / "result.json").stat().st_mtime_ns for r in rows}
 
     again = sweep(out, data, backend=backend)
     assert again.exit_code == 0, again.output
-    assert "4 already done, 0 to run" in again.output
+    assert "6 already done, 0 to run" in again.output
     assert {r["run"]: (out / r["run"] / "result.json").stat().st_mtime_ns for r in rows} == stamps
     assert read_csv(out / "results.csv") == rows
 
@@ -169,10 +176,12 @@ def test_a_later_sweep_in_the_same_folder_adds_its_runs_and_lists_all(tmp_path, 
     second = spec_for(data, methods=("basic:augment=false",), acrs=(1,))
     backend = InlineBackend()
     run_sweep(second, out, backend, Console(quiet=True), prepare(second, out, Console(quiet=True)))
-    assert backend.submitted == ["shared/acr1/split0/basic+augment=false"]  # basic itself was done
-    assert sorted(r["method"] for r in read_csv(out / "results.csv")) == ["basic", "basic:augment=false"]
+    # basic itself was done; a method fine-tuned from it brings the step-matched reference along
+    assert sorted(backend.submitted) == ["shared/acr1/split0/basic+augment=false", "shared/acr1/split0/basic-matched"]
+    assert sorted(r["method"] for r in read_csv(out / "results.csv")) == ["basic", "basic-matched",
+                                                                          "basic:augment=false"]
     other = StudySpec(**{**first.model_dump(), "train": {**TRAIN, "steps": 3}})
-    with pytest.raises(Exception, match="other train"):
+    with pytest.raises(Exception, match=r"other training options steps 2 \(now 3\).*--set steps=2"):
         prepare(other, out, Console(quiet=True))
 
 
@@ -188,10 +197,19 @@ def test_a_folder_from_an_older_dspseg_stays_resumable(tmp_path, data):
     written = yaml.safe_load((out / "study.yaml").read_text())
     del written["train"]["mask_share"]  # as a sweep made before the option existed wrote it
     (out / "study.yaml").write_text(yaml.safe_dump(written))
-    prepare(spec, out, Console(quiet=True))  # the missing option is its default, which the runs used
+    prepare(spec, out, Console(quiet=True))  # the missing option is what the runs used: no mask share
     asked = StudySpec(**{**spec.model_dump(), "train": {**full, "mask_share": 0.25}})
-    with pytest.raises(UserError, match="other train"):
+    with pytest.raises(UserError, match="other training options mask_share 0.0 \\(now 0.25\\)"):
         prepare(asked, out, Console(quiet=True))
+    # a study.yaml from before step budgets existed ran the paper's added budgets
+    del written["step_budget"]
+    (out / "study.yaml").write_text(yaml.safe_dump(written))
+    fine_tuned = StudySpec(**{**spec.model_dump(), "methods": ["basic", "fixmatch"]})
+    with pytest.raises(UserError, match="other step_budget 'added' \\(now 'matched'\\)"):
+        prepare(fine_tuned, out, Console(quiet=True))
+    added = StudySpec(**{**fine_tuned.model_dump(), "step_budget": "added"})
+    assert prepare(added, out, Console(quiet=True)).reference == "basic"
+    assert "basic-matched" not in [m.label for m in added.method_specs()]
 
 
 def test_method_specs_and_the_grid():
@@ -209,7 +227,18 @@ def test_method_specs_and_the_grid():
     # basic is added (it initialises the others), trained once per ACR and split, and comes first
     assert keys[:4] == ["shared/acr1/split0/basic", "shared/acr1/split1/basic", "shared/acr8/split0/basic",
                         "shared/acr8/split1/basic"]
-    assert len(keys) == 4 + 2 * 2 * 2 * 2
+    # the step-matched reference: basic continued from its own weights, once per ACR and split
+    assert [k for k in keys if k.endswith("basic-matched")] == [
+        "shared/acr1/split0/basic-matched", "shared/acr1/split1/basic-matched", "shared/acr8/split0/basic-matched",
+        "shared/acr8/split1/basic-matched"]
+    matched = next(r for r in study.runs() if r.method.label == "basic-matched")
+    assert study.init_parent(matched).key == "shared/acr1/split0/basic" and study.reference == "basic-matched"
+    assert len(keys) == 4 + 4 + 2 * 2 * 2 * 2
+    added = StudySpec(data="d", methods=["fixmatch"], acrs=[1], splits=1, step_budget="added")
+    assert [r.key for r in added.runs()] == ["shared/acr1/split0/basic", "mixed/acr1/split0/fixmatch"]
+    assert added.reference == "basic" and "Added budgets" in added.budget_text()
+    alone = StudySpec(data="d", methods=["basic"], acrs=[1], splits=1)  # nothing fine-tuned: nothing to match
+    assert [r.key for r in alone.runs()] == ["shared/acr1/split0/basic"]
     scratch = StudySpec(data="d", methods=["fixmatch"], acrs=[1], splits=1, init_from_basic=False)
     assert [r.key for r in scratch.runs()] == ["mixed/acr1/split0/fixmatch"]
 
@@ -239,7 +268,7 @@ def test_cli_errors_are_one_sentence(tmp_path, data):
 def test_time_left_is_estimated_from_finished_runs_per_method():
     from dspseg.study.sweep import duration_text, remaining_seconds
 
-    study = StudySpec(data="d", methods=["basic", "dsp"], acrs=[1, 8], splits=1)
+    study = StudySpec(data="d", methods=["basic", "dsp"], acrs=[1, 8], splits=1, step_budget="added")
     runs = study.runs()  # basic × 2, dsp × 2
     assert remaining_seconds(runs, {}, 2) is None
     assert remaining_seconds(runs, {"basic": [100.0, 140.0]}, 1) == pytest.approx(4 * 120.0)  # dsp: mean of all

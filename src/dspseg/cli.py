@@ -188,6 +188,10 @@ def sweep(
     seed: int = typer.Option(0, "--seed", help="Seed of the splits and the image order."),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Train every method from random weights (default: "
                                       "start each from the basic U-Net of its ACR and split, as the paper does)."),
+    step_budget: str = typer.Option("matched", "--step-budget", help="matched: basic is also trained on for the "
+                                    "steps the other methods train on top of it (basic-matched), so the reference "
+                                    "has trained as long as they have; added: the paper's protocol, where the "
+                                    "reference basic has half their steps."),
     backend: str = typer.Option("local", "--backend", help="local: a process pool on this machine; ray: Ray tasks "
                                 "(one GPU each where there are GPUs) on a Ray cluster or a local Ray instance."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Runs at the same time (local processes, or CPUs "
@@ -227,7 +231,7 @@ def sweep(
             spec = StudySpec(data=str(data.resolve()), methods=_csv(methods, "methods"),
                              scenarios=_csv(scenarios, "scenarios"), acrs=_csv(acrs, "acrs", float), splits=splits,
                              n_splits=max(n_splits, splits), seed=seed, init_from_basic=not from_scratch,
-                             train=base, costs=AnnotationCosts.from_items(cost))
+                             step_budget=step_budget, train=base, costs=AnnotationCosts.from_items(cost))
         except ValueError as e:
             errors = getattr(e, "errors", None)
             msg = "; ".join(str(x["msg"]).removeprefix("Value error, ") for x in errors()) if errors else str(e)

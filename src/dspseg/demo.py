@@ -1,7 +1,7 @@
 """``dspseg demo``: the paper's study in miniature on built-in synthetic data, in minutes on a laptop CPU.
 
-    synth → validate → sweep (basic, fixmatch, dsp × mixed × ACR 1, 8, 32 × split 0) → report
-          → budget → predict
+    synth → validate → sweep (basic, fixmatch, dsp × mixed × ACR 1, 8, 32 × split 0, with the
+          step-matched reference basic-matched) → report → budget → predict
 
 Everything lands in one folder that explains itself::
 
@@ -50,7 +50,7 @@ def run_demo(out: str | Path, settings: DemoSettings, console: Any) -> dict[str,
     from dspseg.data.validate import render_report, validate_dataset
     from dspseg.engine.predict import predict_files
     from dspseg.study.backends import LocalBackend
-    from dspseg.study.budget import NothingFits, answer, best_for_budget
+    from dspseg.study.budget import NothingFits, answer, best_for_budget, reference_text
     from dspseg.study.plan import StudySpec
     from dspseg.study.report import write_report
     from dspseg.study.results import done_rows, read_results
@@ -78,7 +78,8 @@ def run_demo(out: str | Path, settings: DemoSettings, console: Any) -> dict[str,
     if not report.ok:
         raise RuntimeError("the synthetic dataset did not validate; this is a dspseg bug")
 
-    console.rule("3. sweep: basic, fixmatch, dsp at ACR 1, 8, 32 (mixed annotations, split 0)")
+    console.rule("3. sweep: basic, fixmatch, dsp at ACR 1, 8, 32 (mixed annotations, split 0), and the "
+                 "step-matched reference basic-matched")
     workers = s.workers or max(1, min(3, os.cpu_count() or 1))
     train = {"steps": s.steps, "batch_size": s.batch_size, "crop_size": s.size, "width": s.width, "lr": s.lr,
              "seed": s.seed, "val_every": max(s.steps // 4, 1), "log_every": max(s.steps // 10, 1)}
@@ -99,7 +100,11 @@ def run_demo(out: str | Path, settings: DemoSettings, console: Any) -> dict[str,
     full = max((r["cost_hours"] for r in rows), default=0.0)
     hours = round(full / 4, 2)
     try:
-        console.print(answer(best_for_budget(rows, hours, top=3), hours), highlight=False)
+        options = best_for_budget(rows, hours, top=3)
+        console.print(answer(options, hours), highlight=False)
+        reference = reference_text(rows, hours, options[0])
+        if reference:
+            console.print(reference, highlight=False)
     except NothingFits as e:
         console.print(str(e), highlight=False)
 

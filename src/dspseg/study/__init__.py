@@ -13,6 +13,9 @@ A sweep folder explains itself::
                                        eval/test.json and result.json (written last: the run is done)
     DIR/runs/shared/acr<R>/split<k>/basic/  `basic` learns from masks only, which are the same in
                                        every scenario at one ACR and split: trained once, shared
+    DIR/runs/shared/acr<R>/split<k>/basic-matched/  `basic` continued for the steps the fine-tuned
+                                       methods train on top of it (step_budget matched, the default):
+                                       the step-matched reference
     DIR/results.csv                    one row per (method, scenario, ACR, split); see RESULT_COLUMNS
     DIR/report/                        written by `dspseg report`
 
@@ -26,6 +29,8 @@ A method in ``--methods`` may carry its own options, ``NAME:KEY=VALUE:KEY=VALUE`
     status                             done | failed
     mean_dice                          test mean Dice over classes (background included)
     steps, seconds                     training steps and wall seconds of training + test evaluation
+    total_steps                        steps from random weights: steps plus those of the run it started
+                                       from (a fine-tuned method: basic's steps + its own)
     images_mask .. images_none         training images of each annotation type the method learns from
     boxes, points, labels              objects on them
     cost_hours                         annotation time of those annotations (dspseg.study.costs)
@@ -34,6 +39,6 @@ A method in ``--methods`` may carry its own options, ``NAME:KEY=VALUE:KEY=VALUE`
     error                              why a failed run failed (empty when done)
 """
 
-RESULT_COLUMNS = ("method", "scenario", "acr", "split", "status", "mean_dice", "steps", "seconds",
+RESULT_COLUMNS = ("method", "scenario", "acr", "split", "status", "mean_dice", "steps", "total_steps", "seconds",
                   "images_mask", "images_box", "images_point", "images_image", "images_none",
                   "boxes", "points", "labels", "cost_hours", "run", "data", "error")

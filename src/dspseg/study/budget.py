@@ -83,6 +83,30 @@ def best_for_budget(rows: Iterable[dict[str, Any]], hours: float, top: int = 5,
     return [{**g, "rank": i} for i, g in enumerate(fits[:max(top, 1)], start=1)]
 
 
+def reference_text(rows: Iterable[dict[str, Any]], hours: float, best: dict[str, Any],
+                   costs: AnnotationCosts | None = None) -> str | None:
+    """One sentence on the masks-only reference (``basic-matched`` when the sweep has it, else ``basic``)
+    within ``hours``: its best option and how far ``best`` (the answer) is above it. None when the sweep
+    has no reference run or the answer is the reference itself."""
+    from dspseg.study.savings import MATCHED_REFERENCE, reference_method
+
+    options = _options(rows, costs)
+    reference = reference_method(options)
+    mine = [g for g in options if g["method"] == reference]
+    if not mine or best["method"] == reference:
+        return None
+    kind = "the step-matched masks-only U-Net" if reference == MATCHED_REFERENCE else "the masks-only U-Net"
+    fits = [g for g in mine if g["cost_hours"] <= hours + 1e-12]
+    if not fits:
+        cheapest = min(mine, key=lambda g: g["cost_hours"])
+        return (f"The reference, {kind} ({reference}), does not fit in {hours_text(hours)} h: its cheapest option, "
+                f"ACR {cheapest['acr']:g}, needs {hours_text(cheapest['cost_hours'])} h.")
+    ref = max(fits, key=lambda g: (g["mean_dice"], -g["cost_hours"]))
+    return (f"The reference, {kind} ({reference}), reaches Dice {ref['mean_dice']:.2f} within that budget (ACR "
+            f"{ref['acr']:g}, {hours_text(ref['cost_hours'])} h): the best option is "
+            f"{100 * (best['mean_dice'] - ref['mean_dice']):+.1f} Dice points above it.")
+
+
 def hours_text(h: float) -> str:
     """Hours in 3 significant digits (``1.6``, ``0.0333``, ``240``), whole hours from 1000 up."""
     return f"{h:,.0f}" if h >= 1000 else f"{h:.3g}"

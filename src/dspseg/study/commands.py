@@ -29,7 +29,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the figures and tables "
                                        "(default: DIR/report)."),
     fraction: float = typer.Option(0.9, "--fraction", min=0.01, max=1.0, help="Share of full supervision's Dice "
-                                   "(basic at ACR 1) a method must keep for the savings table."),
+                                   "(basic-matched, else basic, at ACR 1) a method must keep for the savings table."),
     methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Only these methods, in this order "
                                           "(comma-separated, as results.csv names them; default: all)."),
     scenarios: Optional[str] = typer.Option(None, "--scenarios", help="Only these scenarios (comma-separated; "
@@ -40,7 +40,7 @@ def report(
 ) -> None:
     """Draw the figures and tables of a sweep: Dice against ACR and against hours of annotation.
 
-    Writes to DIR/report: dice_vs_acr_<scenario>.png (test Dice against the annotation compression ratio, one line per method, band = std over splits), dice_vs_cost.png (Dice against the hours of expert work the training annotations took), per_class_<scenario>.png (Dice of every class), qualitative.png (one test image, its true mask and every method's prediction) and table.md / table.csv (mean ± std over splits, best method per ACR in bold), and savings.md (each method's Dice as a share of full supervision, basic at ACR 1, and up to which ACR it keeps --fraction of it; paired per-split Dice differences of the --compare pairs). Failed runs are left out and counted. Nothing in DIR outside the report folder is changed.
+    Writes to DIR/report: dice_vs_acr_<scenario>.png (test Dice against the annotation compression ratio, one line per method, band = std over splits), dice_vs_cost.png (Dice against the hours of expert work the training annotations took), per_class_<scenario>.png (Dice of every class), qualitative.png (one test image, its true mask and every method's prediction) and table.md / table.csv (mean ± std over splits, best method per ACR in bold), and savings.md (each method's Dice as a share of full supervision, basic-matched (else basic) at ACR 1, and up to which ACR it keeps --fraction of it; paired per-split Dice differences of the --compare pairs). Failed runs are left out and counted. Nothing in DIR outside the report folder is changed.
     """
 
     def run() -> None:
@@ -75,7 +75,8 @@ def budget(
 
     def run() -> None:
         from dspseg.engine.config import UserError
-        from dspseg.study.budget import answer, best_for_budget, costs_text, options_table, sweep_costs
+        from dspseg.study.budget import (answer, best_for_budget, costs_text, options_table, reference_text,
+                                         sweep_costs)
         from dspseg.study.costs import AnnotationCosts
         from dspseg.study.results import failed_count, read_results, results_path
 
@@ -97,5 +98,8 @@ def budget(
             console.print(f"note: {failed} failed run(s) of {csv_path} are left out", highlight=False, markup=False,
                           soft_wrap=True)
         console.print(answer(options, hours), highlight=False, markup=False, soft_wrap=True)
+        reference = reference_text(rows, hours, options[0], costs)
+        if reference:
+            console.print(reference, highlight=False, markup=False, soft_wrap=True)
 
     guarded(run)

@@ -62,12 +62,13 @@ def dice_vs_acr(groups: list[dict[str, Any]], scenario: str, methods: Sequence[s
                 fraction: float | None = 0.9) -> Path:
     """Plot test mean Dice against ACR for ``scenario`` (one line per method); returns the PNG path.
 
-    With a ``basic`` run in the scenario and a ``fraction``, a dotted grey line marks ``fraction`` ×
-    the Dice of full supervision (basic at the smallest ACR): the level the savings table asks for.
+    With a reference run in the scenario (``basic-matched``, else ``basic``) and a ``fraction``, a
+    dotted grey line marks ``fraction`` × the Dice of full supervision (the reference at the
+    smallest ACR): the level the savings table asks for.
     """
     import numpy as np
 
-    from dspseg.study.savings import reference_dice
+    from dspseg.study.savings import reference_dice, reference_method
 
     colours = method_colours(methods)
     mine = [g for g in groups if g["scenario"] == scenario]
@@ -85,7 +86,7 @@ def dice_vs_acr(groups: list[dict[str, Any]], scenario: str, methods: Sequence[s
     ref = reference_dice(groups, scenario) if fraction else None
     if ref is not None:
         ax.axhline(fraction * ref[1], color="0.45", linestyle=":", linewidth=1.2,
-                   label=f"{fraction:.0%} of basic @ ACR {ref[0]:g}")
+                   label=f"{fraction:.0%} of {reference_method(groups)} @ ACR {ref[0]:g}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(acrs)
     ax.set_xticklabels([f"{a:g}" for a in acrs])

@@ -4,8 +4,10 @@
     dice_vs_cost.png             mean Dice against hours of annotation, every method and scenario
     per_class_<scenario>.png     Dice per class for every method @ ACR (heatmap, 0..1)
     qualitative.png              one test image, its truth and every split-0 run's prediction (Fig. 4)
-    table.md, table.csv          mean ± std over splits of the test mean Dice, and annotation hours
-    savings.md                   Dice relative to full supervision (basic at ACR 1) and the ACR each
+    table.md, table.csv          mean ± std over splits of the test mean Dice, and annotation hours;
+                                 table.md says how the sweep budgeted steps (step-matched or added)
+                                 and how many steps from random weights every method trained
+    savings.md                   Dice relative to full supervision (basic-matched, else basic, at ACR 1) and the ACR each
                                  method keeps 90 % of it up to; paired per-split Dice differences
                                  (dsp against every other method, or the ``compare`` pairs)
 
@@ -54,14 +56,45 @@ def winners(groups: Sequence[dict[str, Any]]) -> set[tuple[str, str, float]]:
             if g["mean_dice"] is not None and round(g["mean_dice"], 3) == best[(g["scenario"], g["acr"])]}
 
 
-def markdown_table(groups: Sequence[dict[str, Any]]) -> str:
-    """The Markdown table: rows (scenario, method), columns ACR, cells ``Dice mean ± std · hours``."""
+def steps_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """``"Steps from random weights: basic 300, basic-matched 600, dsp 600."`` from the rows'
+    ``total_steps`` (None when no row has it: a results.csv written before the column existed)."""
+    per_method: dict[str, set[int]] = {}
+    for r in rows:
+        if r.get("total_steps") is not None:
+            per_method.setdefault(r["method"], set()).add(int(r["total_steps"]))
+    if not per_method:
+        return None
+    parts = [f"{m} {'/'.join(str(n) for n in sorted(v))}" for m, v in per_method.items()]
+    return "Steps from random weights: " + ", ".join(parts) + "."
+
+
+def budget_sentences(dir: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """How the sweep budgeted steps (from ``study.yaml``, when it can be read) and what the runs trained."""
+    from dspseg.engine.config import UserError
+    from dspseg.study.sweep import load_study
+
+    lines = []
+    try:
+        lines.append(load_study(dir).budget_text())
+    except UserError:
+        pass
+    steps = steps_line(rows)
+    if steps:
+        lines.append(steps)
+    return lines
+
+
+def markdown_table(groups: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> str:
+    """The Markdown table: rows (scenario, method), columns ACR, cells ``Dice mean ± std · hours``;
+    ``notes`` (e.g. :func:`budget_sentences`) follow the caption."""
     acrs = sorted({g["acr"] for g in groups})
     top = winners(groups)
     splits = sorted({g["n"] for g in groups})
     n = f"{splits[0]}" if len(splits) == 1 else f"{splits[0]}–{splits[-1]}"
     lines = [f"Test mean Dice (mean ± std over {n} split(s)) · annotation hours of the training annotations, "
-             "per scenario, method and ACR; the best method per scenario and ACR is in bold.", "",
+             "per scenario, method and ACR; the best method per scenario and ACR is in bold."
+             + "".join(f" {n}" for n in notes), "",
              "| scenario | method | " + " | ".join(f"ACR {a:g}" for a in acrs) + " |",
              "|---|---|" + "---:|" * len(acrs)]
     keys = list(dict.fromkeys((g["scenario"], g["method"]) for g in groups))
@@ -163,7 +196,8 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
             written[name] = per_class_heatmap(groups, scenario, classes, out / name)
     else:
         notes.append(f"{csv_path} has no dice_<class> columns: no per-class heatmaps")
-    written["table.md"] = write_text_atomic(out / "table.md", markdown_table(groups))
+    budget = budget_sentences(dir, done)
+    written["table.md"] = write_text_atomic(out / "table.md", markdown_table(groups, budget))
     written["table.csv"] = write_text_atomic(out / "table.csv", csv_table(groups, classes))
     found = savings(groups, fraction)
     diffs = [d for method, baseline in pairs for d in paired_differences(done, method, baseline)]
@@ -177,7 +211,7 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
     shown = f" ({len(done)} of them in this report)" if len(done) < all_done else ""
     console.print(f"report of {len(rows)} run(s) in {csv_path}: {all_done} done{shown}, {failed} failed{left_out}",
                   highlight=False, soft_wrap=True)
-    for line in headline(found, fraction):
+    for line in budget + headline(found, fraction):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     for note in notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)

@@ -21,7 +21,7 @@ from dspseg.engine.config import UserError
 RESULTS_NAME = "results.csv"
 COUNT_COLUMNS = ("images_mask", "images_box", "images_point", "images_image", "images_none",
                  "boxes", "points", "labels")
-INT_COLUMNS = ("split", "steps", *COUNT_COLUMNS)
+INT_COLUMNS = ("split", "steps", "total_steps", *COUNT_COLUMNS)
 FLOAT_COLUMNS = ("acr", "mean_dice", "seconds", "cost_hours")
 REQUIRED = ("method", "scenario", "acr", "split", "status", "mean_dice", *COUNT_COLUMNS, "cost_hours",
             "run", "data")

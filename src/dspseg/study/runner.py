@@ -90,7 +90,7 @@ def result_row(p: dict[str, Any], **values: Any) -> dict[str, Any]:
     """The results.csv row of payload ``p``: which run, where it lives, then ``values``."""
     root = p["root"]
     base = {"method": p["method"], "scenario": p["scenario"], "acr": p["acr"], "split": p["split"],
-            "status": "done", "mean_dice": None, "steps": None, "seconds": None,
+            "status": "done", "mean_dice": None, "steps": None, "total_steps": None, "seconds": None,
             "run": _relative(p["out"], root), "data": _relative(p["data"], root), "error": ""}
     base.update(values)
     return base
@@ -111,10 +111,14 @@ def _train_and_evaluate(p: dict[str, Any], out: Path, root: Path, console: Any) 
              "init": p["init"]}
     cfg = resolve_run_config(out, True, None, {k: flags[k] for k in ("steps", "epochs") if flags.get(k)}) \
         if resume else resolve_config(flags=flags)
+    init_steps = 0  # steps its initialisation trained from random weights
+    if p["init"]:
+        parent = read_result(p["init"]) or {}
+        init_steps = int(parent.get("total_steps") or parent.get("steps") or 0)
     trained = train(p["data"], out, cfg, resume=resume, console=console)
     report = evaluate_run(out, p["data"], split="test", console=console)
     manifest = load_manifest(p["data"])
     counts = annotation_counts(manifest.records("train"), p["uses"])  # cost_hours: sweep.write_results
     per_class = {f"dice_{c}": report["per_class"].get(c) for c in manifest.classes}
-    return result_row(p, mean_dice=report["mean_dice"], steps=trained.step,
-                **counts, **per_class)
+    return result_row(p, mean_dice=report["mean_dice"], steps=trained.step, total_steps=init_steps + trained.step,
+                      **counts, **per_class)

@@ -2,8 +2,10 @@
 
 The two questions the paper's evaluation answers (§5, Fig. 3), asked of a finished sweep:
 
-* **Savings** — relative to full supervision: the reference is ``basic`` (the U-Net trained on masks
-  only) at the sweep's smallest ACR (ACR 1 = every training image fully drawn). For every
+* **Savings** — relative to full supervision: the reference is the U-Net trained on masks only at
+  the sweep's smallest ACR (ACR 1 = every training image fully drawn): ``basic-matched`` when the
+  sweep has it (``basic`` continued for as many steps as the fine-tuned methods, so the reference
+  trained as long as they did), else ``basic``. For every
   (scenario, method, ACR) the ratio ``Dice / Dice_ref`` (mean Dice over splits), and the largest ACR
   up to which the method keeps at least ``fraction`` (default 0.9) of the reference at every ACR
   it ran: "dsp keeps ≥ 90 % of full supervision up to ACR 32" means 32 × fewer masks.
@@ -24,11 +26,19 @@ from typing import Any, Iterable, Sequence
 from dspseg.study.results import done_rows, mean_std
 
 REFERENCE_METHOD = "basic"
+MATCHED_REFERENCE = "basic-matched"
+
+
+def reference_method(groups: Iterable[dict[str, Any]]) -> str:
+    """``basic-matched`` when the groups (or rows) have it, else ``basic``: the step-matched reference first."""
+    return MATCHED_REFERENCE if any(g["method"] == MATCHED_REFERENCE for g in groups) else REFERENCE_METHOD
 
 
 def reference_dice(groups: Sequence[dict[str, Any]], scenario: str,
-                   method: str = REFERENCE_METHOD) -> tuple[float, float] | None:
-    """(ACR, mean Dice) of ``method`` at its smallest ACR in ``scenario``; None if it has none there."""
+                   method: str | None = None) -> tuple[float, float] | None:
+    """(ACR, mean Dice) of ``method`` (default :func:`reference_method`) at its smallest ACR in ``scenario``;
+    None if it has none there."""
+    method = method or reference_method(groups)
     mine = [g for g in groups if g["scenario"] == scenario and g["method"] == method and g["mean_dice"] is not None]
     if not mine:
         return None
@@ -37,17 +47,19 @@ def reference_dice(groups: Sequence[dict[str, Any]], scenario: str,
 
 
 def savings(groups: Sequence[dict[str, Any]], fraction: float = 0.9,
-            reference: str = REFERENCE_METHOD) -> list[dict[str, Any]]:
+            reference: str | None = None) -> list[dict[str, Any]]:
     """Dice ratios to the reference and the ACR each method keeps ``fraction`` of it up to.
 
     ``groups`` are :func:`dspseg.study.results.summarise` entries. Returns one dict per (scenario,
-    method) with a reference, in the groups' order: ``scenario``, ``method``, ``reference_acr``,
+    method) with a reference (default :func:`reference_method`), in the groups' order: ``scenario``,
+    ``method``, ``reference`` (its method), ``reference_acr``,
     ``reference_dice``, ``ratios`` ({ACR: Dice / reference Dice}) and ``keeps_up_to`` (the largest
     ACR such that the ratio is ≥ ``fraction`` at it and at every smaller ACR the method ran; None
     when it already falls short at its smallest ACR). Scenarios without the reference are skipped.
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    reference = reference or reference_method(groups)
     out = []
     keys = list(dict.fromkeys((g["scenario"], g["method"]) for g in groups))
     for scenario, method in keys:
@@ -62,7 +74,8 @@ def savings(groups: Sequence[dict[str, Any]], fraction: float = 0.9,
             if ratio < fraction:
                 break
             keeps = acr
-        out.append({"scenario": scenario, "method": method, "reference_acr": ref[0], "reference_dice": ref[1],
+        out.append({"scenario": scenario, "method": method, "reference": reference,
+                    "reference_acr": ref[0], "reference_dice": ref[1],
                     "ratios": ratios, "keeps_up_to": keeps})
     return out
 
@@ -111,7 +124,7 @@ def savings_markdown(found: Sequence[dict[str, Any]], fraction: float) -> str:
                 "(add it with `dspseg sweep --methods basic,...`).\n")
     acrs = sorted({a for f in found for a in f["ratios"]})
     ref = found[0]
-    lines = [f"Dice relative to full supervision (`{REFERENCE_METHOD}` at ACR {_acr(ref['reference_acr'])}, "
+    lines = [f"Dice relative to full supervision (`{ref['reference']}` at ACR {_acr(ref['reference_acr'])}, "
              f"per scenario); **bold** where a method keeps ≥ {fraction:.0%} of it. "
              f"'keeps up to' = the largest ACR with ≥ {fraction:.0%} at it and at every smaller ACR.", "",
              "| scenario | method | reference Dice | " + " | ".join(f"ACR {_acr(a)}" for a in acrs)
@@ -156,6 +169,6 @@ def headline(found: Sequence[dict[str, Any]], fraction: float) -> list[str]:
         parts = [f"{f['method']} up to ACR {_acr(f['keeps_up_to'])}" if f["keeps_up_to"] is not None
                  else f"{f['method']} at no ACR" for f in mine]
         ref = mine[0]
-        lines.append(f"{scenario}: ≥ {fraction:.0%} of full supervision (basic at ACR {_acr(ref['reference_acr'])}, "
+        lines.append(f"{scenario}: ≥ {fraction:.0%} of full supervision ({ref['reference']} at ACR {_acr(ref['reference_acr'])}, "
                      f"Dice {ref['reference_dice']:.3f}): " + ", ".join(parts))
     return lines

@@ -28,7 +28,11 @@ from dspseg.study.runner import payload, read_result, result_row
 
 STUDY_FILE = "study.yaml"
 RESULTS_FILE = "results.csv"
-SAME = ("data", "train", "seed", "n_splits", "init_from_basic")  # what every run of one folder must share
+SAME = ("data", "train", "seed", "n_splits", "init_from_basic", "step_budget")  # what every run of one folder shares
+# What a study.yaml written before a setting existed ran with: training options added to dspseg
+# later (a folder without the key trained without the option), and the study's own settings.
+ADDED_LATER = {"mask_share": 0.0}
+STUDY_ADDED_LATER = {"step_budget": "added"}
 
 
 def load_study(root: str | Path) -> StudySpec:
@@ -37,18 +41,23 @@ def load_study(root: str | Path) -> StudySpec:
     if not path.is_file():
         raise UserError(f"{root} holds no {STUDY_FILE}; run `dspseg sweep --out {root} ...` first")
     try:
-        return StudySpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(raw, dict):
+            raw = {**STUDY_ADDED_LATER, **raw}
+        return StudySpec.model_validate(raw)
     except (yaml.YAMLError, ValueError) as e:
         raise UserError(f"{path} cannot be read ({str(e).splitlines()[0]}); it is written by dspseg sweep, "
                         "restore it or use a new --out folder") from None
 
 
 def with_new_defaults(train: dict[str, Any]) -> dict[str, Any]:
-    """A folder's training options with every option added to dspseg since it was written set to its
-    default (which is what its runs used), so an upgrade does not make a sweep folder unresumable."""
+    """A folder's training options with every option added to dspseg since it was written set to what
+    its runs used — the value that means "without the option" (:data:`ADDED_LATER`), else the option's
+    default — so an upgrade does not make a sweep folder unresumable or change what it resumes with."""
     from dspseg.engine.config import TrainConfig
 
-    missing = {k: f.get_default(call_default_factory=True) for k, f in TrainConfig.model_fields.items()
+    missing = {k: ADDED_LATER[k] if k in ADDED_LATER else f.get_default(call_default_factory=True)
+               for k, f in TrainConfig.model_fields.items()
                if k not in train and k not in ("method", "method_options", "init")}
     try:
         return TrainConfig.model_validate({**train, **missing}).model_dump(mode="json",
@@ -72,10 +81,16 @@ def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
         mine = spec.model_copy(update={"train": with_new_defaults(spec.train)})
         old = old.model_copy(update={"train": with_new_defaults(old.train)})
         for key in SAME:
-            if getattr(old, key) != getattr(mine, key):
-                raise UserError(f"{root} holds a sweep with other {key} ({getattr(old, key)!r}, now "
-                                f"{getattr(spec, key)!r}); runs of one folder must be comparable: use a new --out "
-                                "folder, or the same options as before")
+            before, now = getattr(old, key), getattr(mine, key)
+            if before != now:
+                if isinstance(before, dict) and isinstance(now, dict):
+                    keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+                    what = "training options " + ", ".join(f"{k} {before.get(k)!r} (now {now.get(k)!r})" for k in keys)
+                    fix = "the same options as before (e.g. " + " ".join(f"--set {k}={before.get(k)}" for k in keys) + ")"
+                else:
+                    what, fix = f"{key} {before!r} (now {now!r})", "the same options as before"
+                raise UserError(f"{root} holds a sweep with other {what}; runs of one folder must be comparable: "
+                                f"use a new --out folder, or {fix}")
         # methods, scenarios, ACRs and splits may grow: the union is the study
         study = spec.model_copy(update={
             "methods": list(dict.fromkeys(old.methods + spec.methods)),
