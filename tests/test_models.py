@@ -140,6 +140,80 @@ def test_prototype_head_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(fn, (feats, protos), eps=1e-6, atol=1e-5)
 
 
+def _reference_prototype_head(head: PrototypeHead, feats: torch.Tensor) -> torch.Tensor:
+    """The head as eq. 1-2 read, with autograd: unit embeddings f (B, D, H, W), unit prototypes
+    p (C, K, D), s_c = mean_k cos(f, p_c^k) as an einsum over every prototype."""
+    f = F.normalize(head.embed(feats), dim=1)
+    p = F.normalize(head.prototypes, dim=-1)
+    return torch.einsum("bdhw,ckd->bckhw", f, p).mean(dim=2)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prototype_head_fast_path_matches_eq_1_2_with_autograd(monkeypatch, channels_last: bool) -> None:
+    """Scores (max |Δ| ≤ 1e-5) and every gradient of the blocked head with its hand-written
+    backward against eq. 1-2 through autograd, over several blocks and a partial last one."""
+    import dspseg.models.heads as heads
+
+    monkeypatch.setattr(heads, "block_rows", lambda device: 50)
+    torch.manual_seed(0)
+    head = PrototypeHead(6, n_classes=4, n_prototypes=5, embed_dim=16, tau=0.05)
+    ref = PrototypeHead(6, n_classes=4, n_prototypes=5, embed_dim=16, tau=0.05)
+    ref.load_state_dict(head.state_dict())
+    with torch.no_grad():  # prototypes of different lengths
+        for h in (head, ref):
+            h.prototypes.mul_(torch.linspace(0.3, 3.0, 20).view(4, 5, 1))
+    x = torch.randn(3, 6, 11, 13)  # 429 rows: 8 full blocks and one of 29
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(3, 4, 11, 13)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = head(xa)
+    expected = _reference_prototype_head(ref, xb)
+    assert (out["scores"] - expected).abs().max() <= 1e-5
+    (out["logits"] * weight).sum().backward()
+    (expected / 0.05 * weight).sum().backward()
+    assert xa.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    pairs = [(xa.grad, xb.grad)] + [(p.grad, q.grad) for p, q in zip(head.parameters(), ref.parameters())]
+    for got, want in pairs:
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    assert torch.equal(head.embed[0].running_mean, ref.embed[0].running_mean)
+
+
+def test_prototype_head_fast_backward_matches_autograd_under_autocast() -> None:
+    """bfloat16 products, float32 scores: the hand-written backward against autograd through the same ops."""
+    from dspseg.models.heads import _CosineRows, cosine_rows, pixel_rows
+
+    torch.manual_seed(0)
+    head = PrototypeHead(4, n_classes=3, n_prototypes=2, embed_dim=8)
+    bn, conv1, act, conv2 = head.embed
+    feats = torch.randn(2, 4, 5, 7)
+    g = torch.randn(70, 3)
+    grads = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for fast in (True, False):
+            x = feats.clone().requires_grad_()
+            params = [conv1.weight.flatten(1), conv1.bias, conv2.weight.flatten(1), conv2.bias]
+            dirs = head.normalized_prototypes(torch.float32).mean(1)
+            args = (*params, dirs, act.negative_slope, torch.bfloat16)
+            with torch.autocast("cpu", enabled=False):
+                s = _CosineRows.apply(x, *args) if fast else cosine_rows(pixel_rows(x), *args)[3]
+            assert s.dtype == torch.float32
+            grads.append([s, *torch.autograd.grad((s * g).sum(), [x, conv1.weight, conv2.bias, head.prototypes])])
+    assert torch.equal(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1:], grads[1][1:]):  # bfloat16 rounding (weight gradients: fp32 sums over blocks)
+        assert torch.allclose(a, b, rtol=2e-2, atol=1e-2 * float(b.abs().max()))
+
+
+def test_prototype_head_backward_twice_with_retained_graph() -> None:
+    head = PrototypeHead(3, n_classes=2, n_prototypes=2, embed_dim=4)
+    x = torch.randn(1, 3, 4, 4, requires_grad=True)
+    loss = head(x)["logits"].square().sum()
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward()
+    assert torch.allclose(x.grad, 2 * first)
+
+
 def test_prototype_model_gradients_reach_prototypes_and_backbone() -> None:
     model = build_model(1, 3, width=4, head="prototype", n_prototypes=2, embed_dim=8)
     x, y = torch.randn(2, 1, 20, 24), torch.randint(0, 3, (2, 20, 24))

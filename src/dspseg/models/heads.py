@@ -16,6 +16,11 @@ Every head maps backbone features (B, F, H, W) to a dict that always holds ``"lo
   forward (differentiably); the stored parameter itself is only rescaled by :meth:`renormalize_`.
   Scores are computed in float32 even under autocast: with tau = 0.005 a bfloat16 score error of
   4e-3 would move a logit by 0.8. Argmax of logits equals argmax of scores (tau > 0).
+
+  Speed and memory: the stages after the BatchNorm run block by block of pixel rows with a
+  hand-written backward that recomputes each block (:class:`_CosineRows`), so neither the D-wide
+  embedding nor its gradient is ever held for the whole batch (issue 13: at width 16 on CPU the
+  head's forward + backward went from 275 to 146 ms per 16 × 96² batch, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -120,30 +125,151 @@ class PrototypeHead(nn.Module):
     def forward(self, feats: Tensor) -> dict[str, Tensor]:
         """(B, F, H, W) → {"scores", "logits"} (B, C, H, W) (and {"embeddings"} (B, D, H, W) if asked).
 
-        The 1×1 convolutions run as matrix products on pixel-major (B·H·W, F) rows: on CPUs this is
-        ~30 % faster than NCHW 1×1 convolutions for the same weights (the state dict is unchanged).
-        The outputs are channel-first views of pixel-major memory.
+        Everything after the BatchNorm runs on pixel-major (B·H·W, ·) rows (:func:`cosine_rows`): on
+        CPUs the 1×1 convolutions are ~30 % faster as matrix products on rows than as NCHW
+        convolutions (the state dict is unchanged). When a gradient is needed, :class:`_CosineRows`
+        gives those stages one hand-written backward. (The BatchNorm stays on the NCHW map: run on
+        the rows viewed as (B·H·W, F, 1, 1) it is faster on CPU, but torch's kernel for that layout
+        sums less accurately, which moved the input gradient by up to 7 % relative.) The outputs are
+        channel-first views of pixel-major memory.
         """
         _check_feats("PrototypeHead", feats, self.in_channels)
         bn, conv1, act, conv2 = self.embed
         b, f, h, w = feats.shape
-        rows = bn(feats).permute(0, 2, 3, 1).reshape(-1, f)  # (B·H·W, F)
-        rows = act(F.linear(rows, conv1.weight.flatten(1), conv1.bias))
-        rows = F.linear(rows, conv2.weight.flatten(1), conv2.bias)  # (B·H·W, D)
-        with torch.autocast(device_type=rows.device.type, enabled=False):
-            dtype = torch.promote_types(rows.dtype, torch.float32)  # float32, or float64 if given
-            rows = rows.to(dtype)
-            inv_norm = 1.0 / torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min(1e-12)  # (B·H·W, 1)
-            # eq. 1-2: mean_k <f, p_c^k> = <f, mean_k p_c^k>: one product with the mean unit prototypes.
-            # The row norm is applied to the (B·H·W, C) product, not to the (B·H·W, D) rows: same value as
-            # normalize-then-multiply, but backward makes two passes over the D-wide rows instead of ~ten
-            # (2× faster on the head's last stage on CPU; C < D).
-            class_dirs = self.normalized_prototypes(dtype).mean(dim=1)  # (C, D)
-            scores = ((rows @ class_dirs.t()) * inv_norm).view(b, h, w, -1).permute(0, 3, 1, 2)
+        normed = bn(feats)
+        device = normed.device.type
+        mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else normed.dtype
+        # the scores in float32 (float64 if given), also under autocast
+        score_dtype = torch.promote_types(torch.promote_types(normed.dtype, mm_dtype), torch.float32)
+        args = (conv1.weight.flatten(1), conv1.bias, conv2.weight.flatten(1), conv2.bias,
+                self.normalized_prototypes(score_dtype).mean(dim=1), act.negative_slope, mm_dtype)
+        with torch.autocast(device_type=device, enabled=False):
+            if self.return_embeddings:
+                r, inv, scores = cosine_rows(pixel_rows(normed), *args)[1:4]
+            else:
+                scores = _CosineRows.apply(normed, *args)
+        scores = scores.view(b, h, w, -1).permute(0, 3, 1, 2)
         out = {"scores": scores, "logits": scores / self.tau}
         if self.return_embeddings:
-            out["embeddings"] = (rows * inv_norm).view(b, h, w, -1).permute(0, 3, 1, 2)  # unit embeddings f
+            out["embeddings"] = (r * inv).view(b, h, w, -1).permute(0, 3, 1, 2)  # unit embeddings f
         return out
+
+
+def pixel_rows(feats: Tensor) -> Tensor:
+    """(B, F, H, W) → pixel-major rows (B·H·W, F): a copy, or a view of channels_last input."""
+    return feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+
+
+def cosine_rows(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, class_dirs: Tensor,
+                slope: float, mm_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The prototype head after its BatchNorm, on pixel-major rows (differentiable torch ops)::
+
+        h = LeakyReLU(x W1ᵀ + b1)                 (N, D)   in mm_dtype (bfloat16 under autocast)
+        r = h W2ᵀ + b2                            (N, D)   the embedding before normalisation
+        inv = 1 / max(‖r‖, 1e-12)                 (N, 1)   in the dtype of class_dirs (float32/64)
+        s = (r · class_dirsᵀ) · inv               (N, C)   eq. 1-2: mean_k cos(f, p_c^k) = f · mean_k p_c^k
+
+    ``x`` (N, F), ``w1`` (D, F), ``w2`` (D, D), ``class_dirs`` (C, D) = the mean over K of the unit
+    prototypes of each class: the K prototypes collapse into one C×D matrix before the product. The
+    row norm is applied to the (N, C) product, not to the (N, D) rows: the same value as
+    normalise-then-multiply without an (N, D) unit-embedding tensor. Returns ``(h, r, inv, s, norm)``
+    with r, inv, s and norm = ‖r‖ in the dtype of ``class_dirs``.
+    """
+    h = torch.addmm(b1.to(mm_dtype), x.to(mm_dtype), w1.to(mm_dtype).t())
+    F.leaky_relu_(h, slope)
+    r = torch.addmm(b2.to(mm_dtype), h, w2.to(mm_dtype).t()).to(class_dirs.dtype)
+    norm = torch.linalg.vector_norm(r, dim=1, keepdim=True)
+    inv = 1.0 / norm.clamp_min(1e-12)
+    return h, r, inv, (r @ class_dirs.t()) * inv, norm
+
+
+def block_rows(device: torch.device) -> int:
+    """Rows per block of :class:`_CosineRows`: a few MB of (rows, D) buffers that stay in cache on a
+    CPU; on an accelerator large blocks (few kernel launches) that still bound the head's memory."""
+    return 8192 if device.type == "cpu" else 1 << 18
+
+
+class _CosineRows(torch.autograd.Function):
+    """:func:`cosine_rows`' scores, block by block of rows, with a hand-written backward that
+    recomputes h and r per block instead of saving them.
+
+    No (N, D) tensor is ever allocated: forward writes only the scores (N, C), backward only the
+    input gradient (N, F); each block's h, r and their gradients live in small reused buffers (in
+    cache on a CPU, and no page faults on fresh (N, D) allocations: those cost as much as the
+    arithmetic here). The price is one more pass of the two products in backward (~+30 % of the
+    head's FLOPs). With g = ∂L/∂s (N, C) and s = raw · inv, per block::
+
+        ∂L/∂r = (g·inv) class_dirs − r · inv² Σ_c g_c s_c        (the second term 0 where ‖r‖ < 1e-12)
+        ∂L/∂class_dirs = Σ_blocks (g·inv)ᵀ r
+
+    then the backward of the two products and of the LeakyReLU (in place); weight gradients are
+    summed over blocks. Saved tensors are never modified, so backward may run more than once
+    (``retain_graph``); double backward is not supported.
+    """
+
+    @staticmethod
+    def _blocks(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, slope: float, mm: torch.dtype,
+                score_dtype: torch.dtype):
+        """Yield (rows slice, x block, h block, r block in score_dtype), reusing the block buffers."""
+        n, step = x.shape[0], block_rows(x.device)
+        w1t, w2t, b1, b2 = w1.to(mm).t(), w2.to(mm).t(), b1.to(mm), b2.to(mm)
+        hbuf = x.new_empty((min(step, n), w1.shape[0]), dtype=mm)
+        rbuf = torch.empty_like(hbuf)
+        for i in range(0, n, step):
+            sl = slice(i, min(i + step, n))
+            xb = x[sl].to(mm)
+            hb = torch.addmm(b1, xb, w1t, out=hbuf[: xb.shape[0]])
+            F.leaky_relu_(hb, slope)
+            rb = torch.addmm(b2, hb, w2t, out=rbuf[: xb.shape[0]])
+            yield sl, xb, hb, rb.to(score_dtype)
+
+    @staticmethod
+    def forward(ctx, feats, w1, b1, w2, b2, class_dirs, slope, mm_dtype):  # noqa: ANN001, ANN205
+        x = pixel_rows(feats)
+        s = x.new_empty((x.shape[0], class_dirs.shape[0]), dtype=class_dirs.dtype)
+        dirs_t = class_dirs.t()
+        for sl, _, _, rb in _CosineRows._blocks(x, w1, b1, w2, b2, slope, mm_dtype, class_dirs.dtype):
+            inv = torch.linalg.vector_norm(rb, dim=1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+            torch.mm(rb, dirs_t, out=s[sl]).mul_(inv)
+        ctx.save_for_backward(x, w1, b1, w2, b2, class_dirs, s)
+        ctx.slope, ctx.mm_dtype, ctx.shape = slope, mm_dtype, feats.shape
+        ctx.channels_last = feats.is_contiguous(memory_format=torch.channels_last) and not feats.is_contiguous()
+        return s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):  # noqa: ANN001, ANN205
+        x, w1, b1, w2, b2, class_dirs, s = ctx.saved_tensors
+        mm, sd = ctx.mm_dtype, class_dirs.dtype
+        g = g.to(sd)
+        w1m, w2m = w1.to(mm), w2.to(mm)
+        g_x = torch.empty_like(x, dtype=mm)
+        g_w1, g_b1 = torch.zeros_like(w1), torch.zeros_like(b1)
+        g_w2, g_b2 = torch.zeros_like(w2), torch.zeros_like(b2)
+        g_dirs = torch.zeros_like(class_dirs)
+        grbuf = ghbuf = ones = None
+        for sl, xb, hb, rb in _CosineRows._blocks(x, w1, b1, w2, b2, ctx.slope, mm, sd):
+            norm = torch.linalg.vector_norm(rb, dim=1, keepdim=True)
+            inv = norm.clamp_min(1e-12).reciprocal_()
+            gb = g[sl]
+            gi = gb * inv
+            beta = (gb * s[sl]).sum(1, keepdim=True).mul_(inv).mul_(inv).neg_().masked_fill_(norm < 1e-12, 0.0)
+            g_dirs.addmm_(gi.t(), rb)
+            if grbuf is None:
+                grbuf, ghbuf, ones = torch.empty_like(rb), torch.empty_like(hb), hb.new_ones(hb.shape[0])
+            g_r = torch.mm(gi, class_dirs, out=grbuf[: rb.shape[0]]).addcmul_(rb, beta).to(mm)
+            g_w2.add_(g_r.t() @ hb)
+            g_b2.add_(g_r.t().mv(ones[: hb.shape[0]]))  # bias gradients as products: faster than sum(0)
+            g_h = torch.mm(g_r, w2m, out=ghbuf[: hb.shape[0]])
+            torch.ops.aten.leaky_relu_backward.grad_input(g_h, hb, ctx.slope, True, grad_input=g_h)  # in place
+            g_w1.add_(g_h.t() @ xb)
+            g_b1.add_(g_h.t().mv(ones[: hb.shape[0]]))
+            torch.mm(g_h, w1m, out=g_x[sl])
+        # back to the layout of the features: a BatchNorm backward on a permuted gradient is ~2× slower
+        b, f, h, w = ctx.shape
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        g_x = g_x.view(b, h, w, f).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+        return g_x, g_w1, g_b1, g_w2, g_b2, g_dirs, None, None
 
 
 class SegmentationModel(nn.Module):
