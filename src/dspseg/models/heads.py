@@ -208,68 +208,75 @@ class _CosineRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def _blocks(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, slope: float, mm: torch.dtype,
+    def _blocks(feats: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, slope: float, mm: torch.dtype,
                 score_dtype: torch.dtype):
-        """Yield (rows slice, x block, h block, r block in score_dtype), reusing the block buffers."""
-        n, step = x.shape[0], block_rows(x.device)
+        """Yield (rows slice, pixel-rows view of the gradient's image, its slice, x block, h block,
+        r block in score_dtype) per block of one image's pixels, reusing the block buffers.
+
+        The x block is a (n, F) view of the (B, F, H, W) features, in either memory layout (for NCHW a
+        transposed view, which the matrix products read as such): no pixel-major copy is made.
+        """
+        bsz, f, height, width = feats.shape
+        hw, step = height * width, block_rows(feats.device)
         w1t, w2t, b1, b2 = w1.to(mm).t(), w2.to(mm).t(), b1.to(mm), b2.to(mm)
-        hbuf = x.new_empty((min(step, n), w1.shape[0]), dtype=mm)
+        hbuf = feats.new_empty((min(step, hw), w1.shape[0]), dtype=mm)
         rbuf = torch.empty_like(hbuf)
-        for i in range(0, n, step):
-            sl = slice(i, min(i + step, n))
-            xb = x[sl].to(mm)
-            hb = torch.addmm(b1, xb, w1t, out=hbuf[: xb.shape[0]])
-            F.leaky_relu_(hb, slope)
-            rb = torch.addmm(b2, hb, w2t, out=rbuf[: xb.shape[0]])
-            yield sl, xb, hb, rb.to(score_dtype)
+        for b in range(bsz):
+            image = feats[b].permute(1, 2, 0).reshape(hw, f)  # a view in both layouts
+            for i in range(0, hw, step):
+                sl = slice(i, min(i + step, hw))
+                xb = image[sl].to(mm)
+                n = xb.shape[0]
+                hb = F.leaky_relu_(torch.addmm(b1, xb, w1t, out=hbuf[:n]), slope)
+                rb = torch.addmm(b2, hb, w2t, out=rbuf[:n])
+                yield b, sl, slice(b * hw + sl.start, b * hw + sl.stop), xb, hb, rb.to(score_dtype)
 
     @staticmethod
     def forward(ctx, feats, w1, b1, w2, b2, class_dirs, slope, mm_dtype):  # noqa: ANN001, ANN205
-        x = pixel_rows(feats)
-        s = x.new_empty((x.shape[0], class_dirs.shape[0]), dtype=class_dirs.dtype)
+        if not (feats.is_contiguous() or feats.is_contiguous(memory_format=torch.channels_last)):
+            feats = feats.contiguous()  # the per-image row views below need one of the two dense layouts
+        bsz, _, height, width = feats.shape
+        s = feats.new_empty((bsz * height * width, class_dirs.shape[0]), dtype=class_dirs.dtype)
         dirs_t = class_dirs.t()
-        for sl, _, _, rb in _CosineRows._blocks(x, w1, b1, w2, b2, slope, mm_dtype, class_dirs.dtype):
+        for _, _, rows, _, _, rb in _CosineRows._blocks(feats, w1, b1, w2, b2, slope, mm_dtype, class_dirs.dtype):
             inv = torch.linalg.vector_norm(rb, dim=1, keepdim=True).clamp_min_(1e-12).reciprocal_()
-            torch.mm(rb, dirs_t, out=s[sl]).mul_(inv)
-        ctx.save_for_backward(x, w1, b1, w2, b2, class_dirs, s)
-        ctx.slope, ctx.mm_dtype, ctx.shape = slope, mm_dtype, feats.shape
-        ctx.channels_last = feats.is_contiguous(memory_format=torch.channels_last) and not feats.is_contiguous()
+            torch.mm(rb, dirs_t, out=s[rows]).mul_(inv)
+        ctx.save_for_backward(feats, w1, b1, w2, b2, class_dirs, s)
+        ctx.slope, ctx.mm_dtype = slope, mm_dtype
         return s
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):  # noqa: ANN001, ANN205
-        x, w1, b1, w2, b2, class_dirs, s = ctx.saved_tensors
+        feats, w1, b1, w2, b2, class_dirs, s = ctx.saved_tensors
         mm, sd = ctx.mm_dtype, class_dirs.dtype
         g = g.to(sd)
         w1m, w2m = w1.to(mm), w2.to(mm)
-        g_x = torch.empty_like(x, dtype=mm)
+        g_feats = torch.empty_like(feats)  # the features' memory layout: BatchNorm backward is ~2× slower otherwise
         g_w1, g_b1 = torch.zeros_like(w1), torch.zeros_like(b1)
         g_w2, g_b2 = torch.zeros_like(w2), torch.zeros_like(b2)
         g_dirs = torch.zeros_like(class_dirs)
         grbuf = ghbuf = ones = None
-        for sl, xb, hb, rb in _CosineRows._blocks(x, w1, b1, w2, b2, ctx.slope, mm, sd):
+        hw = feats.shape[2] * feats.shape[3]
+        for b, sl, rows, xb, hb, rb in _CosineRows._blocks(feats, w1, b1, w2, b2, ctx.slope, mm, sd):
             norm = torch.linalg.vector_norm(rb, dim=1, keepdim=True)
             inv = norm.clamp_min(1e-12).reciprocal_()
-            gb = g[sl]
+            gb = g[rows]
             gi = gb * inv
-            beta = (gb * s[sl]).sum(1, keepdim=True).mul_(inv).mul_(inv).neg_().masked_fill_(norm < 1e-12, 0.0)
+            beta = (gb * s[rows]).sum(1, keepdim=True).mul_(inv).mul_(inv).neg_().masked_fill_(norm < 1e-12, 0.0)
             g_dirs.addmm_(gi.t(), rb)
             if grbuf is None:
                 grbuf, ghbuf, ones = torch.empty_like(rb), torch.empty_like(hb), hb.new_ones(hb.shape[0])
-            g_r = torch.mm(gi, class_dirs, out=grbuf[: rb.shape[0]]).addcmul_(rb, beta).to(mm)
+            n = hb.shape[0]
+            g_r = torch.mm(gi, class_dirs, out=grbuf[:n]).addcmul_(rb, beta).to(mm)
             g_w2.add_(g_r.t() @ hb)
-            g_b2.add_(g_r.t().mv(ones[: hb.shape[0]]))  # bias gradients as products: faster than sum(0)
-            g_h = torch.mm(g_r, w2m, out=ghbuf[: hb.shape[0]])
+            g_b2.add_(g_r.t().mv(ones[:n]))  # bias gradients as products: faster than sum(0)
+            g_h = torch.mm(g_r, w2m, out=ghbuf[:n])
             torch.ops.aten.leaky_relu_backward.grad_input(g_h, hb, ctx.slope, True, grad_input=g_h)  # in place
             g_w1.add_(g_h.t() @ xb)
-            g_b1.add_(g_h.t().mv(ones[: hb.shape[0]]))
-            torch.mm(g_h, w1m, out=g_x[sl])
-        # back to the layout of the features: a BatchNorm backward on a permuted gradient is ~2× slower
-        b, f, h, w = ctx.shape
-        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
-        g_x = g_x.view(b, h, w, f).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
-        return g_x, g_w1, g_b1, g_w2, g_b2, g_dirs, None, None
+            g_b1.add_(g_h.t().mv(ones[:n]))
+            g_feats[b].permute(1, 2, 0).reshape(hw, -1)[sl].copy_(g_h @ w1m)
+        return g_feats, g_w1, g_b1, g_w2, g_b2, g_dirs, None, None
 
 
 class SegmentationModel(nn.Module):
