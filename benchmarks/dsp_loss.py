@@ -4,8 +4,10 @@
 
 The batch mixes every annotation type like a real ``mixed`` batch: image 0 has a full mask with
 many instances, image 1 boxes (the background boxed too), image 2 points, image 3 image labels,
-image 4 nothing. Prints one table; times are the median of ``--repeats`` after a warm-up.
-Target (issue 4): DSP ≤ 1.0× CE.
+image 4 nothing. Prints one table: every row runs once per round, rows interleaved, ``--repeats``
+rounds after a warm-up; ms is the median time, × CE the median over rounds of the row's time over
+the cross-entropy time of the same round (robust to a machine whose load drifts).
+Target (issues 4 and 13): DSP ≤ 1.0× CE for both variants.
 """
 
 from __future__ import annotations
@@ -71,14 +73,21 @@ def make_batch(b: int, size: int, c: int, seed: int = 0):
     return scores, target, allowed, torch.ones(b, size, size, dtype=torch.bool), bags
 
 
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per row: (median seconds, median over rounds of its time / the first row's time in the same
+    round). Every row runs once per round, rows interleaved, after one warm-up call each: on a
+    shared machine the load drifts between rounds, and a ratio taken within a round cancels most of it."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    base = next(iter(times.values()))
+    return {name: (statistics.median(t), statistics.median([a / b for a, b in zip(t, base)]))
+            for name, t in times.items()}
 
 
 def main() -> None:
@@ -89,6 +98,7 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compiled-only", action="store_true", help="skip the eager rows")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     scores, target, allowed, valid, bags = make_batch(args.batch, args.size, args.classes)
@@ -111,15 +121,15 @@ def main() -> None:
     rows += [("DSP loss (paper), eager", lambda: dsp(False)), ("DSP loss (paper), compiled", lambda: dsp(True))]
     rows += [("DSP loss (reference), eager", lambda: dsp(False, "reference")),
              ("DSP loss (reference), compiled", lambda: dsp(True, "reference"))]
-    base = None
+    if args.compiled_only:
+        rows = [r for r in rows if "eager" not in r[0]]
+    results = interleaved(dict(rows), args.repeats)
     print(f"B={args.batch} {args.size}x{args.size} C={args.classes} tau={args.tau} threads={args.threads} "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}; {args.repeats} interleaved rounds, medians")
     print(f"| {'forward+backward':<30} | {'ms':>8} | {'x CE':>6} |")
     print(f"|{'-' * 32}|{'-' * 10}|{'-' * 8}|")
-    for name, fn in rows:
-        t = timed(fn, args.repeats)
-        base = base or t
-        print(f"| {name:<30} | {t * 1e3:8.1f} | {t / base:6.2f} |")
+    for name, (t, ratio) in results.items():
+        print(f"| {name:<30} | {t * 1e3:8.1f} | {ratio:6.2f} |")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dspseg.losses.normalizer import log_normalizer, world_size
+from dspseg.losses.dsp_pass import bag_index, dsp_pass
+from dspseg.losses.normalizer import _check, world_size
 from dspseg.losses.pooling import pool_all
 
 ANNOTATION_TYPES = ("mask", "box", "point", "image")
@@ -65,15 +66,12 @@ class Bags:
 
 
 def pooled_positives(maps: Tensor, bags: Bags, valid: Tensor) -> dict[str, tuple[Tensor, Tensor, int]]:
-    """Pool ``maps`` (B,C,H,W) over every bag; per type: (pooled (P,), classes (P,), images carrying it)."""
+    """Pool ``maps`` (B,C,H,W) over every bag; per type: (pooled (P,), classes (P,), images carrying it).
+
+    The plain autograd composition (:func:`dspseg.losses.pooling.pool_all`); :func:`dsp_loss` pools
+    inside :mod:`dspseg.losses.dsp_pass` instead (same values, one backward pass)."""
     pooled = pool_all(maps, bags.instances, bags.instance_classes, bags.points, bags.boxes, bags.image_labels, valid)
-    inst = bags.instances.reshape(bags.instances.shape[0], -1)
-    n_images = {
-        "mask": int((inst > 0).any(dim=1).sum()) if inst.numel() else 0,
-        "box": int(bags.boxes[:, 0].unique().numel()),
-        "point": int(bags.points[:, 0].unique().numel()),
-        "image": int(bags.image_labels[:, 0].unique().numel()),
-    }
+    n_images = _images_carrying(bags)
     return {k: (*pooled[k], n_images[k]) for k in ANNOTATION_TYPES}
 
 
@@ -82,11 +80,35 @@ def _zero(scores: Tensor) -> Tensor:
     return scores.reshape(-1)[:1].sum() * 0.0
 
 
+def _images_carrying(bags: Bags) -> dict[str, int]:
+    """Per annotation type, the number of images of the batch carrying it (``n_l`` of the reference)."""
+    inst = bags.instances.reshape(bags.instances.shape[0], -1)
+    return {
+        "mask": int((inst > 0).any(dim=1).sum()) if inst.numel() else 0,
+        "box": int(bags.boxes[:, 0].unique().numel()),
+        "point": int(bags.points[:, 0].unique().numel()),
+        "image": int(bags.image_labels[:, 0].unique().numel()),
+    }
+
+
+def _statistic_and_positives(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float, variant: str,
+                             fused: bool, global_batch: bool) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor, int]]]:
+    """``log Z`` (``paper``, eq. 8) or the admissible mass (``reference``), (C,), and the positives pooled
+    from ``s`` or ``p = softmax(s/τ)``: one autograd Function over the N×C scores
+    (:mod:`dspseg.losses.dsp_pass`), one or two passes forward and one backward."""
+    _check(scores, allowed, valid, tau)
+    if not global_batch and not bool(valid.any()):
+        raise ValueError("valid has no True pixel: the normaliser of eq. 8 needs at least one real pixel")
+    index = bag_index(tuple(scores.shape), bags.instances, bags.instance_classes, bags.points, bags.boxes,
+                      bags.image_labels, valid, with_pixels=variant == "reference")
+    stat, pooled = dsp_pass(scores, allowed, valid, index, tau, variant, fused=fused, global_batch=global_batch)
+    return stat, {k: (*pooled[k], index.n_images[k]) for k in ANNOTATION_TYPES}
+
+
 def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float,
                  fused: bool = False) -> dict[str, Tensor]:
     world = world_size()
-    log_z = log_normalizer(scores, allowed, valid, tau, fused=fused, global_batch=world > 1)  # (C,)
-    positives = pooled_positives(scores, bags, valid)
+    log_z, positives = _statistic_and_positives(scores, allowed, valid, bags, tau, "paper", fused, world > 1)  # (C,)
     counts = torch.tensor([float(positives[k][0].numel()) for k in ANNOTATION_TYPES], device=scores.device)
     if world > 1:
         # mean over the positives of the global batch: this process's sum × P / N_global, so that
@@ -102,40 +124,17 @@ def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau
     return terms
 
 
-def _probabilities_and_admissible_mass(scores: Tensor, allowed: Tensor, valid: Tensor,
-                                       inv_tau: float) -> tuple[Tensor, Tensor]:
-    """``p = softmax(s/τ)`` (B,C,H,W) and ``Σ_j p_c(j)[c ∈ A_j]`` over valid pixels (C,)."""
-    probs = torch.softmax(scores * inv_tau, dim=1)
-    return probs, torch.where(valid.unsqueeze(1) & allowed, probs, 0.0).sum(dim=(0, 2, 3))
-
-
-_compiled_reference: list = []
-
-
-def _reference_kernel(fused: bool):
-    """The softmax and its admissible mass, fused into one pass (forward and backward) by
-    ``torch.compile`` when asked: eager, they are three passes over the N×C scores."""
-    if not fused:
-        return _probabilities_and_admissible_mass
-    if not _compiled_reference:
-        from dspseg.losses.normalizer import _same_layout
-
-        try:
-            _compiled_reference.append(_same_layout(torch.compile(_probabilities_and_admissible_mass, dynamic=True)))
-        except Exception:  # pragma: no cover - no compiler toolchain: stay correct, just slower
-            _compiled_reference.append(_probabilities_and_admissible_mass)
-    return _compiled_reference[0]
-
-
 def _reference_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float,
                      fused: bool = False, eps: float = 1e-7) -> dict[str, Tensor]:
-    # Σ_j Σ_k p_k(j)[k≠c ∨ c∉A_j] = Σ_j (1 − p_c(j)[c∈A_j])   (softmax rows sum to one)
-    probs, admissible_mass = _reference_kernel(fused)(scores, allowed, valid, 1.0 / tau)
+    # Σ_j Σ_k p_k(j)[k≠c ∨ c∉A_j] = Σ_j (1 − p_c(j)[c∈A_j])   (softmax rows sum to one);
+    # admissible_mass_c = Σ_j p_c(j)[c∈A_j] over valid pixels, positives pooled from p = softmax(s/τ)
+    admissible_mass, positives = _statistic_and_positives(scores, allowed, valid, bags, tau, "reference", fused,
+                                                          False)
     n_valid = valid.sum().to(scores.dtype)
     denominator = torch.log(n_valid - admissible_mass + eps)  # (C,)
     terms = {}
     n_classes = scores.shape[1]
-    for kind, (pooled, classes, images) in pooled_positives(probs, bags, valid).items():
+    for kind, (pooled, classes, images) in positives.items():
         if pooled.numel() == 0:
             terms[kind] = _zero(scores)
             continue

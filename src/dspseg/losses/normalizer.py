@@ -37,19 +37,29 @@ def _check(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float) -> None:
         raise ValueError(f"tau must be positive, got {tau}")
 
 
-def _stats_kernel(scores: Tensor, allowed: Tensor, valid: Tensor, m: Tensor, inv_tau: float) -> tuple[Tensor, Tensor]:
-    """``t_k = Σ_j exp(s_kj/τ − m_k)`` and ``r_k`` (same over ``k ∉ A_j``), valid pixels only: one pass."""
-    e = torch.exp(scores * inv_tau - m.view(1, -1, 1, 1))
-    e = torch.where(valid.unsqueeze(1), e, 0.0)
-    return e.sum(dim=(0, 2, 3)), torch.where(allowed, 0.0, e).sum(dim=(0, 2, 3))
+def _class_sums(e: Tensor) -> Tensor:
+    """``Σ_{b,h,w} e`` per class, (B,C,H,W) → (C,): first along the contiguous rows (short, vectorised
+    reductions), then the rest; compiled, one sum over all of (B,H,W) is about twice as slow on CPU
+    (inductor's cascaded accumulation for long float32 reductions)."""
+    return e.sum(dim=3).sum(dim=(0, 2))
 
 
-def _grad_kernel(scores: Tensor, allowed: Tensor, valid: Tensor, m: Tensor, inv_tau: float,
+def _stats_kernel(scores: Tensor, allowed_u8: Tensor, bias: Tensor, m: Tensor, inv_tau: float) -> tuple[Tensor, Tensor]:
+    """``t_k = Σ_j exp(s_kj/τ − m_k)`` and ``r_k`` (same over ``k ∉ A_j``), valid pixels only: one pass.
+
+    ``allowed_u8``: (B,C,H,W) ``A_j`` as 0/1 bytes; ``bias``: (B,H,W) 0 on valid pixels, −inf on
+    padding (so ``exp`` is exactly 0 there). Masks enter as products and an additive −inf, not as
+    ``torch.where``: compiled on CPU, a vector blend with a bool mask costs several times the exp."""
+    e = torch.exp(scores * inv_tau - m.view(1, -1, 1, 1) + bias.unsqueeze(1))
+    return _class_sums(e), _class_sums(e * (1 - allowed_u8))
+
+
+def _grad_kernel(scores: Tensor, allowed_u8: Tensor, bias: Tensor, m: Tensor, inv_tau: float,
                  w: Tensor, wu: Tensor) -> Tensor:
-    """``exp(s_kj/τ − m_k) · (w_k if k ∈ A_j else wu_k)`` on valid pixels, 0 elsewhere: one pass."""
-    e = torch.exp(scores * inv_tau - m.view(1, -1, 1, 1))
-    coef = torch.where(allowed, w.view(1, -1, 1, 1), wu.view(1, -1, 1, 1))
-    return torch.where(valid.unsqueeze(1), e * coef, 0.0)
+    """``exp(s_kj/τ − m_k) · (w_k if k ∈ A_j else wu_k)`` on valid pixels, 0 elsewhere: one pass
+    (``a·w + (1−a)·wu`` is exact for ``a ∈ {0, 1}``)."""
+    e = torch.exp(scores * inv_tau - m.view(1, -1, 1, 1) + bias.unsqueeze(1))
+    return e * (allowed_u8 * w.view(1, -1, 1, 1) + (1 - allowed_u8) * wu.view(1, -1, 1, 1))
 
 
 _compiled: dict[str, object] = {}
@@ -58,28 +68,40 @@ _compiled: dict[str, object] = {}
 def _kernels(fused: bool):
     """The two elementwise kernels, fused by ``torch.compile`` when asked and available.
 
-    Fusion matters here: in eager mode each of exp, where, mul and sum is its own pass over the
-    N×C scores (≈2–3× a cross-entropy); compiled, the forward and the backward are one pass each.
+    Fusion matters here: in eager mode each of exp, mul and sum is its own pass over the N×C
+    scores (≈2–3× a cross-entropy); compiled, the forward and the backward are one pass each.
+    Both take ``(scores, allowed, valid, m, inv_tau[, w, wu])`` (see :func:`_same_layout`).
     """
     if not fused:
-        return _stats_kernel, _grad_kernel
+        return _same_layout(_stats_kernel), _same_layout(_grad_kernel)
     if "stats" not in _compiled:
         try:
             _compiled["stats"] = _same_layout(torch.compile(_stats_kernel, dynamic=True))
             _compiled["grad"] = _same_layout(torch.compile(_grad_kernel, dynamic=True))
         except Exception:  # pragma: no cover - no compiler toolchain: stay correct, just slower
-            _compiled["stats"], _compiled["grad"] = _stats_kernel, _grad_kernel
+            _compiled["stats"], _compiled["grad"] = _same_layout(_stats_kernel), _same_layout(_grad_kernel)
     return _compiled["stats"], _compiled["grad"]
 
 
+def valid_bias(valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B,H,W) ``0`` on valid pixels, ``−inf`` on padding: added to an exponent, it zeroes padding exactly."""
+    return torch.log(valid.to(dtype))
+
+
+def mask_bytes(mask: Tensor) -> Tensor:
+    """A bool mask (``allowed``, ``valid``) as contiguous 0/1 ``uint8`` (a view when already contiguous)."""
+    return mask.contiguous().view(torch.uint8)
+
+
 def _same_layout(kernel):
-    """Call ``kernel`` with contiguous ``allowed`` and ``valid``: the weak view's quarter turns give
-    them transposed strides on some steps, and every new stride pattern would recompile the kernel
-    (seconds each, and past torch's recompile limit it silently falls back to eager). ``scores``
-    keep the one layout the prototype head always gives them."""
+    """Call ``kernel`` with ``allowed`` as contiguous bytes and ``valid`` as an additive −inf bias:
+    contiguous because the weak view's quarter turns give them transposed strides on some steps, and
+    every new stride pattern would recompile the kernel (seconds each, and past torch's recompile
+    limit it silently falls back to eager). ``scores`` keep the one layout the prototype head always
+    gives them."""
 
     def call(scores: Tensor, allowed: Tensor, valid: Tensor, *rest):
-        return kernel(scores, allowed.contiguous(), valid.contiguous(), *rest)
+        return kernel(scores, mask_bytes(allowed), valid_bias(valid, scores.dtype), *rest)
 
     return call
 
@@ -111,8 +133,7 @@ def normaliser_statistics(scores: Tensor, allowed: Tensor, valid: Tensor, tau: f
         if bool(torch.isfinite(t).all() and (t > 0).all()):
             return m, t, r
         # scores outside [-1, 1] (not cosines): fall through to the exact per-class maximum
-    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
-    m = torch.where(valid.unsqueeze(1), scores, neg_inf).amax(dim=(0, 2, 3)) * inv_tau
+    m = (scores + valid_bias(valid, scores.dtype).unsqueeze(1)).amax(dim=(0, 2, 3)) * inv_tau
     t, r = stats(scores, allowed, valid, m, inv_tau)
     return m, t, r
 
@@ -170,33 +191,64 @@ class _LogNormaliser(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         scores, allowed, valid, m, log_z = ctx.saved_tensors
-        inv_tau = 1.0 / ctx.tau
         g = grad.double()
         if ctx.global_batch:
             torch.distributed.all_reduce(g)  # Σ_p ∂L_p/∂ log Z: log Z depends on every process's pixels
-        m64 = m.double()
-        c = m.shape[0]
-        # With x = s/τ: d log Z_c / d x_kj = exp(x_kj − log Z_c) · ([k≠c] + [k=c][c∉A_j]). Weighted by g_c:
-        #   grad_kj = exp(x_kj − m_k) · (w_k + [k∉A_j] · u_k),
-        #   w_k = Σ_{c≠k} g_c exp(m_k − log Z_c),   u_k = g_k exp(m_k − log Z_k);  d/ds = d/dx · 1/τ.
-        ratio = torch.exp(m64.unsqueeze(0) - log_z.unsqueeze(1))  # [c, k] = exp(m_k − log Z_c)
-        off = ~torch.eye(c, dtype=torch.bool, device=m.device)
-        w = (g.unsqueeze(1) * ratio * off).sum(dim=0)
-        log_u_scale = m64 - log_z
-        dt = scores.dtype
-        if bool((log_u_scale < 60).all()):
+        coef = gradient_coefficients(m, log_z, g, ctx.tau, scores.dtype)
+        if coef is not None:
             _, grad_kernel = _kernels(ctx.fused)
-            u = g * torch.exp(log_u_scale)
-            grad_s = grad_kernel(scores, allowed, valid, m, inv_tau, (w * inv_tau).to(dt), ((w + u) * inv_tau).to(dt))
+            grad_s = grad_kernel(scores, allowed, valid, m, 1.0 / ctx.tau, *coef)
         else:
-            # exp(m_k − log Z_k) would overflow: class k's scores far above every other class's total.
-            # Shift the R-term by log Z_k directly (x_kj ≤ log R_k ≤ log Z_k on its pixels, so ≤ 1).
-            x = scores * inv_tau
-            e = torch.exp(x - m.view(1, -1, 1, 1))
-            e_r = torch.exp(x - log_z.to(dt).view(1, -1, 1, 1))
-            grad_x = e * w.to(dt).view(1, -1, 1, 1) + torch.where(allowed, 0.0, e_r * g.to(dt).view(1, -1, 1, 1))
-            grad_s = torch.where(valid.unsqueeze(1), grad_x, 0.0) * inv_tau
+            grad_s = gradient_overflow_safe(scores, allowed, valid, m, log_z, g, ctx.tau)
         return grad_s, None, None, None, None, None
+
+
+def _w(m64: Tensor, log_z: Tensor, g: Tensor) -> Tensor:
+    """``w_k = Σ_{c≠k} g_c exp(m_k − log Z_c)`` (C,), float64."""
+    c = m64.shape[0]
+    ratio = torch.exp(m64.unsqueeze(0) - log_z.unsqueeze(1))  # [c, k] = exp(m_k − log Z_c)
+    off = ~torch.eye(c, dtype=torch.bool, device=m64.device)
+    return (g.unsqueeze(1) * ratio * off).sum(dim=0)
+
+
+def gradient_coefficients(m: Tensor, log_z: Tensor, g: Tensor, tau: float,
+                          dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+    r"""The two (C,) coefficients of ``∂(Σ_c g_c log Z_c)/∂s`` for :func:`_grad_kernel`.
+
+    With ``x = s/τ``: ``∂ log Z_c / ∂x_kj = exp(x_kj − log Z_c) · ([k≠c] + [k=c][c∉A_j])``. Weighted
+    by ``g_c``:
+
+    .. math::
+
+        ∂/∂x_{kj} = e^{x_{kj} − m_k} (w_k + [k∉A_j] u_k), \quad
+        w_k = \sum_{c≠k} g_c e^{m_k − \log Z_c}, \quad u_k = g_k e^{m_k − \log Z_k},
+
+    and ``∂/∂s = ∂/∂x · 1/τ``. Returns ``(w/τ, (w+u)/τ)`` in ``dtype`` (the coefficients on
+    admissible and on non-admissible entries), or ``None`` when ``exp(m_k − log Z_k)`` would
+    overflow (then use :func:`gradient_overflow_safe`). ``m, log_z, g``: (C,); ``g`` float64.
+    """
+    m64 = m.double()
+    w = _w(m64, log_z, g)
+    log_u_scale = m64 - log_z
+    if not bool((log_u_scale < 60).all()):
+        return None
+    u = g * torch.exp(log_u_scale)
+    inv_tau = 1.0 / tau
+    return (w * inv_tau).to(dtype), ((w + u) * inv_tau).to(dtype)
+
+
+def gradient_overflow_safe(scores: Tensor, allowed: Tensor, valid: Tensor, m: Tensor, log_z: Tensor, g: Tensor,
+                           tau: float) -> Tensor:
+    """``∂(Σ_c g_c log Z_c)/∂s`` (B,C,H,W) when class k's scores lie far above every other class's total:
+    the R-term is shifted by ``log Z_k`` directly (``x_kj ≤ log R_k ≤ log Z_k`` on its pixels, so ≤ 1)."""
+    inv_tau = 1.0 / tau
+    dt = scores.dtype
+    w = _w(m.double(), log_z, g)
+    x = scores * inv_tau
+    e = torch.exp(x - m.view(1, -1, 1, 1))
+    e_r = torch.exp(x - log_z.to(dt).view(1, -1, 1, 1))
+    grad_x = e * w.to(dt).view(1, -1, 1, 1) + torch.where(allowed, 0.0, e_r * g.to(dt).view(1, -1, 1, 1))
+    return torch.where(valid.unsqueeze(1), grad_x, 0.0) * inv_tau
 
 
 def log_normalizer(scores: Tensor, allowed: Tensor, valid: Tensor, tau: float, fused: bool = False,

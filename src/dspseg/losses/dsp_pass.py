@@ -1,0 +1,327 @@
+r"""The N×C work of the DSP loss (eq. 6–9) in one autograd Function: one pass forward, one back.
+
+The DSP loss touches the (B,C,H,W) scores through per-class statistics — the eq. 8 normaliser
+``log Z_c`` (``paper``) or the released code's admissible mass ``a_c = Σ_j valid_j [c∈A_j] p_c(j)``
+(``reference``, ``p = softmax(s/τ)`` over classes) — and through the bags of eq. 9 pooled from
+``v = s`` (``paper``) or ``v = p`` (``reference``), see :mod:`dspseg.losses.pooling`. The bags
+read ``v`` in two shapes only:
+
+* image labels (b, c): the sum ``Σ_{j valid} v_c(b, j)`` over one whole class map — (L,);
+* mask components, points and boxes: gathered entries ``v.view(-1)[e]`` — (K,), K of the order of
+  the pixels of the images that carry them (one class per pixel), far below N×C.
+
+So ``v`` is never formed as an N×C tensor, and the gradient with respect to ``v`` is
+``G_bcj = valid_j (α_c [c∈A_j] + γ_bc)`` plus ``g_e`` at the K entries, ``α`` (C,) the gradient of
+the statistic and ``γ`` (B,C) that of the image-label sums. Backward writes ``∂L/∂s`` in one pass over
+the scores from these C- and (B,C)-sized tensors (recomputing ``exp`` like
+:mod:`dspseg.losses.normalizer` instead of keeping N×C intermediates), then adds the K entries in
+place:
+
+* ``paper`` (``v = s``): ``∂L/∂s = ∂(Σ_c g_c log Z_c)/∂s + G``, plus ``g_e`` at the entries;
+* ``reference`` (``x = s/τ``): ``∂p_c/∂x_k = p_c([c=k] − p_k)``, so
+  ``∂L/∂x_kj = p_k (G_k − ρ_j)`` with ``ρ_j = Σ_c p_c G_c + Σ_{e at pixel j} p_e g_e``, plus
+  ``p_e g_e`` at the entries; ``∂/∂s = ∂/∂x · 1/τ``.
+
+Forward: ``paper`` is the normaliser's statistics pass; ``reference`` one compiled function for the
+per-pixel ``log S_j = log Σ_k exp(x_kj − m_j)`` and ``a``, with ``p_c(j) = exp((x_cj − m_j) − log S_j)``
+and ``m`` the fixed shift 1/τ (or the per-pixel maximum). With ``fused`` the passes are compiled by
+``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dspseg.losses.normalizer import (_FIXED_SHIFT_MAX_RANGE, _class_sums, _reduce_statistics, combine_log_normaliser,
+                                      gradient_coefficients, gradient_overflow_safe, mask_bytes, normaliser_statistics,
+                                      valid_bias)
+from dspseg.losses.pooling import _box_index, _box_reduce, _point_index, _segment_mean
+
+
+@dataclass
+class BagIndex:
+    """Where the bags read the pooled map ``v`` (B,C,H,W), built once per batch from the collated bags.
+
+    sparse: (K,) flat indices into ``v.view(-1)``: every pixel of the images with mask components
+    (a pixel of no component reads class 0 and is discarded), then the points, then every box
+    group's padded window; pixel: (K,) the flat (B,H,W) pixel of each (only ``with_pixels``, else
+    None); n_inst, n_points: how many of the K are instance pixels and points; inst_seg: (n_inst,)
+    component of each instance pixel (``M`` = none); instance_classes: (M,); point_classes: (P,);
+    labels: (L,2) ``[b, c]``; label_counts: (L,) valid pixels of each labelled image; box_groups: see
+    :func:`dspseg.losses.pooling._box_index`; boxes: (Nb,6); n_images: images carrying each type.
+    """
+
+    sparse: Tensor
+    pixel: Tensor | None
+    n_inst: int
+    n_points: int
+    inst_seg: Tensor
+    instance_classes: Tensor
+    point_classes: Tensor
+    labels: Tensor
+    label_counts: Tensor
+    box_groups: list
+    boxes: Tensor
+    n_images: dict[str, int]
+
+
+def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_classes: Tensor, points: Tensor,
+              boxes: Tensor, image_labels: Tensor, valid: Tensor, with_pixels: bool = False) -> BagIndex:
+    """Index the bags (collated layout, see :func:`dspseg.losses.pooling.pool_all`) of a (B,C,H,W) map.
+
+    The same indices as :func:`dspseg.losses.pooling.pool_all` builds (instances, points, box windows)."""
+    b, c, h, w = shape
+    hw = h * w
+    device = instances.device
+    m = instance_classes.shape[0]
+    images = torch.zeros(0, dtype=torch.long, device=device)
+    inst_flat = inst_seg = inst_pix = images
+    if m:
+        inst = instances.reshape(b, hw).long()
+        images = torch.nonzero((inst > 0).any(dim=1)).flatten()  # only images with components
+        inst = inst[images]  # (Bm, hw)
+        inst_seg = torch.where(inst > 0, inst - 1, m)  # component id, m = none
+        cls = torch.cat([instance_classes.long(), instance_classes.new_zeros(1)])[inst_seg]
+        pix = torch.arange(hw, device=device)
+        inst_flat = ((images.unsqueeze(1) * c + cls) * hw + pix).reshape(-1)
+        inst_seg = inst_seg.reshape(-1)
+        if with_pixels:
+            inst_pix = (images.unsqueeze(1) * hw + pix).reshape(-1)
+    pt = points.long()
+    pt_flat = _point_index(shape, points)
+    groups = _box_index(shape, boxes) if boxes.shape[0] else []
+    sparse = torch.cat([inst_flat, pt_flat] + [g[1].reshape(-1) for g in groups])
+    pixel = None
+    if with_pixels:
+        bx = boxes.long()
+        # a box entry's flat index minus its map's offset (b·C + c)·HW, plus the image's b·HW
+        box_pix = [(g[1] - ((bx[g[0], 0] * (c - 1) + bx[g[0], 1]) * hw).view(-1, 1, 1)).reshape(-1) for g in groups]
+        pixel = torch.cat([inst_pix, (pt[:, 0] * h + pt[:, 2]) * w + pt[:, 3]] + box_pix)
+    lab = image_labels.long()
+    counts = valid.reshape(b, hw)[lab[:, 0]].sum(dim=1)
+    n_images = {"mask": int(images.numel()), "box": int(boxes[:, 0].unique().numel()),
+                "point": int(points[:, 0].unique().numel()), "image": int(image_labels[:, 0].unique().numel())}
+    return BagIndex(sparse, pixel, int(inst_flat.shape[0]), int(pt_flat.shape[0]), inst_seg, instance_classes,
+                    pt[:, 1], lab, counts, groups, boxes, n_images)
+
+
+def pool_from_pass(index: BagIndex, label_sums: Tensor, sparse_values: Tensor,
+                   dtype: torch.dtype) -> dict[str, tuple[Tensor, Tensor]]:
+    """Eq. 9's pooling (:func:`dspseg.losses.pooling.pool_all`, same values) from the outputs of
+    :class:`_DSPPass`: ``{type: (pooled (P_t,), classes (P_t,))}``."""
+    out = {}
+    inst_v, pt_v, box_v = torch.split(sparse_values, [index.n_inst, index.n_points,
+                                                      sparse_values.shape[0] - index.n_inst - index.n_points])
+    m = index.instance_classes.shape[0]
+    if m:
+        pooled, counts = _segment_mean(inst_v, index.inst_seg, m + 1)  # segment m: pixels of no component
+        pooled, counts = pooled[:m], counts[:m]
+        out["mask"] = (pooled[counts > 0], index.instance_classes[counts > 0])
+    else:
+        out["mask"] = (sparse_values.new_zeros(0), index.instance_classes.new_zeros(0))
+    out["point"] = (pt_v, index.point_classes)
+    out["image"] = (label_sums / index.label_counts.clamp_min(1).to(dtype), index.labels[:, 1])
+    if index.box_groups:
+        bx = index.boxes.long()
+        hs, ws = bx[:, 5] - bx[:, 3], bx[:, 4] - bx[:, 2]
+        per_group = torch.split(box_v, [g[1].numel() for g in index.box_groups])
+        per_group = [vals.view(g[1].shape) for vals, g in zip(per_group, index.box_groups)]
+        out["box"] = (_box_reduce(index.box_groups, per_group, hs, ws, bx.shape[0]), bx[:, 1])
+    else:
+        out["box"] = (sparse_values.new_zeros(0), index.boxes[:, 1].long())
+    return out
+
+
+# --- the passes over the N×C scores (compiled when fused) ------------------------------------------
+# Masks enter as 0/1 byte products (or an additive −inf bias on padding), never as torch.where
+# (see dspseg.losses.normalizer._stats_kernel); x = s/τ, a = [c∈A_j] as bytes.
+
+# With scores in [-1, 1], exp(x − 1/τ) ≥ exp(−2/τ) does not underflow in float32 while 2/τ ≤ 80
+# (normalizer._FIXED_SHIFT_MAX_RANGE): the fixed shift 1/τ saves the max over classes. Otherwise (or
+# when a pixel's sum is not finite, i.e. scores outside [-1, 1]) the per-pixel maximum is used.
+
+
+def _softmax_stats_fixed(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, inv_tau: float) -> tuple[Tensor, Tensor]:
+    """``log S_j = log Σ_k exp(x_kj − 1/τ)`` (B,H,W) and ``a_c = Σ_j valid_j [c∈A_j] p_c(j)`` (C,),
+    ``p_cj = exp((x_cj − 1/τ) − log S_j)``.
+
+    ``allowed_u8`` (B,C,H,W), ``valid_u8`` (B,H,W): 0/1 bytes; ``p ≤ 1`` is finite, so a product masks it.
+    The shift and ``log S`` stay apart: ``lse = 1/τ + log S`` rounded in float32 would scale every
+    ``p`` of a pixel by the same ``1 + O(eps/τ)``, and the softmax gradient ``p (G − Σ p G)``
+    cancels exactly that common mode (1e-4 relative errors at τ = 0.005)."""
+    x = scores * inv_tau
+    log_s = torch.log(torch.exp(x - inv_tau).sum(dim=1))
+    p = torch.exp((x - inv_tau) - log_s.unsqueeze(1))
+    return log_s, _class_sums(p * (allowed_u8 * valid_u8.unsqueeze(1)))
+
+
+def _softmax_stats_exact(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor,
+                         inv_tau: float) -> tuple[Tensor, Tensor, Tensor]:
+    """As :func:`_softmax_stats_fixed` with the per-pixel shift ``m_j = max_k x_kj``: (m, log S, a)."""
+    x = scores * inv_tau
+    m = x.amax(dim=1)
+    log_s = torch.log(torch.exp(x - m.unsqueeze(1)).sum(dim=1))
+    p = torch.exp((x - m.unsqueeze(1)) - log_s.unsqueeze(1))
+    return m, log_s, _class_sums(p * (allowed_u8 * valid_u8.unsqueeze(1)))
+
+
+def _softmax_dense_grad(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, log_s: Tensor,
+                        inv_tau: float, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+    """``p_cj = exp((x_cj − m_j) − log S_j)`` and ``G_bcj = valid_j (α_c a_cj + γ_bc)`` (B,C,H,W), recomputed.
+    ``shift``: (B,H,W) or (1,1,1) ``m``; ``log_s``: (B,H,W)."""
+    p = torch.exp((scores * inv_tau - shift.unsqueeze(1)) - log_s.unsqueeze(1))
+    return p, valid_u8.unsqueeze(1) * (allowed_u8 * alpha.view(1, -1, 1, 1) + gamma.unsqueeze(-1).unsqueeze(-1))
+
+
+def _softmax_rho_kernel(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, log_s: Tensor,
+                        inv_tau: float, alpha: Tensor, gamma: Tensor, sigma: Tensor) -> Tensor:
+    """``ρ_j = Σ_c p_cj G_cj + σ_j`` (B,H,W). valid_u8, log_s, sigma: (B,H,W); alpha: (C,); gamma: (B,C)."""
+    p, g = _softmax_dense_grad(scores, allowed_u8, valid_u8, shift, log_s, inv_tau, alpha, gamma)
+    return (p * g).sum(dim=1) + sigma
+
+
+def _softmax_grad_kernel(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, log_s: Tensor,
+                         inv_tau: float, alpha: Tensor, gamma: Tensor, rho: Tensor) -> Tensor:
+    """``∂L/∂s_kj = p_kj (G_kj − ρ_j)/τ`` (B,C,H,W), from :func:`_softmax_rho_kernel`'s ``ρ``.
+
+    Two compiled functions rather than one: fused, inductor stores ``p`` and ``p·G`` as N×C buffers
+    between the class reduction and the output; split, each pass recomputes them in registers."""
+    p, g = _softmax_dense_grad(scores, allowed_u8, valid_u8, shift, log_s, inv_tau, alpha, gamma)
+    return p * (g - rho.unsqueeze(1)) * inv_tau
+
+
+def _paper_grad_kernel(scores: Tensor, allowed_u8: Tensor, bias: Tensor, valid_u8: Tensor, m: Tensor,
+                       inv_tau: float, w: Tensor, wu: Tensor, gamma: Tensor) -> Tensor:
+    """The normaliser's gradient (:func:`dspseg.losses.normalizer._grad_kernel`) plus ``valid_j γ_bc``."""
+    e = torch.exp(scores * inv_tau - m.view(1, -1, 1, 1) + bias.unsqueeze(1))
+    norm = e * (allowed_u8 * w.view(1, -1, 1, 1) + (1 - allowed_u8) * wu.view(1, -1, 1, 1))
+    return norm + valid_u8.unsqueeze(1) * gamma.unsqueeze(-1).unsqueeze(-1)
+
+
+_KERNELS = {"softmax_fixed": _softmax_stats_fixed, "softmax_exact": _softmax_stats_exact,
+            "softmax_rho": _softmax_rho_kernel,
+            "softmax_grad": _softmax_grad_kernel, "paper_grad": _paper_grad_kernel}
+_compiled: dict[str, object] = {}
+
+
+def _kernel(name: str, fused: bool):
+    """One of the passes, compiled by ``torch.compile`` when ``fused`` (eager when no compiler works).
+    Callers pass ``allowed`` as contiguous bytes (:func:`dspseg.losses.normalizer.mask_bytes`), so
+    the transposed layouts of a quarter turn do not recompile."""
+    if not fused:
+        return _KERNELS[name]
+    if name not in _compiled:
+        try:
+            _compiled[name] = torch.compile(_KERNELS[name], dynamic=True)
+        except Exception:  # pragma: no cover - no compiler toolchain: stay correct, just slower
+            _compiled[name] = _KERNELS[name]
+    return _compiled[name]
+
+
+class _DSPPass(torch.autograd.Function):
+    """See the module docstring. Outputs: the per-class statistic (C,) — ``log Z`` (``paper``, over
+    the global batch when distributed, as :class:`dspseg.losses.normalizer._LogNormaliser`) or the
+    admissible mass ``a`` (``reference``) — the image-label sums (L,) and the gathered entries (K,)."""
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, allowed: Tensor, valid: Tensor, labels: Tensor,  # type: ignore[override]
+                sparse: Tensor, pixel: Tensor | None, tau: float, reference: bool, fused: bool, global_batch: bool):
+        b, c, h, w = scores.shape
+        inv_tau = 1.0 / tau
+        lab_maps = scores[labels[:, 0], labels[:, 1]]  # (L,H,W)
+        lab_valid = valid[labels[:, 0]].to(scores.dtype)
+        sp = scores.reshape(-1).index_select(0, sparse)
+        a_u8 = mask_bytes(allowed)
+        if reference:
+            v_u8 = mask_bytes(valid)
+            log_s = None
+            if 2.0 * inv_tau <= _FIXED_SHIFT_MAX_RANGE:
+                log_s, stat = _kernel("softmax_fixed", fused)(scores, a_u8, v_u8, inv_tau)
+                shift = scores.new_full((1, 1, 1), inv_tau)
+                if not bool(torch.isfinite(log_s.sum())):  # one sum: cheaper than isfinite(log_s).all()
+                    log_s = None  # scores outside [-1, 1]
+            if log_s is None:
+                shift, log_s, stat = _kernel("softmax_exact", fused)(scores, a_u8, v_u8, inv_tau)
+            flat_s = log_s.reshape(-1)
+            if shift.numel() == 1:
+                sp_shift, lab_shift = shift.reshape(1), shift
+            else:
+                sp_shift, lab_shift = shift.reshape(-1).index_select(0, pixel), shift[labels[:, 0]]
+            sp = torch.exp((sp * inv_tau - sp_shift) - flat_s.index_select(0, pixel))
+            lab_maps = torch.exp((lab_maps * inv_tau - lab_shift) - log_s[labels[:, 0]])
+            ctx.save_for_backward(scores, allowed, valid, labels, sparse, pixel, shift, log_s, sp)
+        else:
+            m, t, r = normaliser_statistics(scores, allowed, valid, tau, fused)
+            if global_batch:
+                m, t, r = _reduce_statistics(m, t, r)
+            log_z = combine_log_normaliser(m.double(), t.double(), r.double())
+            stat = log_z.to(scores.dtype)
+            ctx.save_for_backward(scores, allowed, valid, labels, sparse, m, log_z)
+        label_sums = (lab_maps * lab_valid).sum(dim=(1, 2))
+        ctx.tau, ctx.reference, ctx.fused, ctx.global_batch = tau, reference, fused, global_batch
+        return stat, label_sums, sp
+
+    @staticmethod
+    def backward(ctx, g_stat, g_lab, g_sp):  # type: ignore[override]
+        scores, allowed, valid, labels, sparse, *rest = ctx.saved_tensors
+        b, c, h, w = scores.shape
+        dt = scores.dtype
+        inv_tau = 1.0 / ctx.tau
+        g_stat = scores.new_zeros(c) if g_stat is None else g_stat
+        g_sp = scores.new_zeros(sparse.shape[0]) if g_sp is None else g_sp
+        gamma = scores.new_zeros(b, c)
+        if g_lab is not None and labels.shape[0]:
+            gamma.index_put_((labels[:, 0], labels[:, 1]), g_lab, accumulate=True)
+        a_u8, v_u8 = mask_bytes(allowed), mask_bytes(valid)
+        if ctx.reference:
+            pixel, shift, log_s, sp = rest
+            g_e = sp * g_sp  # p_e g_e of the gathered entries
+            sigma = scores.new_zeros(b * h * w).index_add_(0, pixel, g_e).view(b, h, w)
+            dense = (scores, a_u8, v_u8, shift, log_s, inv_tau, g_stat.to(dt), gamma)
+            rho = _kernel("softmax_rho", ctx.fused)(*dense, sigma)
+            grad = _kernel("softmax_grad", ctx.fused)(*dense, rho)
+            sparse_grad = g_e * inv_tau
+        else:
+            m, log_z = rest
+            g = g_stat.double()
+            if ctx.global_batch:
+                torch.distributed.all_reduce(g)  # Σ_p ∂L_p/∂ log Z: log Z depends on every process's pixels
+            coef = gradient_coefficients(m, log_z, g, ctx.tau, dt)
+            if coef is not None:
+                grad = _kernel("paper_grad", ctx.fused)(scores, a_u8, valid_bias(valid, dt), v_u8, m, inv_tau,
+                                                        *coef, gamma)
+            else:
+                grad = (gradient_overflow_safe(scores, allowed, valid, m, log_z, g, ctx.tau)
+                        + valid.to(dt).unsqueeze(1) * gamma.unsqueeze(-1).unsqueeze(-1))
+            sparse_grad = g_sp
+        grad = grad.contiguous()
+        if sparse.shape[0]:
+            grad.view(-1).index_add_(0, sparse, sparse_grad.to(dt))
+        return grad, None, None, None, None, None, None, None, None, None
+
+
+def dsp_pass(scores: Tensor, allowed: Tensor, valid: Tensor, index: BagIndex, tau: float, variant: str,
+             fused: bool = False, global_batch: bool = False) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+    """The per-class statistic and every pooled positive of eq. 9 from one autograd Function.
+
+    Args:
+        scores: (B,C,H,W) class scores; allowed: (B,C,H,W) bool; valid: (B,H,W) bool.
+        index: :func:`bag_index` of the batch's bags.
+        tau: temperature; variant: ``paper`` (pool ``s``, statistic ``log Z`` of eq. 8) or ``reference``
+            (pool ``p = softmax(s/τ)``, statistic ``a_c = Σ_j valid_j [c∈A_j] p_c(j)``).
+        fused: compile the passes over the scores; global_batch: ``log Z`` over every process (``paper``).
+
+    Returns:
+        ``(statistic (C,), {type: (pooled (P_t,), classes (P_t,))})``, the same values as the
+        composition of :func:`dspseg.losses.normalizer.log_normalizer` (or ``softmax``) with
+        :func:`dspseg.losses.pooling.pool_all`.
+    """
+    reference = variant == "reference"
+    if reference and index.pixel is None:
+        raise ValueError("the reference variant needs bag_index(..., with_pixels=True)")
+    stat, label_sums, sp = _DSPPass.apply(scores, allowed, valid, index.labels, index.sparse, index.pixel, float(tau),
+                                          reference, bool(fused), bool(global_batch))
+    return stat, pool_from_pass(index, label_sums, sp, scores.dtype)
