@@ -22,9 +22,13 @@ place:
   ``∂L/∂x_kj = p_k (G_k − ρ_j)`` with ``ρ_j = Σ_c p_c G_c + Σ_{e at pixel j} p_e g_e``, plus
   ``p_e g_e`` at the entries; ``∂/∂s = ∂/∂x · 1/τ``.
 
+Without ``fused`` (no compiler), ``reference`` keeps ``p`` from ATen's softmax and runs ATen's
+softmax backward on a dense ``∂L/∂p``: in eager mode each elementwise op is its own pass, and those
+two kernels are the fewest passes.
+
 Forward: ``paper`` is the normaliser's statistics pass; ``reference`` one compiled function for the
-per-pixel ``log S_j = log Σ_k exp(x_kj − m_j)`` and ``a``, with ``p_c(j) = exp((x_cj − m_j) − log S_j)``
-and ``m`` the fixed shift 1/τ (or the per-pixel maximum). With ``fused`` the passes are compiled by
+per-pixel ``r_j = 1 / Σ_k exp(x_kj − m_j)`` and ``a``, with ``p_c(j) = exp(x_cj − m_j) · r_j`` and
+``m`` the fixed shift 1/τ (or the per-pixel maximum). With ``fused`` the passes are compiled by
 ``torch.compile``.
 """
 
@@ -145,51 +149,49 @@ def pool_from_pass(index: BagIndex, label_sums: Tensor, sparse_values: Tensor,
 
 
 def _softmax_stats_fixed(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, inv_tau: float) -> tuple[Tensor, Tensor]:
-    """``log S_j = log Σ_k exp(x_kj − 1/τ)`` (B,H,W) and ``a_c = Σ_j valid_j [c∈A_j] p_c(j)`` (C,),
-    ``p_cj = exp((x_cj − 1/τ) − log S_j)``.
+    """``r_j = 1 / Σ_k exp(x_kj − 1/τ)`` (B,H,W) and ``a_c = Σ_j valid_j [c∈A_j] p_c(j)`` (C,),
+    ``p_cj = exp(x_cj − 1/τ) · r_j``.
 
     ``allowed_u8`` (B,C,H,W), ``valid_u8`` (B,H,W): 0/1 bytes; ``p ≤ 1`` is finite, so a product masks it.
-    The shift and ``log S`` stay apart: ``lse = 1/τ + log S`` rounded in float32 would scale every
-    ``p`` of a pixel by the same ``1 + O(eps/τ)``, and the softmax gradient ``p (G − Σ p G)``
-    cancels exactly that common mode (1e-4 relative errors at τ = 0.005)."""
-    x = scores * inv_tau
-    log_s = torch.log(torch.exp(x - inv_tau).sum(dim=1))
-    p = torch.exp((x - inv_tau) - log_s.unsqueeze(1))
-    return log_s, _class_sums(p * (allowed_u8 * valid_u8.unsqueeze(1)))
+    ``p`` is normalised by a product, not as ``exp(x − lse)``: ``lse = 1/τ + log S`` rounded in float32
+    would scale every ``p`` of a pixel by the same ``1 + O(eps/τ)``, the very common mode that the
+    softmax gradient ``p (G − Σ p G)`` cancels (1e-4 relative errors at τ = 0.005)."""
+    r = 1.0 / torch.exp(scores * inv_tau - inv_tau).sum(dim=1)
+    p = torch.exp(scores * inv_tau - inv_tau) * r.unsqueeze(1)  # recomputed: no N×C buffer between the loops
+    return r, _class_sums(p * (allowed_u8 * valid_u8.unsqueeze(1)))
 
 
 def _softmax_stats_exact(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor,
                          inv_tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """As :func:`_softmax_stats_fixed` with the per-pixel shift ``m_j = max_k x_kj``: (m, log S, a)."""
-    x = scores * inv_tau
-    m = x.amax(dim=1)
-    log_s = torch.log(torch.exp(x - m.unsqueeze(1)).sum(dim=1))
-    p = torch.exp((x - m.unsqueeze(1)) - log_s.unsqueeze(1))
-    return m, log_s, _class_sums(p * (allowed_u8 * valid_u8.unsqueeze(1)))
+    """As :func:`_softmax_stats_fixed` with the per-pixel shift ``m_j = max_k x_kj``: (m, r, a)."""
+    m = (scores * inv_tau).amax(dim=1)
+    r = 1.0 / torch.exp(scores * inv_tau - m.unsqueeze(1)).sum(dim=1)
+    p = torch.exp(scores * inv_tau - m.unsqueeze(1)) * r.unsqueeze(1)
+    return m, r, _class_sums(p * (allowed_u8 * valid_u8.unsqueeze(1)))
 
 
-def _softmax_dense_grad(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, log_s: Tensor,
+def _softmax_dense_grad(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, r: Tensor,
                         inv_tau: float, alpha: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
-    """``p_cj = exp((x_cj − m_j) − log S_j)`` and ``G_bcj = valid_j (α_c a_cj + γ_bc)`` (B,C,H,W), recomputed.
-    ``shift``: (B,H,W) or (1,1,1) ``m``; ``log_s``: (B,H,W)."""
-    p = torch.exp((scores * inv_tau - shift.unsqueeze(1)) - log_s.unsqueeze(1))
+    """``p_cj = exp(x_cj − m_j) · r_j`` and ``G_bcj = valid_j (α_c a_cj + γ_bc)`` (B,C,H,W), recomputed.
+    ``shift``: (B,H,W) or (1,1,1) ``m``; ``r``: (B,H,W)."""
+    p = torch.exp(scores * inv_tau - shift.unsqueeze(1)) * r.unsqueeze(1)
     return p, valid_u8.unsqueeze(1) * (allowed_u8 * alpha.view(1, -1, 1, 1) + gamma.unsqueeze(-1).unsqueeze(-1))
 
 
-def _softmax_rho_kernel(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, log_s: Tensor,
+def _softmax_rho_kernel(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, r: Tensor,
                         inv_tau: float, alpha: Tensor, gamma: Tensor, sigma: Tensor) -> Tensor:
-    """``ρ_j = Σ_c p_cj G_cj + σ_j`` (B,H,W). valid_u8, log_s, sigma: (B,H,W); alpha: (C,); gamma: (B,C)."""
-    p, g = _softmax_dense_grad(scores, allowed_u8, valid_u8, shift, log_s, inv_tau, alpha, gamma)
+    """``ρ_j = Σ_c p_cj G_cj + σ_j`` (B,H,W). valid_u8, r, sigma: (B,H,W); alpha: (C,); gamma: (B,C)."""
+    p, g = _softmax_dense_grad(scores, allowed_u8, valid_u8, shift, r, inv_tau, alpha, gamma)
     return (p * g).sum(dim=1) + sigma
 
 
-def _softmax_grad_kernel(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, log_s: Tensor,
+def _softmax_grad_kernel(scores: Tensor, allowed_u8: Tensor, valid_u8: Tensor, shift: Tensor, r: Tensor,
                          inv_tau: float, alpha: Tensor, gamma: Tensor, rho: Tensor) -> Tensor:
     """``∂L/∂s_kj = p_kj (G_kj − ρ_j)/τ`` (B,C,H,W), from :func:`_softmax_rho_kernel`'s ``ρ``.
 
     Two compiled functions rather than one: fused, inductor stores ``p`` and ``p·G`` as N×C buffers
     between the class reduction and the output; split, each pass recomputes them in registers."""
-    p, g = _softmax_dense_grad(scores, allowed_u8, valid_u8, shift, log_s, inv_tau, alpha, gamma)
+    p, g = _softmax_dense_grad(scores, allowed_u8, valid_u8, shift, r, inv_tau, alpha, gamma)
     return p * (g - rho.unsqueeze(1)) * inv_tau
 
 
@@ -235,24 +237,30 @@ class _DSPPass(torch.autograd.Function):
         lab_valid = valid[labels[:, 0]].to(scores.dtype)
         sp = scores.reshape(-1).index_select(0, sparse)
         a_u8 = mask_bytes(allowed)
-        if reference:
+        if reference and not fused:
+            # eager: ATen's softmax and its backward are one kernel each; keep p (as autograd would)
+            p = torch.softmax(scores * inv_tau, dim=1)
+            stat = (p * (a_u8 * mask_bytes(valid).unsqueeze(1))).sum(dim=(0, 2, 3))
+            sp = p.reshape(-1).index_select(0, sparse)
+            lab_maps = p[labels[:, 0], labels[:, 1]]
+            ctx.save_for_backward(scores, allowed, valid, labels, sparse, p)
+        elif reference:
             v_u8 = mask_bytes(valid)
-            log_s = None
+            r = None
             if 2.0 * inv_tau <= _FIXED_SHIFT_MAX_RANGE:
-                log_s, stat = _kernel("softmax_fixed", fused)(scores, a_u8, v_u8, inv_tau)
+                r, stat = _kernel("softmax_fixed", fused)(scores, a_u8, v_u8, inv_tau)
                 shift = scores.new_full((1, 1, 1), inv_tau)
-                if not bool(torch.isfinite(log_s.sum())):  # one sum: cheaper than isfinite(log_s).all()
-                    log_s = None  # scores outside [-1, 1]
-            if log_s is None:
-                shift, log_s, stat = _kernel("softmax_exact", fused)(scores, a_u8, v_u8, inv_tau)
-            flat_s = log_s.reshape(-1)
+                if not bool(torch.isfinite(r.sum()) and (r > 0).all()):  # one sum and one test, not isfinite(r)
+                    r = None  # scores outside [-1, 1]: a pixel's sum overflowed (r = 0) or underflowed (r = inf)
+            if r is None:
+                shift, r, stat = _kernel("softmax_exact", fused)(scores, a_u8, v_u8, inv_tau)
             if shift.numel() == 1:
                 sp_shift, lab_shift = shift.reshape(1), shift
             else:
                 sp_shift, lab_shift = shift.reshape(-1).index_select(0, pixel), shift[labels[:, 0]]
-            sp = torch.exp((sp * inv_tau - sp_shift) - flat_s.index_select(0, pixel))
-            lab_maps = torch.exp((lab_maps * inv_tau - lab_shift) - log_s[labels[:, 0]])
-            ctx.save_for_backward(scores, allowed, valid, labels, sparse, pixel, shift, log_s, sp)
+            sp = torch.exp(sp * inv_tau - sp_shift) * r.reshape(-1).index_select(0, pixel)
+            lab_maps = torch.exp(lab_maps * inv_tau - lab_shift) * r[labels[:, 0]]
+            ctx.save_for_backward(scores, allowed, valid, labels, sparse, pixel, shift, r, sp)
         else:
             m, t, r = normaliser_statistics(scores, allowed, valid, tau, fused)
             if global_batch:
@@ -276,11 +284,18 @@ class _DSPPass(torch.autograd.Function):
         if g_lab is not None and labels.shape[0]:
             gamma.index_put_((labels[:, 0], labels[:, 1]), g_lab, accumulate=True)
         a_u8, v_u8 = mask_bytes(allowed), mask_bytes(valid)
+        if ctx.reference and not ctx.fused:
+            (p,) = rest
+            g_p = v_u8.unsqueeze(1) * (a_u8 * g_stat.to(dt).view(1, -1, 1, 1) + gamma.unsqueeze(-1).unsqueeze(-1))
+            g_p = g_p.contiguous()
+            g_p.view(-1).index_add_(0, sparse, g_sp.to(dt))  # ∂L/∂p, then the softmax backward
+            return (torch._softmax_backward_data(g_p, p, 1, dt) * inv_tau,
+                    None, None, None, None, None, None, None, None, None)
         if ctx.reference:
-            pixel, shift, log_s, sp = rest
+            pixel, shift, r, sp = rest
             g_e = sp * g_sp  # p_e g_e of the gathered entries
             sigma = scores.new_zeros(b * h * w).index_add_(0, pixel, g_e).view(b, h, w)
-            dense = (scores, a_u8, v_u8, shift, log_s, inv_tau, g_stat.to(dt), gamma)
+            dense = (scores, a_u8, v_u8, shift, r, inv_tau, g_stat.to(dt), gamma)
             rho = _kernel("softmax_rho", ctx.fused)(*dense, sigma)
             grad = _kernel("softmax_grad", ctx.fused)(*dense, rho)
             sparse_grad = g_e * inv_tau
