@@ -177,6 +177,8 @@ def test_prototype_head_fast_path_matches_eq_1_2_with_autograd(monkeypatch, chan
     for got, want in pairs:
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
     assert torch.equal(head.embed[0].running_mean, ref.embed[0].running_mean)
+    with torch.no_grad():  # inference takes the unblocked path: the same scores
+        assert (head(x)["scores"] - out["scores"]).abs().max() <= 1e-6
 
 
 def test_prototype_head_fast_backward_matches_autograd_under_autocast() -> None:

@@ -128,7 +128,7 @@ class PrototypeHead(nn.Module):
         Everything after the BatchNorm runs on pixel-major (B·H·W, ·) rows (:func:`cosine_rows`): on
         CPUs the 1×1 convolutions are ~30 % faster as matrix products on rows than as NCHW
         convolutions (the state dict is unchanged). When a gradient is needed, :class:`_CosineRows`
-        gives those stages one hand-written backward. (The BatchNorm stays on the NCHW map: run on
+        runs those stages block by block with one hand-written backward (same values). (The BatchNorm stays on the NCHW map: run on
         the rows viewed as (B·H·W, F, 1, 1) it is faster on CPU, but torch's kernel for that layout
         sums less accurately, which moved the input gradient by up to 7 % relative.) The outputs are
         channel-first views of pixel-major memory.
@@ -144,7 +144,9 @@ class PrototypeHead(nn.Module):
         args = (conv1.weight.flatten(1), conv1.bias, conv2.weight.flatten(1), conv2.bias,
                 self.normalized_prototypes(score_dtype).mean(dim=1), act.negative_slope, mm_dtype)
         with torch.autocast(device_type=device, enabled=False):
-            if self.return_embeddings:
+            # the blocked Function loops over images in Python: only for training steps, not for
+            # inference (no backward to save) nor under torch.export/compile (a dynamic batch size)
+            if self.return_embeddings or not torch.is_grad_enabled() or torch.compiler.is_compiling():
                 r, inv, scores = cosine_rows(pixel_rows(normed), *args)[1:4]
             else:
                 scores = _CosineRows.apply(normed, *args)
