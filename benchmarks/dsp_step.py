@@ -28,9 +28,12 @@ from dspseg.methods import get_method
 from dspseg.models import build_model
 
 
-def make_batch(folder: Path, batch: int, size: int) -> tuple[dict, int]:
-    """A collated mixed batch of ``batch`` images (one of every annotation kind first), and C."""
-    manifest = write_synthetic_dataset(folder / "syn", n_images=max(30, 4 * batch), size=size, seed=0, groups=6)
+def make_batch(folder: Path, batch: int, size: int, image_size: int | None = None) -> tuple[dict, int]:
+    """A collated mixed batch of ``batch`` crops of ``size``² (one of every annotation kind first) from
+    synthetic images of ``image_size``² (default ``size``; below ~96² a 30-image dataset cannot hold
+    every class in every split), and C."""
+    manifest = write_synthetic_dataset(folder / "syn", n_images=max(30, 4 * batch), size=image_size or size, seed=0,
+                                       groups=6)
     reduced = reduce_manifest(manifest, acr=2, scenario="mixed", split=0, n_splits=3, seed=0)
     reduced.root = manifest.root
     ds = SegmentationDataset(reduced, "train", crop_size=size)
@@ -42,18 +45,34 @@ def make_batch(folder: Path, batch: int, size: int) -> tuple[dict, int]:
     return collate(items, ignore_index=reduced.ignore_index), reduced.n_classes
 
 
-def step_fn(name: str, n_classes: int, width: int, batch: dict):
+def batch_to(batch: dict, device: str | torch.device, channels_last: bool = False) -> dict:
+    """The collated batch with every tensor on ``device`` (images channels_last if asked)."""
+    out = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if channels_last:
+        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def step_fn(name: str, n_classes: int, width: int, batch: dict, device: str | torch.device = "cpu",
+            autocast: torch.dtype | None = None, channels_last: bool = False):
+    """One training step of method ``name`` on ``batch`` (already on ``device``) as a function
+    returning its seconds (not synchronised): views, forward and loss terms (under ``autocast``
+    of that dtype if given), backward, AdamW step. The model is seeded, so every call builds the same."""
     cls = get_method(name)
     method = cls(cls.Options(), n_classes=n_classes, ignore_index=255)
     torch.manual_seed(0)
     model = build_model(1, n_classes, width=width, head=method.head, aux_heads=method.aux_heads,
-                        **method.head_kwargs())
+                        **method.head_kwargs()).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=6e-5, weight_decay=0.01)
+    device_type = torch.device(device).type
 
     def step() -> float:
         t0 = time.perf_counter()
-        terms = method.step(model, batch)
+        with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+            terms = method.step(model, batch)
         opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         opt.step()
