@@ -280,6 +280,13 @@ class _DSPPass(torch.autograd.Function):
         inv_tau = 1.0 / ctx.tau
         g_stat = scores.new_zeros(c) if g_stat is None else g_stat
         g_sp = scores.new_zeros(sparse.shape[0]) if g_sp is None else g_sp
+        # only the entries with a gradient: a box's max pooling sends it to its row and column maxima,
+        # not to the rest of its (padded) window, and index_add is serial
+        keep = torch.nonzero(g_sp).flatten()
+        if keep.shape[0] < sparse.shape[0]:
+            sparse, g_sp = sparse.index_select(0, keep), g_sp.index_select(0, keep)
+        else:
+            keep = None
         gamma = scores.new_zeros(b, c)
         if g_lab is not None and labels.shape[0]:
             gamma.index_put_((labels[:, 0], labels[:, 1]), g_lab, accumulate=True)
@@ -293,6 +300,8 @@ class _DSPPass(torch.autograd.Function):
                     None, None, None, None, None, None, None, None, None)
         if ctx.reference:
             pixel, shift, r, sp = rest
+            if keep is not None:
+                pixel, sp = pixel.index_select(0, keep), sp.index_select(0, keep)
             g_e = sp * g_sp  # p_e g_e of the gathered entries
             sigma = scores.new_zeros(b * h * w).index_add_(0, pixel, g_e).view(b, h, w)
             dense = (scores, a_u8, v_u8, shift, r, inv_tau, g_stat.to(dt), gamma)
