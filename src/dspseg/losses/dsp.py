@@ -16,7 +16,9 @@ and eq. 9 sums it over the positives of each annotation type ``l ∈ {mask, box,
 The paper writes a sum over positives; we average over each type's positives in the batch so that
 ``λ`` does not have to change with the batch size or the number of objects per image. ``log Z_c``
 is shared by every positive of class c (it depends only on the batch), so it is computed once per
-class, in O(N·C) (:func:`dspseg.losses.normalizer.log_normalizer`).
+class, in O(N·C) (the statistics of :func:`dspseg.losses.normalizer.log_normalizer`). The statistic
+and every pooled positive come from one autograd Function over the scores
+(:mod:`dspseg.losses.dsp_pass`): a couple of passes forward and backward, no N×C intermediate kept.
 
 Under ``torch.distributed`` with P processes the normaliser runs over the global batch and each
 process returns ``P/N · Σ_{its positives} L`` per type, N the number of that type's positives in
@@ -157,7 +159,7 @@ def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: fl
         allowed: (B,C,H,W) bool admissible classes; valid: (B,H,W) bool.
         bags: the positive bags.
         tau: temperature; lambdas: weight per type (default 0.1 each); variant: ``paper`` | ``reference``.
-        fused: compile the normaliser's elementwise passes (see :func:`log_normalizer`).
+        fused: compile the passes over the scores with ``torch.compile`` (see :mod:`dspseg.losses.dsp_pass`).
 
     Returns:
         ``{"dsp_mask": λ_m L_m, "dsp_box": ..., "dsp_point": ..., "dsp_image": ...}``; a type

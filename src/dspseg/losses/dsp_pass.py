@@ -1,4 +1,4 @@
-r"""The N×C work of the DSP loss (eq. 6–9) in one autograd Function: one pass forward, one back.
+r"""The N×C work of the DSP loss (eq. 6–9) in one autograd Function, two passes each way at most.
 
 The DSP loss touches the (B,C,H,W) scores through per-class statistics — the eq. 8 normaliser
 ``log Z_c`` (``paper``) or the released code's admissible mass ``a_c = Σ_j valid_j [c∈A_j] p_c(j)``
@@ -12,10 +12,10 @@ read ``v`` in two shapes only:
 
 So ``v`` is never formed as an N×C tensor, and the gradient with respect to ``v`` is
 ``G_bcj = valid_j (α_c [c∈A_j] + γ_bc)`` plus ``g_e`` at the K entries, ``α`` (C,) the gradient of
-the statistic and ``γ`` (B,C) that of the image-label sums. Backward writes ``∂L/∂s`` in one pass over
-the scores from these C- and (B,C)-sized tensors (recomputing ``exp`` like
-:mod:`dspseg.losses.normalizer` instead of keeping N×C intermediates), then adds the K entries in
-place:
+the statistic and ``γ`` (B,C) that of the image-label sums. Backward writes ``∂L/∂s`` from these
+C- and (B,C)-sized tensors (recomputing ``exp`` like :mod:`dspseg.losses.normalizer` instead of
+keeping N×C intermediates) — one pass over the scores for ``paper``, two for ``reference`` (the
+per-pixel ``ρ``, then the output) — and adds the K entries in place:
 
 * ``paper`` (``v = s``): ``∂L/∂s = ∂(Σ_c g_c log Z_c)/∂s + G``, plus ``g_e`` at the entries;
 * ``reference`` (``x = s/τ``): ``∂p_c/∂x_k = p_c([c=k] − p_k)``, so
@@ -26,10 +26,10 @@ Without ``fused`` (no compiler), ``reference`` keeps ``p`` from ATen's softmax a
 softmax backward on a dense ``∂L/∂p``: in eager mode each elementwise op is its own pass, and those
 two kernels are the fewest passes.
 
-Forward: ``paper`` is the normaliser's statistics pass; ``reference`` one compiled function for the
-per-pixel ``r_j = 1 / Σ_k exp(x_kj − m_j)`` and ``a``, with ``p_c(j) = exp(x_cj − m_j) · r_j`` and
-``m`` the fixed shift 1/τ (or the per-pixel maximum). With ``fused`` the passes are compiled by
-``torch.compile``.
+Forward: ``paper`` is the normaliser's statistics pass; ``reference`` one compiled function (two
+loops) for the per-pixel ``r_j = 1 / Σ_k exp(x_kj − m_j)`` and ``a``, with
+``p_c(j) = exp(x_cj − m_j) · r_j`` and ``m`` the fixed shift 1/τ (or the per-pixel maximum). The bags
+gather their K entries. With ``fused`` the passes are compiled by ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
     inst_flat = inst_seg = inst_pix = images
     if m:
         inst = instances.reshape(b, hw).long()
-        images = torch.nonzero((inst > 0).any(dim=1)).flatten()  # only images with components
+        images = torch.nonzero(inst.amax(dim=1) > 0).flatten()  # only images with components (max > 0 ⟺ any > 0)
         inst = inst[images]  # (Bm, hw)
         inst_seg = torch.where(inst > 0, inst - 1, m)  # component id, m = none
         cls = torch.cat([instance_classes.long(), instance_classes.new_zeros(1)])[inst_seg]
@@ -102,10 +102,11 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
     if with_pixels:
         bx = boxes.long()
         # a box entry's flat index minus its map's offset (b·C + c)·HW, plus the image's b·HW
-        box_pix = [(g[1] - ((bx[g[0], 0] * (c - 1) + bx[g[0], 1]) * hw).view(-1, 1, 1)).reshape(-1) for g in groups]
+        offset = (bx[:, 0] * (c - 1) + bx[:, 1]) * hw
+        box_pix = [(g[1] - offset[g[0]].view(-1, 1, 1)).reshape(-1) for g in groups]
         pixel = torch.cat([inst_pix, (pt[:, 0] * h + pt[:, 2]) * w + pt[:, 3]] + box_pix)
     lab = image_labels.long()
-    counts = valid.reshape(b, hw)[lab[:, 0]].sum(dim=1)
+    counts = torch.count_nonzero(valid.reshape(b, hw), dim=1)[lab[:, 0]]  # (a bool sum copies to int64)
     n_images = {"mask": int(images.numel()), "box": int(boxes[:, 0].unique().numel()),
                 "point": int(points[:, 0].unique().numel()), "image": int(image_labels[:, 0].unique().numel())}
     return BagIndex(sparse, pixel, int(inst_flat.shape[0]), int(pt_flat.shape[0]), inst_seg, instance_classes,
@@ -280,13 +281,6 @@ class _DSPPass(torch.autograd.Function):
         inv_tau = 1.0 / ctx.tau
         g_stat = scores.new_zeros(c) if g_stat is None else g_stat
         g_sp = scores.new_zeros(sparse.shape[0]) if g_sp is None else g_sp
-        # only the entries with a gradient: a box's max pooling sends it to its row and column maxima,
-        # not to the rest of its (padded) window, and index_add is serial
-        keep = torch.nonzero(g_sp).flatten()
-        if keep.shape[0] < sparse.shape[0]:
-            sparse, g_sp = sparse.index_select(0, keep), g_sp.index_select(0, keep)
-        else:
-            keep = None
         gamma = scores.new_zeros(b, c)
         if g_lab is not None and labels.shape[0]:
             gamma.index_put_((labels[:, 0], labels[:, 1]), g_lab, accumulate=True)
@@ -300,8 +294,6 @@ class _DSPPass(torch.autograd.Function):
                     None, None, None, None, None, None, None, None, None)
         if ctx.reference:
             pixel, shift, r, sp = rest
-            if keep is not None:
-                pixel, sp = pixel.index_select(0, keep), sp.index_select(0, keep)
             g_e = sp * g_sp  # p_e g_e of the gathered entries
             sigma = scores.new_zeros(b * h * w).index_add_(0, pixel, g_e).view(b, h, w)
             dense = (scores, a_u8, v_u8, shift, r, inv_tau, g_stat.to(dt), gamma)

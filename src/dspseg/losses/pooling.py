@@ -74,15 +74,20 @@ def _box_index(shape, boxes: Tensor):
     if bool((hs <= 0).any() or (ws <= 0).any()):
         raise ValueError("box pooling: every box needs x1 > x0 and y1 > y0 (drop empty boxes before)")
     key = _buckets(hs) * 64 + _buckets(ws)
+    base_all = ((bx[:, 0] * c + bx[:, 1]) * h + bx[:, 3]) * w + bx[:, 2]
+    # group on the host: a handful of boxes, and per-group tensor ops (nonzero, max) cost more than the windows
+    hs_l, ws_l, members = hs.tolist(), ws.tolist(), {}
+    for i, k in enumerate(key.tolist()):
+        members.setdefault(k, []).append(i)
     groups = []
-    for k in torch.unique(key).tolist():
-        ids = torch.nonzero(key == k).flatten()
-        hk, wk = int(hs[ids].max()), int(ws[ids].max())
+    for k in sorted(members):
+        ids_l = members[k]
+        ids = torch.tensor(ids_l, dtype=torch.long, device=bx.device)
+        hk, wk = max(hs_l[i] for i in ids_l), max(ws_l[i] for i in ids_l)
         dy = torch.arange(hk, device=bx.device).view(1, hk, 1)
         dx = torch.arange(wk, device=bx.device).view(1, 1, wk)
         inside = (dy < hs[ids].view(-1, 1, 1)) & (dx < ws[ids].view(-1, 1, 1))
-        base = ((bx[ids, 0] * c + bx[ids, 1]) * h + bx[ids, 3]) * w + bx[ids, 2]
-        flat = base.view(-1, 1, 1) + torch.where(inside, dy * w + dx, 0)
+        flat = base_all[ids].view(-1, 1, 1) + (dy * w + dx) * inside  # padding: the box's first pixel
         groups.append((ids, flat, inside))
     return groups
 
