@@ -42,7 +42,7 @@ from torch import Tensor
 from dspseg.losses.normalizer import (_FIXED_SHIFT_MAX_RANGE, _class_sums, _reduce_statistics, combine_log_normaliser,
                                       gradient_coefficients, gradient_overflow_safe, mask_bytes, normaliser_statistics,
                                       valid_bias)
-from dspseg.losses.pooling import _box_index, _box_reduce, _point_index, _segment_mean
+from dspseg.losses.pooling import _box_index, _box_reduce, _point_index
 
 
 @dataclass
@@ -53,7 +53,8 @@ class BagIndex:
     (a pixel of no component reads class 0 and is discarded), then the points, then every box
     group's padded window; pixel: (K,) the flat (B,H,W) pixel of each (only ``with_pixels``, else
     None); n_inst, n_points: how many of the K are instance pixels and points; inst_seg: (n_inst,)
-    component of each instance pixel (``M`` = none); instance_classes: (M,); point_classes: (P,);
+    component of each instance pixel (``M`` = none); inst_counts: (M,) pixels of each component;
+    instance_classes: (M,); point_classes: (P,);
     labels: (L,2) ``[b, c]``; label_counts: (L,) valid pixels of each labelled image; box_groups: see
     :func:`dspseg.losses.pooling._box_index`; boxes: (Nb,6); n_images: images carrying each type.
     """
@@ -63,6 +64,7 @@ class BagIndex:
     n_inst: int
     n_points: int
     inst_seg: Tensor
+    inst_counts: Tensor
     instance_classes: Tensor
     point_classes: Tensor
     labels: Tensor
@@ -82,7 +84,7 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
     device = instances.device
     m = instance_classes.shape[0]
     images = torch.zeros(0, dtype=torch.long, device=device)
-    inst_flat = inst_seg = inst_pix = images
+    inst_flat = inst_seg = inst_pix = inst_counts = images
     if m:
         inst = instances.reshape(b, hw).long()
         images = torch.nonzero(inst.amax(dim=1) > 0).flatten()  # only images with components (max > 0 ⟺ any > 0)
@@ -92,6 +94,7 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
         pix = torch.arange(hw, device=device)
         inst_flat = ((images.unsqueeze(1) * c + cls) * hw + pix).reshape(-1)
         inst_seg = inst_seg.reshape(-1)
+        inst_counts = torch.bincount(inst_seg, minlength=m + 1)[:m]
         if with_pixels:
             inst_pix = (images.unsqueeze(1) * hw + pix).reshape(-1)
     pt = points.long()
@@ -109,8 +112,8 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
     counts = torch.count_nonzero(valid.reshape(b, hw), dim=1)[lab[:, 0]]  # (a bool sum copies to int64)
     n_images = {"mask": int(images.numel()), "box": int(boxes[:, 0].unique().numel()),
                 "point": int(points[:, 0].unique().numel()), "image": int(image_labels[:, 0].unique().numel())}
-    return BagIndex(sparse, pixel, int(inst_flat.shape[0]), int(pt_flat.shape[0]), inst_seg, instance_classes,
-                    pt[:, 1], lab, counts, groups, boxes, n_images)
+    return BagIndex(sparse, pixel, int(inst_flat.shape[0]), int(pt_flat.shape[0]), inst_seg, inst_counts,
+                    instance_classes, pt[:, 1], lab, counts, groups, boxes, n_images)
 
 
 def pool_from_pass(index: BagIndex, label_sums: Tensor, sparse_values: Tensor,
@@ -122,8 +125,9 @@ def pool_from_pass(index: BagIndex, label_sums: Tensor, sparse_values: Tensor,
                                                       sparse_values.shape[0] - index.n_inst - index.n_points])
     m = index.instance_classes.shape[0]
     if m:
-        pooled, counts = _segment_mean(inst_v, index.inst_seg, m + 1)  # segment m: pixels of no component
-        pooled, counts = pooled[:m], counts[:m]
+        sums = inst_v.new_zeros(m + 1).index_add_(0, index.inst_seg, inst_v)  # segment m: pixels of no component
+        counts = index.inst_counts
+        pooled = sums[:m] / counts.clamp_min(1).to(dtype)  # as pooling._segment_mean
         out["mask"] = (pooled[counts > 0], index.instance_classes[counts > 0])
     else:
         out["mask"] = (sparse_values.new_zeros(0), index.instance_classes.new_zeros(0))
@@ -234,24 +238,26 @@ class _DSPPass(torch.autograd.Function):
                 sparse: Tensor, pixel: Tensor | None, tau: float, reference: bool, fused: bool, global_batch: bool):
         b, c, h, w = scores.shape
         inv_tau = 1.0 / tau
-        lab_maps = scores[labels[:, 0], labels[:, 1]]  # (L,H,W)
         lab_valid = valid[labels[:, 0]].to(scores.dtype)
-        sp = scores.reshape(-1).index_select(0, sparse)
         a_u8 = mask_bytes(allowed)
         if reference and not fused:
             # eager: ATen's softmax and its backward are one kernel each; keep p (as autograd would)
             p = torch.softmax(scores * inv_tau, dim=1)
             stat = (p * (a_u8 * mask_bytes(valid).unsqueeze(1))).sum(dim=(0, 2, 3))
             sp = p.reshape(-1).index_select(0, sparse)
-            lab_maps = p[labels[:, 0], labels[:, 1]]
+            lab_maps = p[labels[:, 0], labels[:, 1]]  # (L,H,W)
             ctx.save_for_backward(scores, allowed, valid, labels, sparse, p)
-        elif reference:
+        else:
+            lab_maps = scores[labels[:, 0], labels[:, 1]]  # (L,H,W)
+            sp = scores.reshape(-1).index_select(0, sparse)
+        if reference and fused:
             v_u8 = mask_bytes(valid)
             r = None
             if 2.0 * inv_tau <= _FIXED_SHIFT_MAX_RANGE:
                 r, stat = _kernel("softmax_fixed", fused)(scores, a_u8, v_u8, inv_tau)
                 shift = scores.new_full((1, 1, 1), inv_tau)
-                if not bool(torch.isfinite(r.sum()) and (r > 0).all()):  # one sum and one test, not isfinite(r)
+                lo, hi = torch.aminmax(r)
+                if not bool(lo > 0) or not bool(hi < float("inf")):
                     r = None  # scores outside [-1, 1]: a pixel's sum overflowed (r = 0) or underflowed (r = inf)
             if r is None:
                 shift, r, stat = _kernel("softmax_exact", fused)(scores, a_u8, v_u8, inv_tau)
@@ -262,7 +268,7 @@ class _DSPPass(torch.autograd.Function):
             sp = torch.exp(sp * inv_tau - sp_shift) * r.reshape(-1).index_select(0, pixel)
             lab_maps = torch.exp(lab_maps * inv_tau - lab_shift) * r[labels[:, 0]]
             ctx.save_for_backward(scores, allowed, valid, labels, sparse, pixel, shift, r, sp)
-        else:
+        elif not reference:
             m, t, r = normaliser_statistics(scores, allowed, valid, tau, fused)
             if global_batch:
                 m, t, r = _reduce_statistics(m, t, r)
