@@ -51,8 +51,9 @@ class BagIndex:
 
     sparse: (K,) flat indices into ``v.view(-1)``: every pixel of the images with mask components
     (a pixel of no component reads class 0 and is discarded), then the points, then every box
-    group's padded window; pixel: (K,) the flat (B,H,W) pixel of each (only ``with_pixels``, else
-    None); n_inst, n_points: how many of the K are instance pixels and points; inst_seg: (n_inst,)
+    group's padded window; inst_images: (Bm,) the images with components, whose every pixel is one
+    instance entry (in order); pixel: (K − n_inst,) the flat (B,H,W) pixel of each other entry (only
+    ``with_pixels``, else None); n_inst, n_points: how many of the K are instance pixels and points; inst_seg: (n_inst,)
     component of each instance pixel (``M`` = none); inst_counts: (M,) pixels of each component;
     instance_classes: (M,); point_classes: (P,);
     labels: (L,2) ``[b, c]``; label_counts: (L,) valid pixels of each labelled image; box_groups: see
@@ -60,6 +61,7 @@ class BagIndex:
     """
 
     sparse: Tensor
+    inst_images: Tensor
     pixel: Tensor | None
     n_inst: int
     n_points: int
@@ -84,7 +86,7 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
     device = instances.device
     m = instance_classes.shape[0]
     images = torch.zeros(0, dtype=torch.long, device=device)
-    inst_flat = inst_seg = inst_pix = inst_counts = images
+    inst_flat = inst_seg = inst_counts = images
     if m:
         inst = instances.reshape(b, hw).long()
         images = torch.nonzero(inst.amax(dim=1) > 0).flatten()  # only images with components (max > 0 ⟺ any > 0)
@@ -95,8 +97,6 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
         inst_flat = ((images.unsqueeze(1) * c + cls) * hw + pix).reshape(-1)
         inst_seg = inst_seg.reshape(-1)
         inst_counts = torch.bincount(inst_seg, minlength=m + 1)[:m]
-        if with_pixels:
-            inst_pix = (images.unsqueeze(1) * hw + pix).reshape(-1)
     pt = points.long()
     pt_flat = _point_index(shape, points)
     groups = _box_index(shape, boxes) if boxes.shape[0] else []
@@ -107,12 +107,12 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
         # a box entry's flat index minus its map's offset (b·C + c)·HW, plus the image's b·HW
         offset = (bx[:, 0] * (c - 1) + bx[:, 1]) * hw
         box_pix = [(g[1] - offset[g[0]].view(-1, 1, 1)).reshape(-1) for g in groups]
-        pixel = torch.cat([inst_pix, (pt[:, 0] * h + pt[:, 2]) * w + pt[:, 3]] + box_pix)
+        pixel = torch.cat([(pt[:, 0] * h + pt[:, 2]) * w + pt[:, 3]] + box_pix)
     lab = image_labels.long()
     counts = torch.count_nonzero(valid.reshape(b, hw), dim=1)[lab[:, 0]]  # (a bool sum copies to int64)
     n_images = {"mask": int(images.numel()), "box": int(boxes[:, 0].unique().numel()),
                 "point": int(points[:, 0].unique().numel()), "image": int(image_labels[:, 0].unique().numel())}
-    return BagIndex(sparse, pixel, int(inst_flat.shape[0]), int(pt_flat.shape[0]), inst_seg, inst_counts,
+    return BagIndex(sparse, images, pixel, int(inst_flat.shape[0]), int(pt_flat.shape[0]), inst_seg, inst_counts,
                     instance_classes, pt[:, 1], lab, counts, groups, boxes, n_images)
 
 
@@ -228,6 +228,19 @@ def _kernel(name: str, fused: bool):
     return _compiled[name]
 
 
+def _at_entries(t: Tensor, inst_images: Tensor, pixel: Tensor) -> Tensor:
+    """A per-pixel map ``t`` (B,H,W) read at the K gathered entries: the instance entries are whole
+    images in order (a slice each, no index), the others through ``pixel``."""
+    return torch.cat([t[inst_images].reshape(-1), t.reshape(-1).index_select(0, pixel)])
+
+
+def _sum_at_pixels(v: Tensor, inst_images: Tensor, pixel: Tensor, b: int, h: int, w: int) -> Tensor:
+    """The transpose of :func:`_at_entries`: (K,) values summed into their pixels, (B,H,W)."""
+    n_inst = inst_images.shape[0] * h * w
+    out = v.new_zeros(b, h * w).index_add_(0, inst_images, v[:n_inst].view(-1, h * w))
+    return out.view(-1).index_add_(0, pixel, v[n_inst:]).view(b, h, w)
+
+
 class _DSPPass(torch.autograd.Function):
     """See the module docstring. Outputs: the per-class statistic (C,) — ``log Z`` (``paper``, over
     the global batch when distributed, as :class:`dspseg.losses.normalizer._LogNormaliser`) or the
@@ -235,7 +248,8 @@ class _DSPPass(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores: Tensor, allowed: Tensor, valid: Tensor, labels: Tensor,  # type: ignore[override]
-                sparse: Tensor, pixel: Tensor | None, tau: float, reference: bool, fused: bool, global_batch: bool):
+                sparse: Tensor, inst_images: Tensor, pixel: Tensor | None, tau: float, reference: bool, fused: bool,
+                global_batch: bool):
         b, c, h, w = scores.shape
         inv_tau = 1.0 / tau
         lab_valid = valid[labels[:, 0]].to(scores.dtype)
@@ -264,10 +278,10 @@ class _DSPPass(torch.autograd.Function):
             if shift.numel() == 1:
                 sp_shift, lab_shift = shift.reshape(1), shift
             else:
-                sp_shift, lab_shift = shift.reshape(-1).index_select(0, pixel), shift[labels[:, 0]]
-            sp = torch.exp(sp * inv_tau - sp_shift) * r.reshape(-1).index_select(0, pixel)
+                sp_shift, lab_shift = _at_entries(shift, inst_images, pixel), shift[labels[:, 0]]
+            sp = torch.exp(sp * inv_tau - sp_shift) * _at_entries(r, inst_images, pixel)
             lab_maps = torch.exp(lab_maps * inv_tau - lab_shift) * r[labels[:, 0]]
-            ctx.save_for_backward(scores, allowed, valid, labels, sparse, pixel, shift, r, sp)
+            ctx.save_for_backward(scores, allowed, valid, labels, sparse, inst_images, pixel, shift, r, sp)
         elif not reference:
             m, t, r = normaliser_statistics(scores, allowed, valid, tau, fused)
             if global_batch:
@@ -297,11 +311,11 @@ class _DSPPass(torch.autograd.Function):
             g_p = g_p.contiguous()
             g_p.view(-1).index_add_(0, sparse, g_sp.to(dt))  # ∂L/∂p, then the softmax backward
             return (torch._softmax_backward_data(g_p, p, 1, dt) * inv_tau,
-                    None, None, None, None, None, None, None, None, None)
+                    None, None, None, None, None, None, None, None, None, None)
         if ctx.reference:
-            pixel, shift, r, sp = rest
+            inst_images, pixel, shift, r, sp = rest
             g_e = sp * g_sp  # p_e g_e of the gathered entries
-            sigma = scores.new_zeros(b * h * w).index_add_(0, pixel, g_e).view(b, h, w)
+            sigma = _sum_at_pixels(g_e, inst_images, pixel, b, h, w)
             dense = (scores, a_u8, v_u8, shift, r, inv_tau, g_stat.to(dt), gamma)
             rho = _kernel("softmax_rho", ctx.fused)(*dense, sigma)
             grad = _kernel("softmax_grad", ctx.fused)(*dense, rho)
@@ -322,7 +336,7 @@ class _DSPPass(torch.autograd.Function):
         grad = grad.contiguous()
         if sparse.shape[0]:
             grad.view(-1).index_add_(0, sparse, sparse_grad.to(dt))
-        return grad, None, None, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None, None, None
 
 
 def dsp_pass(scores: Tensor, allowed: Tensor, valid: Tensor, index: BagIndex, tau: float, variant: str,
@@ -344,6 +358,6 @@ def dsp_pass(scores: Tensor, allowed: Tensor, valid: Tensor, index: BagIndex, ta
     reference = variant == "reference"
     if reference and index.pixel is None:
         raise ValueError("the reference variant needs bag_index(..., with_pixels=True)")
-    stat, label_sums, sp = _DSPPass.apply(scores, allowed, valid, index.labels, index.sparse, index.pixel, float(tau),
-                                          reference, bool(fused), bool(global_batch))
+    stat, label_sums, sp = _DSPPass.apply(scores, allowed, valid, index.labels, index.sparse, index.inst_images,
+                                          index.pixel, float(tau), reference, bool(fused), bool(global_batch))
     return stat, pool_from_pass(index, label_sums, sp, scores.dtype)
