@@ -51,7 +51,7 @@ def composed(scores, allowed, valid, bags, tau, variant):
 
 def one_pass(scores, allowed, valid, bags, tau, variant, fused):
     index = bag_index(tuple(scores.shape), bags.instances, bags.instance_classes, bags.points, bags.boxes,
-                      bags.image_labels, valid, with_pixels=variant == "reference")
+                      bags.image_labels, with_pixels=variant == "reference")
     return dsp_pass(scores, allowed, valid, index, tau, variant, fused=fused)
 
 
@@ -132,6 +132,6 @@ def test_paper_overflow_branch_matches_composition():
 def test_reference_needs_pixels():
     scores, allowed, valid, bags = batch(5)
     index = bag_index(tuple(scores.shape), bags.instances, bags.instance_classes, bags.points, bags.boxes,
-                      bags.image_labels, valid)
+                      bags.image_labels)
     with pytest.raises(ValueError, match="with_pixels"):
         dsp_pass(scores, allowed, valid, index, 0.05, "reference")

@@ -102,7 +102,7 @@ def _statistic_and_positives(scores: Tensor, allowed: Tensor, valid: Tensor, bag
     if not global_batch and not bool(valid.any()):
         raise ValueError("valid has no True pixel: the normaliser of eq. 8 needs at least one real pixel")
     index = bag_index(tuple(scores.shape), bags.instances, bags.instance_classes, bags.points, bags.boxes,
-                      bags.image_labels, valid, with_pixels=variant == "reference")
+                      bags.image_labels, with_pixels=variant == "reference")
     stat, pooled = dsp_pass(scores, allowed, valid, index, tau, variant, fused=fused, global_batch=global_batch)
     return stat, {k: (*pooled[k], index.n_images[k]) for k in ANNOTATION_TYPES}
 

@@ -6,13 +6,13 @@ The DSP loss touches the (B,C,H,W) scores through per-class statistics — the e
 ``v = s`` (``paper``) or ``v = p`` (``reference``), see :mod:`dspseg.losses.pooling`. The bags
 read ``v`` in two shapes only:
 
-* image labels (b, c): the sum ``Σ_{j valid} v_c(b, j)`` over one whole class map — (L,);
+* image labels (b, c): the mean of ``v_c(b, j)`` over the valid pixels j of one class map — (L,);
 * mask components, points and boxes: gathered entries ``v.view(-1)[e]`` — (K,), K of the order of
   the pixels of the images that carry them (one class per pixel), far below N×C.
 
 So ``v`` is never formed as an N×C tensor, and the gradient with respect to ``v`` is
 ``G_bcj = valid_j (α_c [c∈A_j] + γ_bc)`` plus ``g_e`` at the K entries, ``α`` (C,) the gradient of
-the statistic and ``γ`` (B,C) that of the image-label sums. Backward writes ``∂L/∂s`` from these
+the statistic and ``γ`` (B,C) that of the image-label means (divided by the valid-pixel counts). Backward writes ``∂L/∂s`` from these
 C- and (B,C)-sized tensors (recomputing ``exp`` like :mod:`dspseg.losses.normalizer` instead of
 keeping N×C intermediates) — one pass over the scores for ``paper``, two for ``reference`` (the
 per-pixel ``ρ``, then the output) — and adds the K entries in place:
@@ -56,7 +56,7 @@ class BagIndex:
     ``with_pixels``, else None); n_inst, n_points: how many of the K are instance pixels and points; inst_seg: (n_inst,)
     component of each instance pixel (``M`` = none); inst_counts: (M,) pixels of each component;
     instance_classes: (M,); point_classes: (P,);
-    labels: (L,2) ``[b, c]``; label_counts: (L,) valid pixels of each labelled image; box_groups: see
+    labels: (L,2) ``[b, c]``; box_groups: see
     :func:`dspseg.losses.pooling._box_index`; boxes: (Nb,6); n_images: images carrying each type.
     """
 
@@ -70,14 +70,13 @@ class BagIndex:
     instance_classes: Tensor
     point_classes: Tensor
     labels: Tensor
-    label_counts: Tensor
     box_groups: list
     boxes: Tensor
     n_images: dict[str, int]
 
 
 def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_classes: Tensor, points: Tensor,
-              boxes: Tensor, image_labels: Tensor, valid: Tensor, with_pixels: bool = False) -> BagIndex:
+              boxes: Tensor, image_labels: Tensor, with_pixels: bool = False) -> BagIndex:
     """Index the bags (collated layout, see :func:`dspseg.losses.pooling.pool_all`) of a (B,C,H,W) map.
 
     The same indices as :func:`dspseg.losses.pooling.pool_all` builds (instances, points, box windows)."""
@@ -109,14 +108,13 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
         box_pix = [(g[1] - offset[g[0]].view(-1, 1, 1)).reshape(-1) for g in groups]
         pixel = torch.cat([(pt[:, 0] * h + pt[:, 2]) * w + pt[:, 3]] + box_pix)
     lab = image_labels.long()
-    counts = torch.count_nonzero(valid.reshape(b, hw), dim=1)[lab[:, 0]]  # (a bool sum copies to int64)
     n_images = {"mask": int(images.numel()), "box": int(boxes[:, 0].unique().numel()),
                 "point": int(points[:, 0].unique().numel()), "image": int(image_labels[:, 0].unique().numel())}
     return BagIndex(sparse, images, pixel, int(inst_flat.shape[0]), int(pt_flat.shape[0]), inst_seg, inst_counts,
-                    instance_classes, pt[:, 1], lab, counts, groups, boxes, n_images)
+                    instance_classes, pt[:, 1], lab, groups, boxes, n_images)
 
 
-def pool_from_pass(index: BagIndex, label_sums: Tensor, sparse_values: Tensor,
+def pool_from_pass(index: BagIndex, label_means: Tensor, sparse_values: Tensor,
                    dtype: torch.dtype) -> dict[str, tuple[Tensor, Tensor]]:
     """Eq. 9's pooling (:func:`dspseg.losses.pooling.pool_all`, same values) from the outputs of
     :class:`_DSPPass`: ``{type: (pooled (P_t,), classes (P_t,))}``."""
@@ -132,7 +130,7 @@ def pool_from_pass(index: BagIndex, label_sums: Tensor, sparse_values: Tensor,
     else:
         out["mask"] = (sparse_values.new_zeros(0), index.instance_classes.new_zeros(0))
     out["point"] = (pt_v, index.point_classes)
-    out["image"] = (label_sums / index.label_counts.clamp_min(1).to(dtype), index.labels[:, 1])
+    out["image"] = (label_means, index.labels[:, 1])
     if index.box_groups:
         bx = index.boxes.long()
         hs, ws = bx[:, 5] - bx[:, 3], bx[:, 4] - bx[:, 2]
@@ -244,7 +242,7 @@ def _sum_at_pixels(v: Tensor, inst_images: Tensor, pixel: Tensor, b: int, h: int
 class _DSPPass(torch.autograd.Function):
     """See the module docstring. Outputs: the per-class statistic (C,) — ``log Z`` (``paper``, over
     the global batch when distributed, as :class:`dspseg.losses.normalizer._LogNormaliser`) or the
-    admissible mass ``a`` (``reference``) — the image-label sums (L,) and the gathered entries (K,)."""
+    admissible mass ``a`` (``reference``) — the image-label means (L,) and the gathered entries (K,)."""
 
     @staticmethod
     def forward(ctx, scores: Tensor, allowed: Tensor, valid: Tensor, labels: Tensor,  # type: ignore[override]
@@ -289,9 +287,11 @@ class _DSPPass(torch.autograd.Function):
             log_z = combine_log_normaliser(m.double(), t.double(), r.double())
             stat = log_z.to(scores.dtype)
             ctx.save_for_backward(scores, allowed, valid, labels, sparse, m, log_z)
-        label_sums = (lab_maps * lab_valid).sum(dim=(1, 2))
+        # image labels: the mean over the image's valid pixels (the count from the rows already copied)
+        ctx.label_scale = 1.0 / lab_valid.sum(dim=(1, 2)).clamp_min(1)
+        label_means = (lab_maps * lab_valid).sum(dim=(1, 2)) * ctx.label_scale
         ctx.tau, ctx.reference, ctx.fused, ctx.global_batch = tau, reference, fused, global_batch
-        return stat, label_sums, sp
+        return stat, label_means, sp
 
     @staticmethod
     def backward(ctx, g_stat, g_lab, g_sp):  # type: ignore[override]
@@ -303,7 +303,7 @@ class _DSPPass(torch.autograd.Function):
         g_sp = scores.new_zeros(sparse.shape[0]) if g_sp is None else g_sp
         gamma = scores.new_zeros(b, c)
         if g_lab is not None and labels.shape[0]:
-            gamma.index_put_((labels[:, 0], labels[:, 1]), g_lab, accumulate=True)
+            gamma.index_put_((labels[:, 0], labels[:, 1]), g_lab * ctx.label_scale, accumulate=True)
         a_u8, v_u8 = mask_bytes(allowed), mask_bytes(valid)
         if ctx.reference and not ctx.fused:
             (p,) = rest
@@ -358,6 +358,6 @@ def dsp_pass(scores: Tensor, allowed: Tensor, valid: Tensor, index: BagIndex, ta
     reference = variant == "reference"
     if reference and index.pixel is None:
         raise ValueError("the reference variant needs bag_index(..., with_pixels=True)")
-    stat, label_sums, sp = _DSPPass.apply(scores, allowed, valid, index.labels, index.sparse, index.inst_images,
+    stat, label_means, sp = _DSPPass.apply(scores, allowed, valid, index.labels, index.sparse, index.inst_images,
                                           index.pixel, float(tau), reference, bool(fused), bool(global_batch))
-    return stat, pool_from_pass(index, label_sums, sp, scores.dtype)
+    return stat, pool_from_pass(index, label_means, sp, scores.dtype)
