@@ -12,10 +12,11 @@ read ``v`` in two shapes only:
 
 So ``v`` is never formed as an N×C tensor, and the gradient with respect to ``v`` is
 ``G_bcj = valid_j (α_c [c∈A_j] + γ_bc)`` plus ``g_e`` at the K entries, ``α`` (C,) the gradient of
-the statistic and ``γ`` (B,C) that of the image-label means (divided by the valid-pixel counts). Backward writes ``∂L/∂s`` from these
-C- and (B,C)-sized tensors (recomputing ``exp`` like :mod:`dspseg.losses.normalizer` instead of
-keeping N×C intermediates) — one pass over the scores for ``paper``, two for ``reference`` (the
-per-pixel ``ρ``, then the output) — and adds the K entries in place:
+the statistic and ``γ`` (B,C) that of the image-label means (divided by the valid-pixel counts).
+Backward writes ``∂L/∂s`` from these C- and (B,C)-sized tensors (recomputing ``exp`` like
+:mod:`dspseg.losses.normalizer` instead of keeping N×C intermediates) — one pass over the scores for
+``paper``, two for ``reference`` (the per-pixel ``ρ``, then the output) — and adds the K entries in
+place:
 
 * ``paper`` (``v = s``): ``∂L/∂s = ∂(Σ_c g_c log Z_c)/∂s + G``, plus ``g_e`` at the entries;
 * ``reference`` (``x = s/τ``): ``∂p_c/∂x_k = p_c([c=k] − p_k)``, so
