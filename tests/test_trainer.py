@@ -274,13 +274,19 @@ def test_mask_share_puts_masks_in_every_batch(tmp_path: Path) -> None:
         assert result.step == 6  # 8 unlabeled images, 3 per batch: 3 batches per epoch
         assert [k.count("mask") for k in KindsRecorder.seen] == [1] * 6 and [len(k) for k in KindsRecorder.seen] == [4, 4, 3] * 2
         KindsRecorder.seen = []
-        train(data, tmp_path / "plain", tiny_cfg(epochs=2, val_every=0, sets=["method=kinds_recorder"]))
+        train(data, tmp_path / "plain", tiny_cfg(epochs=2, val_every=0, sets=["method=kinds_recorder",
+                                                                                "mask_share=0"]))
         assert len(KindsRecorder.seen) == 6 and sum(k.count("mask") for k in KindsRecorder.seen) == 4  # 2 per epoch
+        plain = KindsRecorder.seen
         assert yaml_value(tmp_path / "shared", "mask_share") == 0.25
         KindsRecorder.seen = []  # 2 of 10 usable images masked: a share of 0.2 is already met by uniform batches
         train(data, tmp_path / "enough", tiny_cfg(epochs=2, val_every=0, sets=["method=kinds_recorder",
                                                                                 "mask_share=0.2"]))
-        assert len(KindsRecorder.seen) == 6 and sum(k.count("mask") for k in KindsRecorder.seen) == 4
+        assert KindsRecorder.seen == plain  # the very same batches as without a share (so ACR <= 4 is unchanged)
+        KindsRecorder.seen = []  # the default is a share of 0.25: 2 masked of 10 usable is fewer, so it applies
+        train(data, tmp_path / "default", tiny_cfg(epochs=2, val_every=0, sets=["method=kinds_recorder"]))
+        assert [k.count("mask") for k in KindsRecorder.seen] == [1] * 6
+        assert yaml_value(tmp_path / "default", "mask_share") == 0.25
     finally:
         METHODS.pop("kinds_recorder", None)
 
