@@ -71,6 +71,10 @@ def test_report_says_how_steps_were_budgeted(matched: Path) -> None:
     text = console.export_text()
     assert "Step-matched budgets" in text and "(basic-matched at ACR 1, Dice 0.880)" in text
     assert steps_line([{"method": "basic", "total_steps": None}]) is None  # a results.csv from before the column
+    # without ACR 1 the smallest ACR's reference is no "full supervision", and the report says so
+    no_full = [g for g in summarise(read_results(matched)) if g["acr"] > 1]
+    from dspseg.study.savings import headline
+    assert headline(savings(no_full, 0.9), 0.9)[0].startswith("mixed: ≥ 90% of the reference (basic-matched at ACR 8")
 
 
 def test_added_budgets_are_reported_as_such(matched: Path) -> None:

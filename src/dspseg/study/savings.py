@@ -117,6 +117,11 @@ def _acr(a: float) -> str:
     return f"{a:g}"
 
 
+def _what(reference_acr: float) -> str:
+    """"full supervision" when the reference ran at ACR 1 (every image masked), else "the reference"."""
+    return "full supervision" if reference_acr == 1 else "the reference"
+
+
 def savings_markdown(found: Sequence[dict[str, Any]], fraction: float) -> str:
     """Markdown: per scenario, every method's Dice ratio to full supervision at every ACR."""
     if not found:
@@ -124,7 +129,7 @@ def savings_markdown(found: Sequence[dict[str, Any]], fraction: float) -> str:
                 "(add it with `dspseg sweep --methods basic,...`).\n")
     acrs = sorted({a for f in found for a in f["ratios"]})
     ref = found[0]
-    lines = [f"Dice relative to full supervision (`{ref['reference']}` at ACR {_acr(ref['reference_acr'])}, "
+    lines = [f"Dice relative to {_what(ref['reference_acr'])} (`{ref['reference']}` at ACR {_acr(ref['reference_acr'])}, "
              f"per scenario); **bold** where a method keeps ≥ {fraction:.0%} of it. "
              f"'keeps up to' = the largest ACR with ≥ {fraction:.0%} at it and at every smaller ACR.", "",
              "| scenario | method | reference Dice | " + " | ".join(f"ACR {_acr(a)}" for a in acrs)
@@ -169,6 +174,6 @@ def headline(found: Sequence[dict[str, Any]], fraction: float) -> list[str]:
         parts = [f"{f['method']} up to ACR {_acr(f['keeps_up_to'])}" if f["keeps_up_to"] is not None
                  else f"{f['method']} at no ACR" for f in mine]
         ref = mine[0]
-        lines.append(f"{scenario}: ≥ {fraction:.0%} of full supervision ({ref['reference']} at ACR {_acr(ref['reference_acr'])}, "
+        lines.append(f"{scenario}: ≥ {fraction:.0%} of {_what(ref['reference_acr'])} ({ref['reference']} at ACR {_acr(ref['reference_acr'])}, "
                      f"Dice {ref['reference_dice']:.3f}): " + ", ".join(parts))
     return lines
