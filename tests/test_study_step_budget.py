@@ -71,6 +71,9 @@ def test_report_says_how_steps_were_budgeted(matched: Path) -> None:
     text = console.export_text()
     assert "Step-matched budgets" in text and "(basic-matched at ACR 1, Dice 0.880)" in text
     assert steps_line([{"method": "basic", "total_steps": None}]) is None  # a results.csv from before the column
+    (matched / "study.yaml").write_text("methods: [")  # unreadable: the report still draws, and says why
+    table = write_report(matched, console=Console(quiet=True))["table.md"].read_text()
+    assert "(How the steps were budgeted is not stated:" in table and "study.yaml cannot be read" in table
     # without ACR 1 the smallest ACR's reference is no "full supervision", and the report says so
     no_full = [g for g in summarise(read_results(matched)) if g["acr"] > 1]
     from dspseg.study.savings import headline

@@ -16,8 +16,10 @@ scores 0.418 after 300 steps and 0.632 after 600; BENCHMARKS.md). ``step_budget=
 default) therefore also continues ``basic`` for the same N steps from its own weights — the run
 ``basic-matched``, masks only, the reference of the report, the savings and the budget — so every
 method the report compares has trained as many steps from random weights. ``step_budget="added"``
-is the paper's protocol as written (no such run; the reference is the N-step ``basic``). Methods that learn from masks only see the same images in every scenario (the kept
-masks depend on ACR and split, not on what the other images get), so they are trained once per
+is the paper's protocol as written (no such run; the reference is the N-step ``basic``).
+
+Methods that learn from masks only see the same images in every scenario (the kept masks depend on
+ACR and split, not on what the other images get), so they are trained once per
 (ACR, split) under ``runs/shared/`` and reported in every scenario.
 
 This module does not import torch.
@@ -102,7 +104,6 @@ class MethodSpec:
 BASIC = MethodSpec("basic", "basic")
 # `basic` continued from its own weights for the steps the fine-tuned methods train on top of it
 BASIC_MATCHED = MethodSpec("basic-matched", "basic")
-STEP_BUDGETS = ("matched", "added")
 
 
 @dataclass(frozen=True)
@@ -184,13 +185,16 @@ class StudySpec(BaseModel):
     @property
     def fine_tunes(self) -> bool:
         """Whether some method of the study starts from the basic U-Net."""
-        return self.init_from_basic and any(MethodSpec.parse(m) != BASIC for m in self.methods)
+        return self._fine_tunes([MethodSpec.parse(m) for m in self.methods])
+
+    def _fine_tunes(self, specs: list[MethodSpec]) -> bool:
+        return self.init_from_basic and any(s != BASIC for s in specs)
 
     def method_specs(self) -> list[MethodSpec]:
         """The methods, with ``basic`` first when other methods start from it, and ``basic-matched``
         right after it when the step budget is matched."""
         specs = [MethodSpec.parse(m) for m in self.methods]
-        if self.fine_tunes:
+        if self._fine_tunes(specs):
             if BASIC not in specs:
                 specs.insert(0, BASIC)
             if self.step_budget == "matched":

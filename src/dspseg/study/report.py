@@ -70,15 +70,17 @@ def steps_line(rows: Sequence[dict[str, Any]]) -> str | None:
 
 
 def budget_sentences(dir: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
-    """How the sweep budgeted steps (from ``study.yaml``, when it can be read) and what the runs trained."""
+    """How the sweep budgeted steps (from ``study.yaml``; a bare results.csv has none to say) and what
+    the runs trained."""
     from dspseg.engine.config import UserError
-    from dspseg.study.sweep import load_study
+    from dspseg.study.sweep import STUDY_FILE, load_study
 
     lines = []
-    try:
-        lines.append(load_study(dir).budget_text())
-    except UserError:
-        pass
+    if (dir / STUDY_FILE).is_file():
+        try:
+            lines.append(load_study(dir).budget_text())
+        except UserError as e:  # the tables are still right; say why the budget is not stated
+            lines.append(f"(How the steps were budgeted is not stated: {e})")
     steps = steps_line(rows)
     if steps:
         lines.append(steps)

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from dspseg.study.plan import BASIC, BASIC_MATCHED
 from dspseg.study.results import done_rows, mean_std
 
-REFERENCE_METHOD = "basic"
-MATCHED_REFERENCE = "basic-matched"
+REFERENCE_METHOD = BASIC.label  # the masks-only U-Net, N steps
+MATCHED_REFERENCE = BASIC_MATCHED.label  # the same, continued for the fine-tuned methods' N more steps
 
 
 def reference_method(groups: Iterable[dict[str, Any]]) -> str:
