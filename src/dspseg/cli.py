@@ -216,7 +216,8 @@ def sweep(
     from dspseg.cli_errors import guarded
 
     def run() -> None:
-        from dspseg.engine.config import UserError, resolve_config
+        from dspseg.engine.config import resolve_config
+        from dspseg.errors import UserError
         from dspseg.study.backends import make_backend
         from dspseg.study.costs import AnnotationCosts
         from dspseg.study.plan import StudySpec
@@ -275,7 +276,7 @@ def demo(
     Makes the data, checks it, runs the sweep (each method trained and scored on the test split), writes the report (Dice against ACR and against annotation hours, per-class Dice, predictions panel), answers a budget question and segments a few test images. A few minutes on 2 CPU cores with the defaults.
     """
     from dspseg.demo import DemoSettings, run_demo
-    from dspseg.engine.config import UserError
+    from dspseg.errors import UserError
 
     settings = DemoSettings(images=images, size=size, steps=steps, width=width, seed=seed, workers=workers,
                             threads=threads)

@@ -1,7 +1,7 @@
 """How every command turns a user's mistake into one sentence and an exit code (never a traceback).
 
-Exit codes: 1 — the data cannot be used (bad dataset, unreadable image, a run stopped by a
-non-finite loss); 2 — a bad option, path or run folder; 130 — interrupted.
+Exit codes belong to the error classes (:mod:`dspseg.errors`): 1 — the data cannot be used; 2 — a
+bad option, path or run folder; 130 — interrupted.
 """
 
 from __future__ import annotations
@@ -25,26 +25,13 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def guarded(fn: Callable[[], T], interrupted: str = "interrupted; nothing was left half-written") -> T | Any:
-    """Call ``fn()``; known user-facing errors become :func:`fail` with the right exit code."""
-    from dspseg.data.io import ImageReadError
-    from dspseg.data.manifest import ManifestError
-    from dspseg.engine.config import UserError
+    """Call ``fn()``; a :class:`~dspseg.errors.UserError` or :class:`~dspseg.errors.TrainingError`
+    becomes :func:`fail` with its own sentence and exit code, Ctrl-C exit code 130."""
+    from dspseg.errors import EXIT_INTERRUPTED, TrainingError, UserError
 
     try:
         return fn()
-    except ManifestError as e:
-        fail(f"the dataset cannot be used:\n{e}", 1)
-    except ImageReadError as e:
-        fail(str(e), 1)
-    except UserError as e:
-        from dspseg.data.dataset import DatasetError
-
-        fail(str(e), 1 if isinstance(e, DatasetError) else 2)
+    except (UserError, TrainingError) as e:
+        fail(e.sentence(), e.exit_code)
     except KeyboardInterrupt:
-        fail(interrupted, 130)
-    except Exception as e:  # training failures carry a full sentence already
-        from dspseg.engine.trainer import TrainingError
-
-        if isinstance(e, TrainingError):
-            fail(str(e), 1)
-        raise
+        fail(interrupted, EXIT_INTERRUPTED)

@@ -36,14 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from dspseg.errors import DatasetError
 from dspseg.data.io import read_image, read_mask
 from dspseg.data.manifest import ImageRecord, Manifest
 from dspseg.data.rasterise import rasterise
-from dspseg.engine.config import UserError
-
-
-class DatasetError(UserError):
-    """A dataset that cannot be used for this purpose (no images in a split, bad file...)."""
+from dspseg.errors import UserError
 
 
 def select_records(manifest: Manifest, split: str) -> list[tuple[int, ImageRecord]]:

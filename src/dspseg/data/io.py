@@ -25,19 +25,13 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from dspseg.errors import ImageReadError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 MAX_CHANNELS = 8
 SLICE_FIX = "dspseg reads 2D images with one or more channels; save each section (slice) as its own file"
-
-
-class ImageReadError(ValueError):
-    """An image or mask file cannot be used; ``path``, ``reason`` and ``fix`` are kept separately."""
-
-    def __init__(self, path: str | Path, reason: str, fix: str):
-        self.path, self.reason, self.fix = str(path), reason, fix
-        super().__init__(f"cannot use {self.path}: {reason}. Fix: {fix}")
 
 
 def _suffix(path: Path) -> str:

@@ -36,6 +36,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from dspseg.errors import ManifestError, PathEscapeError
 from dspseg.fsutil import write_text_atomic
 
 FORMAT = "dspseg/1"
@@ -66,16 +67,6 @@ class Problem:
         if self.field:
             loc += f", field '{self.field}'"
         return f"{self.severity}: {loc}: {self.message}. Fix: {self.fix}"
-
-
-class ManifestError(ValueError):
-    """Raised when a dataset cannot be used; carries every :class:`Problem` found."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = list(problems)
-        errors = [p for p in self.problems if p.severity == "error"]
-        head = f"{len(errors)} problem(s) in the dataset"
-        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in errors))
 
 
 # ----------------------------------------------------------------------------------------- schema
@@ -196,10 +187,6 @@ class Manifest(_Strict):
 
 
 # ----------------------------------------------------------------------------------------- paths
-
-
-class PathEscapeError(ValueError):
-    """A path in the manifest points outside the dataset folder."""
 
 
 def resolve_inside(root: Path, relative: str) -> Path:

@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from dspseg.errors import OpenOrganelleError
 from dspseg.data.cosem_classes import CLASSES, IGNORE, apply_lut, merge_lut
 from dspseg.data.io import write_image, write_mask
 from dspseg.data.manifest import ImageRecord, Manifest, save_manifest
-from dspseg.engine.config import UserError
+from dspseg.errors import UserError
 from dspseg.fsutil import new_folder
 
 DEFAULT_SOURCE = "s3://janelia-cosem-datasets"
@@ -48,10 +49,6 @@ DATASETS: dict[str, str] = {
     "jrc_jurkat-1": "Jurkat cell (human T-lymphocyte line), FIB-SEM",
     "jrc_macrophage-2": "macrophage (mouse), FIB-SEM",
 }
-
-
-class OpenOrganelleError(UserError):
-    """The source cannot be read, or its layout or metadata is not the OpenOrganelle one."""
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from dspseg.engine.config import UserError
+from dspseg.errors import CheckpointError
+from dspseg.errors import UserError
 from dspseg.fsutil import atomic_write
 
 FORMAT = "dspseg-checkpoint/1"
-
-
-class CheckpointError(UserError):
-    """A checkpoint or run folder that cannot be used (missing, corrupt, foreign)."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

@@ -23,13 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
-class UserError(Exception):
-    """A mistake the user can fix; the CLI prints the message (one sentence) and exits with code 2."""
-
-
-class ConfigError(UserError):
-    """A bad configuration key or value."""
-
+from dspseg.errors import UserError, ConfigError
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 

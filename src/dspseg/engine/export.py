@@ -35,18 +35,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dspseg.errors import ExportError
 from dspseg import __version__
 from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
-from dspseg.engine.config import UserError
+from dspseg.errors import UserError
 from dspseg.fsutil import new_folder
 
 FORMATS = {"safetensors": "model.safetensors", "pt2": "model.pt2", "onnx": "model.onnx"}
 EXPORT_FORMAT = "dspseg-export/1"
 SCALING = "integer images divided by the maximum of their type (uint8 / 255, uint16 / 65535); floats as stored"
-
-
-class ExportError(UserError):
-    """The run cannot be exported as asked (format, folder, missing optional package, exporter failure)."""
 
 
 class NormalisedModel(nn.Module):

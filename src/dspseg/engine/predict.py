@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dspseg.engine.config import UserError
+from dspseg.errors import UserError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 

@@ -33,16 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from dspseg.errors import TrainingError
 from dspseg import __version__
 from dspseg.data.dataset import DatasetError, EpochBatchSampler, Normalisation, SegmentationDataset, collate
 from dspseg.engine import checkpoint as ckpt
-from dspseg.engine.config import TrainConfig, UserError, check_resume_changes, read_yaml, resolve_config
+from dspseg.engine.config import TrainConfig, check_resume_changes, read_yaml, resolve_config
 from dspseg.engine.evaluate import dice_on_dataset
 from dspseg.engine.runlog import MetricsLog, Reporter, environment, plot_progress, write_config, write_env
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message says what happened and what was kept."""
 
 
 @dataclass

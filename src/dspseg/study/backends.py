@@ -23,7 +23,7 @@ import multiprocessing
 import os
 from typing import Any
 
-from dspseg.engine.config import UserError
+from dspseg.errors import UserError
 
 
 def _failed(p: dict[str, Any], why: str) -> dict[str, Any]:

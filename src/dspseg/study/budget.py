@@ -17,17 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from dspseg.engine.config import UserError
+from dspseg.errors import NothingFits
+from dspseg.errors import UserError
 from dspseg.study.costs import COST_KEYS, AnnotationCosts, annotation_hours
 from dspseg.study.results import done_rows, summarise
 
 STUDY_NAME = "study.yaml"
 MIX = (("images_mask", "mask", "masks"), ("boxes", "box", "boxes"), ("points", "point", "points"),
        ("labels", "image label", "image labels"), ("images_none", "unlabelled image", "unlabelled images"))
-
-
-class NothingFits(UserError):
-    """No option of the sweep fits the budget."""
 
 
 def sweep_costs(dir: str | Path) -> dict[str, float]:

@@ -44,7 +44,7 @@ def report(
     """
 
     def run() -> None:
-        from dspseg.engine.config import UserError
+        from dspseg.errors import UserError
         from dspseg.study.report import write_report
 
         pairs = [_names(item) for item in compare]
@@ -74,7 +74,7 @@ def budget(
     """
 
     def run() -> None:
-        from dspseg.engine.config import UserError
+        from dspseg.errors import UserError
         from dspseg.study.budget import (answer, best_for_budget, costs_text, options_table, reference_text,
                                          sweep_costs)
         from dspseg.study.costs import AnnotationCosts

@@ -46,7 +46,7 @@ def _predict(run: Path, manifest: Any) -> np.ndarray:
 
     from dspseg.data.dataset import Normalisation, SegmentationDataset
     from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
-    from dspseg.engine.config import UserError
+    from dspseg.errors import UserError
     from dspseg.engine.evaluate import predict_labels
 
     state = load_checkpoint(run_checkpoint(run, "best"))
@@ -112,7 +112,7 @@ def qualitative_panel(dir: str | Path, rows: Sequence[dict[str, Any]], path: str
     """
     from matplotlib.patches import Patch
 
-    from dspseg.engine.config import UserError
+    from dspseg.errors import UserError
     from dspseg.engine.predict import palette
 
     dir = Path(dir)

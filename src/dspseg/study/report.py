@@ -72,7 +72,7 @@ def steps_line(rows: Sequence[dict[str, Any]]) -> str | None:
 def budget_sentences(dir: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
     """How the sweep budgeted steps (from ``study.yaml``; a bare results.csv has none to say) and what
     the runs trained."""
-    from dspseg.engine.config import UserError
+    from dspseg.errors import UserError
     from dspseg.study.sweep import STUDY_FILE, load_study
 
     lines = []

@@ -16,7 +16,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from dspseg.engine.config import UserError
+from dspseg.errors import ResultsError
+from dspseg.errors import UserError
 
 RESULTS_NAME = "results.csv"
 COUNT_COLUMNS = ("images_mask", "images_box", "images_point", "images_image", "images_none",
@@ -27,10 +28,6 @@ REQUIRED = ("method", "scenario", "acr", "split", "status", "mean_dice", *COUNT_
             "run", "data")
 NEEDED_WHEN_DONE = ("cost_hours", *COUNT_COLUMNS)
 DICE_PREFIX = "dice_"
-
-
-class ResultsError(UserError):
-    """A results.csv that is missing or cannot be read."""
 
 
 def results_path(dir_or_csv: str | Path) -> Path:

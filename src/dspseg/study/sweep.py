@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from dspseg.engine.config import UserError
+from dspseg.errors import UserError
 from dspseg.study import RESULT_COLUMNS
 from dspseg.study.costs import annotation_hours
 from dspseg.study.plan import RunSpec, StudySpec, acr_name, data_dir

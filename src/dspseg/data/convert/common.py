@@ -21,17 +21,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dspseg.errors import ConvertError
 from dspseg.data.io import image_size, read_mask_stored, write_mask
 from dspseg.data.manifest import Box, ImageRecord, Manifest, Point, save_manifest
-from dspseg.engine.config import UserError
+from dspseg.errors import UserError
 from dspseg.fsutil import new_folder
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SEPARATORS = "_-. "
-
-
-class ConvertError(UserError):
-    """Annotations that cannot be converted; the message names the file, the entry and the fix."""
 
 
 def corner_box(xa: float, ya: float, xb: float, yb: float) -> tuple[int, int, int, int]:

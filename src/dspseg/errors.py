@@ -1,0 +1,131 @@
+"""Every error a user can fix, and the exit code the command line gives it.
+
+One home for the error classes, below every package (it imports nothing of dspseg), so ``data/``
+raises the same classes as ``engine/`` and ``study/`` without importing them. Each class carries its
+``exit_code``; :func:`dspseg.cli_errors.guarded` prints ``error: <sentence>`` and exits with it:
+
+    1 — the data cannot be used (bad dataset, unreadable image, a run stopped by a non-finite loss)
+    2 — a bad option, path, configuration or run folder
+    130 — interrupted (``KeyboardInterrupt``; not a class here)
+
+Messages are one sentence naming the file or option, the field, and the fix. Every user error is a
+``ValueError`` too (a bad value the user gave), so library callers may catch either.
+
+    >>> e = DatasetError("no images in split 'test'. Fix: run dspseg simulate")
+    >>> e.exit_code, isinstance(e, ValueError)
+    (1, True)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from dspseg.data.manifest import Problem
+
+#: exit code of an interrupted command (Ctrl-C)
+EXIT_INTERRUPTED = 130
+
+
+class UserError(ValueError):
+    """A mistake the user can fix: a bad option, path, configuration or run folder (exit code 2)."""
+
+    exit_code: ClassVar[int] = 2
+
+    def sentence(self) -> str:
+        """What the command line prints after ``error:``."""
+        return str(self)
+
+
+class DataError(UserError):
+    """The data cannot be used as it is (exit code 1)."""
+
+    exit_code: ClassVar[int] = 1
+
+
+# ------------------------------------------------------------------------------------ options
+
+
+class ConfigError(UserError):
+    """A bad configuration key or value (``--set``, ``--config``, a flag)."""
+
+
+class OptionError(UserError):
+    """A command-line option outside what it accepts (``--acr``, ``--scenario``, ``--split``...)."""
+
+
+class OutputFolderError(UserError):
+    """An output folder that would overwrite something dspseg did not write."""
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+class ManifestError(DataError):
+    """A dataset that cannot be used; carries every :class:`~dspseg.data.manifest.Problem` found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        errors = [p for p in self.problems if p.severity == "error"]
+        head = f"{len(errors)} problem(s) in the dataset"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in errors))
+
+    def sentence(self) -> str:
+        return f"the dataset cannot be used:\n{self}"
+
+
+class PathEscapeError(DataError):
+    """A path in the manifest points outside the dataset folder."""
+
+
+class ImageReadError(DataError):
+    """An image or mask file cannot be used; ``path``, ``reason`` and ``fix`` are kept separately."""
+
+    def __init__(self, path: str | Path, reason: str, fix: str):
+        self.path, self.reason, self.fix = str(path), reason, fix
+        super().__init__(f"cannot use {self.path}: {reason}. Fix: {fix}")
+
+
+class DatasetError(DataError):
+    """A dataset that cannot be used for this purpose (no images in a split, bad file...)."""
+
+
+class ConvertError(UserError):
+    """Annotations that cannot be converted; the message names the file, the entry and the fix."""
+
+
+class OpenOrganelleError(UserError):
+    """The source cannot be read, or its layout or metadata is not the OpenOrganelle one."""
+
+
+# ------------------------------------------------------------------------------- runs, models
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says what happened and what was kept
+    (exit code 1). A ``RuntimeError``, not a ``UserError``: the data and options were accepted."""
+
+    exit_code: ClassVar[int] = 1
+
+    def sentence(self) -> str:
+        return str(self)
+
+
+class CheckpointError(UserError):
+    """A checkpoint or run folder that cannot be used (missing, corrupt, foreign)."""
+
+
+class ExportError(UserError):
+    """The run cannot be exported as asked (format, folder, missing optional package, exporter failure)."""
+
+
+# -------------------------------------------------------------------------------------- study
+
+
+class ResultsError(UserError):
+    """A results.csv that is missing or cannot be read."""
+
+
+class NothingFits(UserError):
+    """No option of the sweep fits the budget."""
