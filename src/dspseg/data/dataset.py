@@ -27,14 +27,13 @@ Without a crop size (validation, test) an item is the whole image.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from dspseg.errors import DatasetError
 from dspseg.data.io import read_image, read_mask
@@ -322,84 +321,3 @@ def collate(items: list[dict[str, Any]], ignore_index: int = 255) -> dict[str, A
     out["kinds"] = [it["kind"] for it in items]
     out["files"] = [it["file"] for it in items]
     return out
-
-
-ANCHOR_EPOCH_OFFSET = 2**31  # crop keys of anchor draws: (seed, offset + anchor epoch, position)
-
-
-class EpochBatchSampler(Sampler[list[tuple[int, tuple[int, int, int]]]]):
-    """Endless batches over ``indices``: each epoch is a permutation seeded by ``(seed, epoch)``.
-
-    Yields lists of ``(index, (seed, epoch, position))``; the second element seeds the item's crop.
-    With one device the last batch of an epoch may be smaller. With ``world_size`` > 1 the epoch's
-    order is padded by wrapping to a multiple of ``batch_size · world_size`` and rank r takes the
-    r-th slice of each global batch, so all ranks take the same number of steps. ``start_batch``
-    skips the batches already consumed (exact resume).
-
-    With ``anchors`` (e.g. the fully masked images) and ``anchors_per_batch`` = k ≥ 1, every batch
-    holds k anchors, drawn from their own stream (one seeded permutation of the anchors after the
-    other), and ``batch_size − k`` of the other indices; an epoch is then a pass over the others.
-    This keeps the few masks of a high-ACR dataset in every step instead of in a fraction of them
-    (FixMatch's labelled + unlabelled batches). Without other indices, or with k ≥ batch_size,
-    the anchors are ordinary indices.
-    """
-
-    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start_batch: int = 0,
-                 rank: int = 0, world_size: int = 1, anchors: Sequence[int] = (),
-                 anchors_per_batch: int = 0) -> None:
-        if not indices:
-            raise ValueError("EpochBatchSampler: no indices to sample")
-        anchor_set = set(anchors) & set(indices)
-        rest = [i for i in indices if i not in anchor_set]
-        if anchor_set and rest and 1 <= anchors_per_batch < batch_size:
-            self.anchors = [i for i in indices if i in anchor_set]
-            self.anchors_per_batch = anchors_per_batch
-            self.indices = rest
-        else:
-            self.anchors, self.anchors_per_batch = [], 0
-            self.indices = list(indices)
-        self.batch_size = batch_size - self.anchors_per_batch  # drawn from ``indices`` per batch
-        self.seed = seed
-        self.start_batch = start_batch
-        self.rank, self.world_size = rank, world_size
-        self._anchor_orders: dict[int, list[int]] = {}
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.indices) / (self.batch_size * self.world_size))
-
-    def epoch_order(self, epoch: int) -> list[int]:
-        """Positions into ``indices`` for ``epoch`` (wrapped to whole global batches if distributed)."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices)).tolist()
-        if self.world_size > 1:
-            total = self.batches_per_epoch * self.batch_size * self.world_size
-            order = [order[i % len(order)] for i in range(total)]
-        return order
-
-    def _anchor_draws(self, global_batch: int) -> list[tuple[int, tuple[int, int, int]]]:
-        """This rank's anchors of the ``global_batch``-th batch of the run."""
-        k, n = self.anchors_per_batch, len(self.anchors)
-        first = (global_batch * self.world_size + self.rank) * k  # draws before this rank's in the stream
-        out = []
-        for g in range(first, first + k):
-            a_epoch, pos = divmod(g, n)
-            if a_epoch not in self._anchor_orders:
-                self._anchor_orders = {a_epoch: np.random.default_rng([self.seed, a_epoch, 1]).permutation(n).tolist()}
-            out.append((self.anchors[self._anchor_orders[a_epoch][pos]],
-                        (self.seed, ANCHOR_EPOCH_OFFSET + a_epoch, pos)))
-        return out
-
-    def __iter__(self) -> Iterator[list[tuple[int, tuple[int, int, int]]]]:
-        per_epoch = self.batches_per_epoch
-        epoch, batch = divmod(self.start_batch, per_epoch)
-        global_bs = self.batch_size * self.world_size
-        while True:
-            order = self.epoch_order(epoch)
-            for k in range(batch, per_epoch):
-                start = k * global_bs + self.rank * self.batch_size
-                positions = range(start, min(start + self.batch_size, len(order)))
-                items = [(self.indices[order[p]], (self.seed, epoch, p)) for p in positions]
-                if self.anchors_per_batch:
-                    items = self._anchor_draws(epoch * per_epoch + k) + items
-                yield items
-            epoch, batch = epoch + 1, 0

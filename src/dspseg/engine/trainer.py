@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dspseg.errors import TrainingError
 from dspseg import __version__
-from dspseg.data.dataset import DatasetError, EpochBatchSampler, Normalisation, SegmentationDataset, collate
+from dspseg.data.dataset import Normalisation, SegmentationDataset, collate
+from dspseg.data.sampling import EpochBatchSampler
+from dspseg.errors import DatasetError, TrainingError, UserError
 from dspseg.engine import checkpoint as ckpt
 from dspseg.engine.config import TrainConfig, check_resume_changes, read_yaml, resolve_config
 from dspseg.engine.evaluate import dice_on_dataset
