@@ -7,10 +7,11 @@ For an image of shape (H, W) and C classes, :func:`rasterise` returns an :class:
 * the positive bags of eq. 9: mask ``instances`` (8-connected components), ``points``, ``boxes`` and
   ``image_labels``.
 
-**The image's classes** ``I`` (``image_classes``): ``labels`` if given (authoritative); else the
-classes its boxes or points name (complete by the manifest's contract), together with the classes a
-mask on the same image shows; else, for a mask, the classes it contains when it has no ignore pixel
-and all classes when it has one; else (unlabeled) all classes.
+**The image's classes** ``I`` (``image_classes``), by :func:`dspseg.data.rules.image_classes` (the
+one home of every annotation rule used here): ``labels`` if given (authoritative); else the classes
+its boxes or points name (complete by the manifest's contract), together with the classes a mask on
+the same image shows; else, for a mask, the classes it contains when it has no ignore pixel and all
+classes when it has one; else (unlabeled) all classes.
 
 **Admissible classes**, applied in order of increasing strength:
 
@@ -42,8 +43,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dspseg.data import rules
 from dspseg.data.manifest import ImageRecord
 from dspseg.data.weak import check_mask, components_of_checked, weak_from_instances
+from dspseg.vocabulary import BOX, POINT
 
 
 @dataclass
@@ -79,21 +82,28 @@ def _class_id(name: str, index: dict[str, int], field: str) -> int:
 
 
 def _boxes_array(record: ImageRecord, index: dict[str, int], h: int, w: int) -> np.ndarray:
-    out = np.zeros((len(record.boxes or []), 5), np.int64)
+    """The record's boxes as a (Nb, 5) :data:`~dspseg.vocabulary.BOX` table; raises on the first box
+    that is empty, leaves the (h, w) image (:func:`~dspseg.data.rules.box_findings`) or names an
+    unknown class, in box order."""
+    xyxy = [b.xyxy for b in record.boxes or []]
+    broken = {f.index: f for f in rules.box_findings(xyxy, (h, w))}
+    out = np.zeros((len(xyxy), BOX.width), np.int64)
     for i, b in enumerate(record.boxes or []):
-        x0, y0, x1, y1 = b.xyxy
-        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        if i in broken:
             raise ValueError(f"boxes[{i}].xyxy: {list(b.xyxy)} is empty or outside the {w}x{h} (W x H) image; "
                              "need 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H (half-open)")
-        out[i] = (_class_id(b.cls, index, f"boxes[{i}].class"), x0, y0, x1, y1)
+        out[i] = (_class_id(b.cls, index, f"boxes[{i}].class"), *b.xyxy)
     return out
 
 
 def _points_array(record: ImageRecord, index: dict[str, int], h: int, w: int) -> np.ndarray:
-    out = np.zeros((len(record.points or []), 3), np.int64)
+    """The record's points as a (P, 3) :data:`~dspseg.vocabulary.POINT` table ``[class, row, col]``;
+    raises on the first point outside the (h, w) image or with an unknown class, in point order."""
+    outside = {f.index for f in rules.point_findings([p.xy for p in record.points or []], (h, w))}
+    out = np.zeros((len(record.points or []), POINT.width), np.int64)
     for i, p in enumerate(record.points or []):
         x, y = p.xy
-        if not (0 <= x < w and 0 <= y < h):
+        if i in outside:
             raise ValueError(f"points[{i}].xy: {list(p.xy)} is outside the {w}x{h} (W x H) image")
         out[i] = (_class_id(p.cls, index, f"points[{i}].class"), y, x)
     return out
@@ -101,31 +111,25 @@ def _points_array(record: ImageRecord, index: dict[str, int], h: int, w: int) ->
 
 def _image_classes(record: ImageRecord, n: int, labels: np.ndarray, boxes: np.ndarray, points: np.ndarray,
                    mask_present: np.ndarray | None, mask_has_ignore: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Return (I, shown): the image's classes and the classes a box, point or mask pixel shows, (C,) bool."""
+    """Return (I, shown), both (C,) bool: the image's classes (:func:`~dspseg.data.rules.image_classes`)
+    and the classes a box, point or mask pixel shows."""
+    named = set(boxes[:, BOX.c].tolist()) | set(points[:, POINT.c].tolist())
+    declared = rules.declared_classes(set(labels.tolist()) if record.labels is not None else None,
+                                      named if named else None)
+    image = rules.image_classes(n, declared, record.labels is not None, mask_present, mask_has_ignore)
     shown = np.zeros(n, bool)
-    shown[boxes[:, 0]] = True
-    shown[points[:, 0]] = True
-    named_by_weak = shown.copy()
+    shown[sorted(named)] = True
     if mask_present is not None:
         shown |= mask_present
-    if record.labels is not None:
-        image = np.zeros(n, bool)
-        image[labels] = True
-    elif named_by_weak.any():
-        image = shown.copy()  # boxes/points are complete; a mask's classes are named too
-    elif mask_present is not None and not mask_has_ignore:
-        image = mask_present.copy()
-    else:
-        image = np.ones(n, bool)
     return image, shown
 
 
 def _weak_allowed(image_classes: np.ndarray, boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1–2: the weak map W (C, H, W) and the fallback conflict map (H, W)."""
+    """Steps 1–2: the weak map W (C, H, W) and the fallback conflict map (H, W)
+    (:func:`~dspseg.data.rules.uncovered`: the pixels no class is admissible at)."""
     n = len(image_classes)
     if len(boxes) == 0:
         allowed = np.repeat(image_classes[:, None, None], h * w, axis=1).reshape(n, h, w)
-        empty = np.full((h, w), not image_classes.any())
     else:
         allowed = np.zeros((n, h, w), bool)
         boxed = np.zeros(n, bool)
@@ -133,7 +137,7 @@ def _weak_allowed(image_classes: np.ndarray, boxes: np.ndarray, h: int, w: int) 
             allowed[c, y0:y1, x0:x1] = True
             boxed[c] = True
         allowed[image_classes & ~boxed] = True
-        empty = ~allowed.any(axis=0)
+    empty = rules.uncovered(boxes, np.flatnonzero(image_classes).tolist(), h, w)
     if empty.any():
         fallback = image_classes if image_classes.any() else np.ones(n, bool)
         allowed[:, empty] = fallback[:, None]

@@ -34,12 +34,16 @@ import numpy as np
 from scipy import ndimage
 
 from dspseg.data.manifest import Box, Point
+from dspseg.data.rules import ignore_is_class, invalid_mask_values
 
 POINT_MODES = ("interior", "random")
 
 
 def check_mask(mask: np.ndarray, n_classes: int, ignore_index: int, field: str = "mask") -> np.ndarray:
-    """Validate a label mask (H, W) of integers in ``[0, n_classes) ∪ {ignore_index}``; return it as int64."""
+    """Validate a label mask (H, W) of integers in ``[0, n_classes) ∪ {ignore_index}``; return it as int64.
+
+    The value rules are :mod:`dspseg.data.rules`' (:func:`~dspseg.data.rules.invalid_mask_values`);
+    this raises ``ValueError`` naming ``field`` on the first one broken."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"{field}: expected a 2-D label array (H, W), got shape {mask.shape}")
@@ -47,10 +51,10 @@ def check_mask(mask: np.ndarray, n_classes: int, ignore_index: int, field: str =
         raise ValueError(f"{field}: expected integer class ids, got dtype {mask.dtype}")
     if n_classes < 1:
         raise ValueError(f"n_classes: expected at least 1 class, got {n_classes}")
-    if 0 <= ignore_index < n_classes:
+    if ignore_is_class(ignore_index, n_classes):
         raise ValueError(f"ignore_index: {ignore_index} is also a class id (classes are 0..{n_classes - 1})")
     m = mask.astype(np.int64, copy=False)
-    bad = ((m < 0) | (m >= n_classes)) & (m != ignore_index)
+    bad = invalid_mask_values(m, n_classes, ignore_index)
     if bad.any():
         values = np.unique(m[bad])[:5].tolist()
         raise ValueError(f"{field}: values {values} are neither a class id (0..{n_classes - 1}) "
