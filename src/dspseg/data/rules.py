@@ -191,11 +191,17 @@ def ignore_is_class(ignore_index: int, n: int) -> bool:
     return 0 <= ignore_index < n
 
 
+def class_ids(values: np.ndarray, n: int) -> np.ndarray:
+    """Elementwise: True where a mask value is a class id ``0..n-1`` (any shape in, same shape out)."""
+    v = np.asarray(values)
+    return (v >= 0) & (v < n)
+
+
 def invalid_mask_values(values: np.ndarray, n: int, ignore_index: int) -> np.ndarray:
     """Elementwise: True where a mask value is neither a class id ``0..n-1`` nor ``ignore_index``.
     Works on a whole (H, W) mask or on its distinct values alike."""
     v = np.asarray(values)
-    return ((v < 0) | (v >= n)) & (v != ignore_index)
+    return ~class_ids(v, n) & (v != ignore_index)
 
 
 def mask_capacity(dtype: np.dtype) -> int:
@@ -218,8 +224,8 @@ def mask_box_findings(mask: np.ndarray, boxes: Sequence[tuple[int, int, int, int
     """Where an (H, W) int64 mask contradicts the boxes of the classes in ``boxes``.
 
     ``boxes`` rows are ``(k, class, x0, y0, x1, y1)`` (k: the box's index in the record), all inside
-    the image. Per class, in ascending class order: ``box_without_class`` (index k) for a box holding
-    no pixel of its class nor an unannotated one, then ``class_outside_boxes`` (index = class,
+    the image. Per class, in ascending class order: ``box_without_class`` (index k, ``value`` the box's
+    ``(class, x0, y0, x1, y1)``) for a box holding no pixel of its class nor an unannotated one, then ``class_outside_boxes`` (index = class,
     ``value = (n_pixels,)``) when the mask has pixels of the class outside every box of that class.
     """
     out = []
@@ -231,7 +237,7 @@ def mask_box_findings(mask: np.ndarray, boxes: Sequence[tuple[int, int, int, int
             union[y0:y1, x0:x1] = True
             region = mask[y0:y1, x0:x1]
             if not ((region == cid) | (region == ignore_index)).any():
-                out.append(Finding(BOX_WITHOUT_CLASS, k, (x0, y0, x1, y1)))
+                out.append(Finding(BOX_WITHOUT_CLASS, k, (c, x0, y0, x1, y1)))
         n_out = int(((mask == cid) & ~union).sum())
         if n_out:
             out.append(Finding(CLASS_OUTSIDE_BOXES, cid, (n_out,)))
@@ -241,10 +247,10 @@ def mask_box_findings(mask: np.ndarray, boxes: Sequence[tuple[int, int, int, int
 def mask_point_findings(mask: np.ndarray, points: Sequence[tuple[int, int, int, int]], n: int,
                         ignore_index: int) -> list[Finding]:
     """``point_disagrees`` for every point ``(k, class, x, y)`` on an annotated pixel of another
-    class of the (H, W) mask; ``value`` is ``(x, y, mask class)``."""
+    class of the (H, W) mask; ``value`` is ``(x, y, point class, mask class)``."""
     out = []
     for k, cid, x, y in points:
         v = int(mask[y, x])
         if v != cid and v != ignore_index and 0 <= v < n:
-            out.append(Finding(POINT_DISAGREES, k, (x, y, v)))
+            out.append(Finding(POINT_DISAGREES, k, (x, y, cid, v)))
     return out
