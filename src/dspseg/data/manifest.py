@@ -240,6 +240,39 @@ def load_manifest(data: str | Path) -> Manifest:
     return parse_manifest(raw, path.parent, file)
 
 
+def load_partial(data: str | Path) -> tuple[Manifest | None, list[tuple[int, ImageRecord]], list[Problem]]:
+    """Load the manifest; on structural errors keep going with the records that did parse (for
+    ``dspseg validate``, which reports every problem rather than the first).
+
+    Returns the manifest (``None`` when even its top level is unusable), ``(index, record)`` pairs
+    for the records to check, and the problems found so far.
+    """
+    path = manifest_path(data)
+    try:
+        manifest = load_manifest(path)
+        return manifest, list(enumerate(manifest.images)), []
+    except ManifestError as err:
+        problems = list(err.problems)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None, [], problems
+    if not isinstance(raw, dict) or not isinstance(raw.get("images"), list):
+        return None, [], problems
+    try:
+        manifest = parse_manifest({**raw, "images": []}, path.parent, str(path))
+    except ManifestError:
+        return None, [], problems
+    records = []
+    for i, rec in enumerate(raw["images"]):
+        try:
+            records.append((i, ImageRecord.model_validate(rec)))
+        except ValidationError:
+            continue  # already reported by load_manifest
+    manifest.images = [r for _, r in records]
+    return manifest, records, problems
+
+
 def save_manifest(manifest: Manifest, data: str | Path) -> Path:
     """Write the manifest atomically (temporary file + rename) and return its path."""
     path = manifest_path(data)

@@ -21,16 +21,12 @@ and reads once.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from dspseg.cli_support import closest_class
 from dspseg.data import rules
-from dspseg.data.manifest import (ImageRecord, Manifest, ManifestError, PathEscapeError, Problem,
-                                  load_manifest, manifest_path, parse_manifest, resolve_inside)
+from dspseg.data.manifest import ImageRecord, Manifest, PathEscapeError, load_partial, manifest_path, resolve_inside
 from dspseg.data.validate_files import MIN_SIDE, FileChecks, Pt, _Box, _quoted
 from dspseg.data.validate_report import DatasetSummary, ValidationReport, render_report
 
@@ -44,44 +40,13 @@ def validate_dataset(data: str | Path, check_files: bool = True, keep_masks: boo
     would read them next (the trainer); off by default, as ``dspseg validate`` needs none of them.
     """
     path = manifest_path(data)
-    manifest, records, problems = _load(path, str(path))
+    manifest, records, problems = load_partial(path)
     if manifest is None:
         return ValidationReport(problems, None, str(path))
     checker = DatasetChecker(manifest, str(path), check_files, keep_masks)
     checker.run(records, expect_images=not any(p.where.startswith("images[") for p in problems))
     return ValidationReport(problems + checker.problems, checker.summary(), str(path), manifest,
                             checker.read_sizes, checker.read_masks)
-
-
-def _load(path: Path, file: str) -> tuple[Manifest | None, list[tuple[int, ImageRecord]], list[Problem]]:
-    """Load the manifest; on structural errors keep going with the records that did parse.
-
-    Returns the manifest (``None`` when even its top level is unusable), ``(index, record)`` pairs
-    for the records to check, and the problems found so far.
-    """
-    try:
-        manifest = load_manifest(path)
-        return manifest, list(enumerate(manifest.images)), []
-    except ManifestError as err:
-        problems = list(err.problems)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None, [], problems
-    if not isinstance(raw, dict) or not isinstance(raw.get("images"), list):
-        return None, [], problems
-    try:
-        manifest = parse_manifest({**raw, "images": []}, path.parent, file)
-    except ManifestError:
-        return None, [], problems
-    records = []
-    for i, rec in enumerate(raw["images"]):
-        try:
-            records.append((i, ImageRecord.model_validate(rec)))
-        except ValidationError:
-            continue  # already reported by load_manifest
-    manifest.images = [r for _, r in records]
-    return manifest, records, problems
 
 
 # ----------------------------------------------------------------------------------------- checker
