@@ -493,6 +493,23 @@ def test_valid_dataset_summary_is_exact(tmp_path):
     assert s.groups == 3 and s.splits == Counter({"train": 4, "test": 2})
 
 
+def test_report_carries_what_it_read(tmp_path):
+    """The trainer takes the manifest, the image sizes and the masks from the report: read once."""
+    from dspseg.data.manifest import load_manifest
+
+    root = _valid_dataset(tmp_path)
+    r = validate_dataset(root)
+    assert r.manifest is not None and r.manifest.to_json() == load_manifest(root).to_json()
+    assert r.manifest.root == root
+    assert r.sizes == {f"images/{n}": (2, H, W) for n in ("a.tif", "b.tif", "c.tif", "d.png", "e.tif", "f.tif")}
+    assert r.masks == {}  # only when asked
+    kept = validate_dataset(root, keep_masks=True).masks
+    assert sorted(kept) == ["masks/a.tif", "masks/b.png"]
+    np.testing.assert_array_equal(kept["masks/a.tif"], full_mask())
+    assert kept["masks/b.png"].dtype == np.uint8 and (kept["masks/b.png"] == 1).sum() == 16
+    assert validate_dataset(build(tmp_path / "broken", [], classes=[])).manifest is None
+
+
 def test_validate_never_modifies_files(tmp_path):
     def snapshot(root: Path) -> dict:
         return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
