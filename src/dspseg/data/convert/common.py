@@ -8,7 +8,8 @@ Pixel conventions (arrays are ``[row, col]``; x = column, y = row):
 * Centre convention (napari): pixel i covers [i-0.5, i+0.5). A point is pixel (round x, round y); a
   rectangle covers the pixels whose centres lie inside it: ``[ceil xa, ceil ya, floor xb + 1, floor yb + 1]``.
 
-Boxes are clipped to the image; a box left empty and a point outside the image are dropped with a note.
+Boxes are clipped to the image; a box left empty and a point outside the image are dropped with a note
+(the box and point rules are :mod:`dspseg.data.rules`').
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from dspseg.errors import ConvertError
 from dspseg.data.io import image_size, read_mask_stored, write_mask
 from dspseg.data.manifest import Box, ImageRecord, Manifest, Point, save_manifest
+from dspseg.data.rules import box_empty, clip_box, invalid_mask_values, point_inside
 from dspseg.errors import UserError
 from dspseg.fsutil import new_folder
 
@@ -140,15 +142,15 @@ class Collected:
 
     def add_box(self, rel: str, cls: str, box: tuple[int, int, int, int], where: str) -> None:
         h, w = self.index.size(rel)
-        x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], w), min(box[3], h)
-        if x1 <= x0 or y1 <= y0:
+        clipped = clip_box(box, h, w)
+        if box_empty(clipped):
             self.warnings.append(f"{where}: box {list(box)} lies outside the {w}x{h} image {rel}; dropped")
             return
-        self.image(rel).boxes.append(Box(cls=self.note_class(cls, where), xyxy=(x0, y0, x1, y1)))
+        self.image(rel).boxes.append(Box(cls=self.note_class(cls, where), xyxy=clipped))
 
     def add_point(self, rel: str, cls: str, x: int, y: int, where: str) -> None:
         h, w = self.index.size(rel)
-        if not (0 <= x < w and 0 <= y < h):
+        if not point_inside((x, y), h, w):
             self.warnings.append(f"{where}: point [{x}, {y}] lies outside the {w}x{h} image {rel}; dropped")
             return
         self.image(rel).points.append(Point(cls=self.note_class(cls, where), xy=(x, y)))
@@ -182,7 +184,7 @@ def check_mask_values(path: Path, n_classes: int, ignore_index: int, size: tuple
         raise ConvertError(f"{path}: the label image is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
                            f"{size[1]}x{size[0]}; label images must match their images pixel for pixel")
     values = np.unique(mask).astype(np.int64)
-    bad = [int(v) for v in values if not (0 <= v < n_classes or v == ignore_index)]
+    bad = values[invalid_mask_values(values, n_classes, ignore_index)].tolist()
     if bad:
         raise ConvertError(f"{path}: values {bad[:8]} are neither class ids 0..{n_classes - 1} (--classes names "
                            f"{n_classes}) nor the ignore index {ignore_index}; extend --classes or set --ignore-index")
