@@ -13,6 +13,10 @@ Layouts (arrays are ``[row, col]``):
   (palette PNGs give their palette indices).
 
 Every failure raises :class:`ImageReadError` naming the path, the reason and the fix.
+
+Why one module of about 300 lines: it is the only code that knows the file formats, and reading and
+writing must agree on them (``CYX`` TIFFs, palette PNGs, uint8/uint16 masks); splitting readers from
+writers would put the two halves of each convention in different files.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ def _suffix(path: Path) -> str:
         raise ImageReadError(path, f"unsupported file type '{path.suffix}'",
                              "convert it to TIFF (.tif) or PNG (.png)")
     return s
+
+
+def _corrupt(path: Path, e: Exception) -> ImageReadError:  # a library could not decode the file
+    return ImageReadError(path, f"the file is unreadable or corrupt ({type(e).__name__}: {e})",
+                          "open it in an image viewer; export or copy it again")
+
+
+def _unsupported(path: Path, dtype: object) -> ImageReadError:  # a pixel type dspseg does not read
+    return ImageReadError(path, f"pixel type {dtype} is not supported",
+                          "save the image as 8/16-bit integers or 32-bit floats")
 
 
 def _check_exists(path: Path) -> None:
@@ -136,8 +150,7 @@ def _read_raw(path: Path) -> tuple[np.ndarray, str]:
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001 - libraries raise many types for corrupt files
-        raise ImageReadError(path, f"the file is unreadable or corrupt ({type(e).__name__}: {e})",
-                             "open it in an image viewer; export or copy it again") from None
+        raise _corrupt(path, e) from None
     shape, axes = _squeeze(arr.shape, axes)
     return arr.reshape(shape), axes
 
@@ -161,9 +174,19 @@ def read_image(path: str | Path) -> np.ndarray:
             raise ImageReadError(path, f"{int((~np.isfinite(out)).sum())} pixel(s) are NaN or infinite",
                                  "replace them with finite values before training")
     else:
-        raise ImageReadError(path, f"pixel type {arr.dtype} is not supported",
-                             "save the image as 8/16-bit integers or 32-bit floats")
+        raise _unsupported(path, arr.dtype)
     return np.ascontiguousarray(out)
+
+
+def _palette_indices(path: Path) -> np.ndarray | None:
+    """A palette PNG's (H, W) indices (the class ids, not the colours); ``None`` for other PNGs."""
+    try:
+        with Image.open(path) as im:
+            if im.mode != "P":
+                return None
+        return iio.imread(path, mode="P")
+    except Exception as e:  # noqa: BLE001 - libraries raise many types for corrupt files
+        raise _corrupt(path, e) from None
 
 
 def read_mask_stored(path: str | Path) -> np.ndarray:
@@ -174,23 +197,8 @@ def read_mask_stored(path: str | Path) -> np.ndarray:
     if suffix in JPEG_SUFFIXES:
         raise ImageReadError(path, "JPEG compression is lossy and changes label values",
                              "save masks as PNG or TIFF")
-    if suffix in PNG_SUFFIXES:
-        try:
-            with Image.open(path) as im:
-                mode = im.mode
-        except Exception as e:  # noqa: BLE001
-            raise ImageReadError(path, f"the file is unreadable or corrupt ({type(e).__name__}: {e})",
-                                 "open it in an image viewer; export or copy it again") from None
-        if mode == "P":  # palette PNG: the indices are the class ids, not the colours
-            try:
-                arr, axes = iio.imread(path, mode="P"), "YX"
-            except Exception as e:  # noqa: BLE001
-                raise ImageReadError(path, f"the file is unreadable or corrupt ({type(e).__name__}: {e})",
-                                     "open it in an image viewer; export or copy it again") from None
-        else:
-            arr, axes = _read_raw(path)
-    else:
-        arr, axes = _read_raw(path)
+    palette = _palette_indices(path) if suffix in PNG_SUFFIXES else None
+    arr, axes = (palette, "YX") if palette is not None else _read_raw(path)
     if arr.ndim != 2:
         raise ImageReadError(path, f"a mask must have one channel, found shape {arr.shape}",
                              "save class ids as a single-channel integer image (a colour-coded mask "
@@ -228,8 +236,7 @@ def image_size(path: str | Path) -> tuple[int, int, int]:
                 _check_tiff_bytes(series, path)
                 shape, axes = tuple(series.shape), series.axes
                 if series.dtype is None or series.dtype.kind not in "biuf":
-                    raise ImageReadError(path, f"pixel type {series.dtype} is not supported",
-                                         "save the image as 8/16-bit integers or 32-bit floats")
+                    raise _unsupported(path, series.dtype)
         else:
             with Image.open(path) as im:
                 im.verify()
@@ -238,8 +245,7 @@ def image_size(path: str | Path) -> tuple[int, int, int]:
     except ImageReadError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise ImageReadError(path, f"the file is unreadable or corrupt ({type(e).__name__}: {e})",
-                             "open it in an image viewer; export or copy it again") from None
+        raise _corrupt(path, e) from None
     shape, axes = _squeeze(shape, axes)
     return _to_chw_shape(shape, _layout(shape, axes, path))
 
