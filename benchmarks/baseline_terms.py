@@ -40,14 +40,14 @@ def main() -> None:
     import dspseg.losses.con2r as con2r_module
     from dspseg.data.dataset import Normalisation, SegmentationDataset, collate
     from dspseg.data.manifest import load_manifest
-    from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
+    from dspseg.engine.checkpoint import build_model_from_checkpoint, load_run
     from dspseg.losses.plf import confident
     from dspseg.methods import get_method
 
     _, acr, split = args.cell.rsplit("-", 2)
     init = args.study / "runs" / "shared" / acr / split / "basic"
     manifest = load_manifest(args.study / "data" / args.cell)
-    state = load_checkpoint(run_checkpoint(init, "best"))
+    state = load_run(init, "best", device="cpu").state
     dataset = SegmentationDataset(manifest, "train", normalisation=Normalisation.from_dict(state["normalisation"]),
                                   crop_size=None)
     floors: list[float] = []

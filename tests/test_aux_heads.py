@@ -17,7 +17,7 @@ from dspseg.methods import get_method
 from dspseg.models import SegmentationModel, UNet, build_model
 from dspseg.models.aux_heads import ClassificationBranch, DistanceBranch
 from dspseg.models.heads import LinearHead
-from test_trainer import make_easy_dataset, tiny_cfg
+from engine_common import make_easy_dataset, tiny_cfg
 
 
 def test_default_hook_has_no_aux_heads() -> None:

@@ -17,7 +17,7 @@ from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoin
 from dspseg.engine.evaluate import dice_on_dataset, evaluate_run, predict_labels
 from dspseg.engine.metrics import DiceAccumulator
 from dspseg.engine.trainer import train
-from test_trainer import CLASSES, make_easy_dataset, tiny_cfg
+from engine_common import CLASSES, make_easy_dataset, tiny_cfg
 
 
 @pytest.fixture(scope="module")

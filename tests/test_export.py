@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from dspseg.data.acr import simulate_dataset
 from dspseg.data.synthetic import write_synthetic_dataset
-from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
+from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+from dspseg.engine.runfolder import RunFolder
 from dspseg.engine.config import resolve_config
 from dspseg.engine.export import ExportError, NormalisedModel, export_run, load_safetensors_model
 from dspseg.engine.trainer import train
@@ -34,7 +35,7 @@ def run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(run: Path) -> tuple[NormalisedModel, torch.Tensor, torch.Tensor]:
     """The PyTorch model with the run's normalisation, a random non-square input and its logits."""
-    state = load_checkpoint(run_checkpoint(run))
+    state = load_checkpoint(RunFolder(run).best)
     model = build_model_from_checkpoint(state)
     wrapper = NormalisedModel(model, state["normalisation"]["mean"], state["normalisation"]["std"]).eval()
     x = torch.rand(3, int(state["in_channels"]), 40, 56, generator=torch.Generator().manual_seed(0))
@@ -47,7 +48,7 @@ def test_safetensors_roundtrip_and_model_json(run: Path, reference, tmp_path: Pa
     result = export_run(run, "safetensors", tmp_path / "st")
     assert [p.name for p in result.files] == ["model.safetensors", "model.json"]
     desc = json.loads((tmp_path / "st" / "model.json").read_text())
-    state = load_checkpoint(run_checkpoint(run))
+    state = load_checkpoint(RunFolder(run).best)
     assert desc["classes"] == state["classes"] and desc["in_channels"] == 1
     assert desc["normalisation"]["mean"] == state["normalisation"]["mean"]
     assert desc["normalisation"]["applied_inside"] is False

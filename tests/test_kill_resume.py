@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from test_trainer import make_easy_dataset
+from engine_common import make_easy_dataset
 
 ARGS = ["--steps", "14", "--batch-size", "4", "--width", "4", "--threads", "1", "--val-every", "4",
         "--set", "levels=3", "--set", "crop_size=32", "--set", "log_every=2", "--set", "lr=0.01"]

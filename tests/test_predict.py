@@ -10,10 +10,10 @@ import pytest
 import tifffile
 
 from dspseg.data.io import write_image
-from dspseg.engine.config import UserError
+from dspseg.errors import UserError
 from dspseg.engine.predict import collect_inputs, label_dtype, overlay_rgb, palette, predict_files
 from dspseg.engine.trainer import train
-from test_trainer import make_easy_dataset, tiny_cfg
+from engine_common import make_easy_dataset, tiny_cfg
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Trainer: a tiny run learns, the run folder explains itself, resume is exact, NaN stops cleanly,
-checkpoints are atomic, OUT is protected, --init loads weights; the train/evaluate/predict CLI."""
+checkpoints are atomic, OUT is protected, --init loads weights, mask_share, accumulation, bf16.
+The commands end to end: tests/test_cli_train.py."""
 
 from __future__ import annotations
 
@@ -11,58 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
-from typer.testing import CliRunner
 
-from dspseg.data.io import write_image, write_mask
 from dspseg.engine import checkpoint as ckpt
-from dspseg.engine.config import UserError, resolve_config
+from dspseg.engine.config import resolve_config
+from dspseg.engine.runfolder import RunFolder
 from dspseg.engine.trainer import Trainer, TrainingError, resolve_run_config, train
+from dspseg.errors import UserError
 from dspseg.methods import METHODS, register
 from dspseg.methods.base import Method
 from dspseg.methods.basic import masked_cross_entropy
 
-CLASSES = ["bg", "rect", "disc"]
-TINY = {"width": 4, "levels": 3, "batch_size": 4, "crop_size": 32, "log_every": 2, "val_every": 5, "threads": 1}
-
-
-def make_easy_dataset(root: Path, n: tuple[int, int, int] = (8, 4, 4), h: int = 32, w: int = 48, seed: int = 0,
-                      kind: str = "mask") -> Path:
-    """Dark background, a bright 10x14 rectangle and a grey disc of radius 4 per image, light noise;
-    ``n`` train/val/test images with full masks (train images get boxes instead for ``kind="box"``)."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    records, k = [], 0
-    for split, count in zip(("train", "val", "test"), n):
-        for _ in range(count):
-            mask = np.zeros((h, w), np.uint8)
-            r, c = rng.integers(2, h - 12), rng.integers(2, w - 16)
-            mask[r:r + 10, c:c + 14] = 1
-            cy, cx = rng.integers(5, h - 5), rng.integers(5, w - 5)
-            mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = 2
-            image = np.choose(mask, [0.1, 0.9, 0.5]) + rng.normal(0, 0.05, (h, w))
-            write_image(root / f"i{k}.tif", image.astype(np.float32))
-            rec = {"file": f"i{k}.tif", "split": split}
-            if kind == "box" and split == "train":
-                rec["boxes"] = [{"class": "rect", "xyxy": [int(c), int(r), int(c) + 14, int(r) + 10]}]
-            else:
-                write_mask(root / f"m{k}.tif", mask)
-                rec["mask"] = f"m{k}.tif"
-            records.append(rec)
-            k += 1
-    (root / "dataset.json").write_text(json.dumps({"classes": CLASSES, "ignore_index": 255, "images": records}))
-    return root
-
-
-def tiny_cfg(**over):
-    flags = {**TINY, **{k: v for k, v in over.items() if k != "sets"}}
-    return resolve_config(flags=flags, sets=["lr=0.01", *over.get("sets", [])])
-
-
-@pytest.fixture(scope="module")
-def easy(tmp_path_factory) -> Path:
-    return make_easy_dataset(tmp_path_factory.mktemp("easy"))
+from engine_common import CLASSES, TINY, easy, make_easy_dataset, tiny_cfg  # noqa: F401  (easy: fixture)
 
 
 def test_tiny_training_learns_and_writes_the_run_folder(easy: Path, tmp_path: Path) -> None:
@@ -177,9 +137,9 @@ def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ckpt.CheckpointError, match="cannot read the checkpoint .*bad.pt"):
         ckpt.load_checkpoint(tmp_path / "bad.pt")
     with pytest.raises(ckpt.CheckpointError, match="has no checkpoints/best.pt"):
-        ckpt.run_checkpoint(tmp_path)
+        RunFolder(tmp_path).existing_checkpoint()
     with pytest.raises(ckpt.CheckpointError, match="does not exist"):
-        ckpt.run_checkpoint(tmp_path / "nope")
+        RunFolder(tmp_path / "nope").existing_checkpoint()
 
 
 def test_rng_state_round_trip_loads_weights_only(tmp_path: Path) -> None:
@@ -225,7 +185,7 @@ def test_init_loads_matching_weights_and_notes_the_rest(easy: Path, tmp_path: Pa
     try:
         cfg = tiny_cfg(steps=1, sets=["method=proto_ce", f"init={tmp_path / 'a'}"])
         trainer = Trainer(easy, tmp_path / "b", cfg, console=Console(force_terminal=False, width=200))
-        trainer._setup()
+        trainer.setup()
     finally:
         METHODS.pop("proto_ce", None)
     note = capsys.readouterr().out
@@ -305,59 +265,6 @@ def test_method_without_usable_images_is_refused(tmp_path: Path) -> None:
         train(data, tmp_path / "run", tiny_cfg(steps=1))
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def _app() -> typer.Typer:
-    from dspseg.engine.commands import evaluate, predict
-    from dspseg.engine.commands import train as train_cmd
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command(name="train")(train_cmd)
-    app.command(name="evaluate")(evaluate)
-    app.command(name="predict")(predict)
-    return app
-
-
-def test_cli_train_evaluate_predict(easy: Path, tmp_path: Path) -> None:
-    app, runner = _app(), CliRunner()
-    out = tmp_path / "run"
-    args = ["train", str(easy), "--out", str(out), "--steps", "4", "--width", "4", "--batch-size", "4",
-            "--val-every", "2", "--set", "levels=3", "--set", "crop_size=32", "--set", "log_every=2"]
-    r = runner.invoke(app, args)
-    assert r.exit_code == 0, r.output
-    assert "step 4/4" in r.output and (out / "checkpoints/best.pt").is_file()
-
-    r = runner.invoke(app, args)  # same OUT again
-    assert r.exit_code == 2 and "is not empty" in r.output and "Traceback" not in r.output
-
-    r = runner.invoke(app, ["train", str(easy), "--out", str(tmp_path / "x"), "--set", "lrr=1"])
-    assert r.exit_code == 2 and "did you mean 'lr'" in r.output and not (tmp_path / "x").exists()
-
-    r = runner.invoke(app, ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "y"), "--steps", "1"])
-    assert r.exit_code == 1 and "Traceback" not in r.output
-
-    r = runner.invoke(app, ["evaluate", str(out), str(easy), "--split", "test"])
-    assert r.exit_code == 0, r.output
-    assert "rect" in r.output and "background included" in r.output
-    assert json.loads((out / "eval/test.json").read_text())["images"] == 4
-
-    r = runner.invoke(app, ["evaluate", str(tmp_path / "norun"), str(easy)])
-    assert r.exit_code == 2 and "does not exist" in r.output
-
-    r = runner.invoke(app, ["predict", str(out), str(easy / "i0.tif"), "--out", str(tmp_path / "pred"), "--overlay"])
-    assert r.exit_code == 0, r.output
-    assert (tmp_path / "pred/i0.tif").is_file() and (tmp_path / "pred/i0_overlay.png").is_file()
-
-
-def test_cli_help_lists_methods() -> None:
-    r = CliRunner().invoke(_app(), ["train", "--help"])
-    assert r.exit_code == 0
-    for name, cls in METHODS.items():
-        assert name in r.output
-    assert "paper uses 64" in r.output and "--resume" in r.output
-
-
 def test_config_yaml_records_the_method_defaults(tmp_path):
     """A config built in Python without method options still writes every option to config.yaml."""
     import yaml
@@ -411,19 +318,3 @@ def test_bf16_mixed_precision_keeps_losses_finite(easy: Path, tmp_path: Path) ->
     assert res.step == 3
     rows = list(csv.DictReader((tmp_path / "bf16/metrics.csv").open()))
     assert all(np.isfinite(float(r["loss"])) for r in rows)
-
-
-def test_cli_device_flags_reach_the_config(easy: Path, tmp_path: Path) -> None:
-    import yaml
-
-    app, runner = _app(), CliRunner()
-    out = tmp_path / "run"
-    r = runner.invoke(app, ["train", str(easy), "--out", str(out), "--steps", "1", "--width", "4", "--batch-size", "4",
-                            "--accelerator", "cpu", "--devices", "1", "--num-nodes", "1", "--set", "levels=3",
-                            "--set", "crop_size=32", "--threads", "1"])
-    assert r.exit_code == 0, r.output
-    cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert (cfg["accelerator"], cfg["devices"], cfg["num_nodes"]) == ("cpu", 1, 1)
-    r = runner.invoke(app, ["train", str(easy), "--out", str(tmp_path / "bad"), "--steps", "1",
-                            "--accelerator", "abacus"])
-    assert r.exit_code == 2 and "accelerator" in r.output and "Traceback" not in r.output

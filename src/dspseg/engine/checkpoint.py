@@ -13,7 +13,8 @@ A checkpoint (``OUT/checkpoints/last.pt`` for resuming, ``best.pt`` for evaluati
 
 ``model`` includes the weights of the method's auxiliary training heads (``aux.<name>.*``, e.g.
 ``clsbranch``'s classifier), so resuming and ``--init`` restore them; inference drops them
-(:func:`build_model_from_checkpoint`).
+(:func:`build_model_from_checkpoint`). Every consumer of a trained model (evaluate, predict, export,
+the report's qualitative panel) goes through :func:`load_run`: run folder → checkpoint → model → device.
 
 Everything in it loads with ``torch.load(weights_only=True)``: no pickled classes, so a checkpoint
 from elsewhere cannot run code. Writing goes to a temporary file in the same folder, which is
@@ -25,14 +26,15 @@ from __future__ import annotations
 
 import errno
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dspseg.engine.runfolder import RunFolder
 from dspseg.errors import CheckpointError
-from dspseg.errors import UserError
 from dspseg.fsutil import atomic_write
 
 FORMAT = "dspseg-checkpoint/1"
@@ -67,20 +69,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dspseg checkpoint (format {FORMAT} expected)")
     return state
-
-
-def run_checkpoint(run: str | Path, which: str = "best") -> Path:
-    """``RUN/checkpoints/<which>.pt``; ``which`` is ``best`` or ``last``. CheckpointError if missing."""
-    if which not in ("best", "last"):
-        raise CheckpointError(f"checkpoint must be 'best' or 'last', got {which!r}")
-    run = Path(run)
-    if not run.is_dir():
-        raise CheckpointError(f"the run folder {run} does not exist; give the --out folder of a `dspseg train` run")
-    path = run / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{run} has no checkpoints/{which}.pt; is it a dspseg run folder, and did training "
-                              "reach its first checkpoint?")
-    return path
 
 
 # ------------------------------------------------------------------------------------------- RNG
@@ -152,3 +140,64 @@ def build_model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
                         head=str(args["head"]), levels=int(args["levels"]), **dict(args.get("head_kwargs") or {}))
     model.load_state_dict({k: v for k, v in state["model"].items() if not k.startswith(AUX_PREFIX)})
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready for inference: its checkpoint ``state`` and the model built from it
+    (backbone + head, eval mode, on the device :func:`load_run` chose)."""
+
+    folder: RunFolder
+    which: str
+    path: Path
+    state: dict[str, Any]
+    model: torch.nn.Module
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.state["classes"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.state["in_channels"])
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    @property
+    def tile(self) -> int:
+        """The tile side the run was trained with (whole-image inference up to it)."""
+        return int(self.state["config"].get("tile", 256))
+
+    @property
+    def normalisation(self) -> Any:
+        """The training images' :class:`~dspseg.data.dataset.Normalisation` (mean, std per channel)."""
+        from dspseg.data.dataset import Normalisation
+
+        return Normalisation.from_dict(self.state["normalisation"])
+
+    def check_classes(self, classes: list[str], data: str | Path) -> None:
+        """DatasetError unless the dataset ``data`` has the run's classes, in the same order."""
+        from dspseg.errors import DatasetError
+
+        if list(classes) != self.classes:
+            raise DatasetError(f"{data} has classes {list(classes)} but the run {self.folder.root} was trained on "
+                               f"{self.classes}; evaluate on a dataset with the same classes in the same order")
+
+
+def load_run(run: str | Path | RunFolder, which: str = "best", device: str | torch.device = "auto") -> LoadedRun:
+    """The ``which`` (``best`` or ``last``) checkpoint of the run folder ``run`` and its inference model.
+
+    ``device="auto"`` is the GPU when there is one, else the CPU. CheckpointError (a UserError) for
+    a missing run folder or checkpoint, or a file that is not a dspseg checkpoint.
+    """
+    folder = run if isinstance(run, RunFolder) else RunFolder(run)
+    path = folder.existing_checkpoint(which)
+    state = load_checkpoint(path)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return LoadedRun(folder, which, path, state, build_model_from_checkpoint(state).to(device))

@@ -116,43 +116,37 @@ def evaluate_run(run: str | Path, data: str | Path, split: str = "test", json_pa
         {"mean_dice": float | None, "per_class": {class: float | None}, "images": int,
          "split": str, "checkpoint": str, "include_background": True, "step": int}
 
-    Raises :class:`~dspseg.engine.config.UserError` subclasses for a missing run or checkpoint, a
+    Raises :class:`~dspseg.errors.UserError` subclasses for a missing run or checkpoint, a
     dataset whose classes differ from the run's, or a split without mask images.
     """
     from rich.console import Console
 
-    from dspseg.data.dataset import DatasetError, Normalisation, SegmentationDataset
+    from dspseg.data.dataset import SegmentationDataset
     from dspseg.data.manifest import load_manifest
-    from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
-    from dspseg.engine.runlog import write_text_atomic
+    from dspseg.engine.checkpoint import load_run
+    from dspseg.errors import DatasetError
+    from dspseg.fsutil import write_text_atomic
 
     console = console or Console()
-    ckpt_path = run_checkpoint(run, "best")
-    state = load_checkpoint(ckpt_path)
+    loaded = load_run(run, "best")
     manifest = load_manifest(data)
-    if list(manifest.classes) != list(state["classes"]):
-        raise DatasetError(f"{data} has classes {manifest.classes} but the run {run} was trained on "
-                           f"{state['classes']}; evaluate on a dataset with the same classes in the same order")
-    dataset = SegmentationDataset(manifest, split, normalisation=Normalisation.from_dict(state["normalisation"]),
-                                  crop_size=None, derive_weak=False)
+    loaded.check_classes(manifest.classes, data)
+    dataset = SegmentationDataset(manifest, split, normalisation=loaded.normalisation, crop_size=None,
+                                  derive_weak=False)
     n_masked = sum(1 for it in dataset.items if it.kind == "mask")
     if n_masked == 0:
         raise DatasetError(f"{data} has no {split} images with a mask ({len(dataset)} {split} image(s) in all); "
                            "give --split or a dataset whose records have 'split' and 'mask' (see dspseg simulate)")
-    model = build_model_from_checkpoint(state)
-    if torch.cuda.is_available():
-        model = model.cuda()
-    tile = tile or int(state["config"].get("tile", 256))
-    result = dice_on_dataset(model, dataset, tile=tile, batch_size=batch_size)
-    console.print(dice_table(result, manifest.classes, f"Dice on {split} ({n_masked} images, step {state['step']})"))
+    result = dice_on_dataset(loaded.model, dataset, tile=tile or loaded.tile, batch_size=batch_size)
+    console.print(dice_table(result, manifest.classes, f"Dice on {split} ({n_masked} images, step {loaded.step})"))
     console.print(f"background included in the mean: yes (mean over the {manifest.n_classes} classes, "
                   "leaving out classes absent from both prediction and truth)")
     if n_masked < len(dataset):
         console.print(f"note: {len(dataset) - n_masked} {split} image(s) without a mask were skipped")
     d = result.to_dict(manifest.classes)
     report = {"mean_dice": d["mean_dice"], "per_class": d["per_class"], "images": n_masked, "split": split,
-              "checkpoint": str(ckpt_path), "include_background": True, "step": int(state["step"])}
-    out = Path(json_path) if json_path is not None else Path(run) / "eval" / f"{split}.json"
+              "checkpoint": str(loaded.path), "include_background": True, "step": loaded.step}
+    out = Path(json_path) if json_path is not None else loaded.folder.eval_json(split)
     write_text_atomic(out, json.dumps(report, indent=1) + "\n")
     console.print(f"wrote {out}")
     return report

@@ -35,10 +35,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dspseg.errors import ExportError
 from dspseg import __version__
-from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
-from dspseg.errors import UserError
+from dspseg.cli_support import refuse_used_folder
+from dspseg.engine.checkpoint import build_model_from_checkpoint, load_run
+from dspseg.errors import ExportError
 from dspseg.fsutil import new_folder
 
 FORMATS = {"safetensors": "model.safetensors", "pt2": "model.pt2", "onnx": "model.onnx"}
@@ -137,11 +137,9 @@ def export_run(run: str | Path, format: str, out: str | Path, checkpoint: str = 
     if format not in FORMATS:
         raise ExportError(f"unknown --format '{format}'; choose one of {', '.join(FORMATS)}")
     run, out = Path(run), Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"--out {out} exists and is not an empty folder; choose a new folder")
-    state = load_checkpoint(run_checkpoint(run, checkpoint))
-    model = build_model_from_checkpoint(state)
-    desc = describe(state, format, run, checkpoint)
+    refuse_used_folder(out, ExportError)
+    loaded = load_run(run, checkpoint, device="cpu")
+    model, desc = loaded.model, describe(loaded.state, format, run, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     with new_folder(out, "export") as tmp:
         target = tmp / FORMATS[format]

@@ -107,15 +107,14 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
     import tifffile
     from rich.console import Console
 
-    from dspseg.data.dataset import Normalisation
     from dspseg.data.io import read_image
-    from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
+    from dspseg.engine.checkpoint import load_run
     from dspseg.engine.evaluate import predict_labels
 
     console = console or Console()
     if tile < 16:
         raise UserError(f"--tile must be at least 16 pixels, got {tile}")
-    state = load_checkpoint(run_checkpoint(run, checkpoint))
+    loaded = load_run(run, checkpoint)
     files = collect_inputs(inputs)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -128,11 +127,7 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
                 raise UserError(f"writing {t} would replace an input image; choose another --out folder")
             if t.exists() and not overwrite:
                 raise UserError(f"{t} already exists; choose an empty --out folder or pass --overwrite")
-    norm = Normalisation.from_dict(state["normalisation"])
-    n_classes, in_channels = len(state["classes"]), int(state["in_channels"])
-    model = build_model_from_checkpoint(state)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device)
+    norm, n_classes, in_channels = loaded.normalisation, len(loaded.classes), loaded.in_channels
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for src, lab_path, ov_path in targets:
@@ -140,7 +135,7 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
         if image.shape[0] != in_channels:
             raise UserError(f"{src} has {image.shape[0]} channel(s) but the run was trained on {in_channels}")
         x = torch.from_numpy(norm.apply(image))
-        [(_, pred)] = list(predict_labels(model, [x], tile=tile, batch_size=batch_size, overlap=overlap))
+        [(_, pred)] = list(predict_labels(loaded.model, [x], tile=tile, batch_size=batch_size, overlap=overlap))
         labels = pred.numpy().astype(label_dtype(n_classes))
         tifffile.imwrite(lab_path, labels, photometric="minisblack", compression="zlib")
         written.append(lab_path)

@@ -1,17 +1,11 @@
-"""The run folder that explains itself: ``config.yaml``, ``env.json``, ``metrics.csv``, ``progress.png``.
+"""What a run folder says about its run: ``config.yaml``, ``env.json``, ``metrics.csv``, ``progress.png``,
+and the console lines and loss checks behind them (the paths: :class:`~dspseg.engine.runfolder.RunFolder`).
 
-    OUT/
-      config.yaml        the fully resolved TrainConfig (re-run with --config OUT/config.yaml)
-      env.json           versions, git commit, seed, machine, threads, accelerator
-      metrics.csv        one row per logged step: step, epoch, every loss term, loss, lr,
-                         val_mean_dice and val_dice_<class> at validation steps, elapsed_s
-      progress.png       loss terms and validation Dice over steps
-      checkpoints/       last.pt (resume) and best.pt (best validation mean Dice)
-      eval/              <split>.json written by `dspseg evaluate`
-
-``metrics.csv`` is kept in memory and rewritten atomically at every log or validation interval (a
-few thousand rows at most), so it is never half-written and a resumed run continues it cleanly
-(rows after the checkpoint's step are dropped).
+``metrics.csv`` holds one row per logged step: step, epoch, every loss term, loss, lr,
+val_mean_dice and val_dice_<class> at validation steps, elapsed_s. It is kept in memory and
+rewritten atomically at every log or validation interval (a few thousand rows at most), so it is
+never half-written and a resumed run continues it cleanly (rows after the checkpoint's step are
+dropped). Loss values wait on the device in a :class:`LossWindow` until they are checked or logged.
 """
 
 from __future__ import annotations
@@ -29,18 +23,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from dspseg.engine.config import TrainConfig, config_to_yaml
+from dspseg.engine.runfolder import RunFolder
 from dspseg.fsutil import atomic_write, write_text_atomic
 
 PACKAGES = ("torch", "numpy", "scipy", "lightning-fabric", "pydantic", "typer", "pyyaml", "rich",
             "tifffile", "imageio", "connected-components-3d", "matplotlib")
 
 
-def write_config(out: Path, cfg: TrainConfig) -> Path:
-    """``OUT/config.yaml``: the resolved configuration."""
-    path = Path(out) / "config.yaml"
-    write_text_atomic(path, config_to_yaml(cfg))
-    return path
+def write_config(run: RunFolder, cfg: TrainConfig) -> Path:
+    """``RUN/config.yaml``: the resolved configuration (re-run with ``--config RUN/config.yaml``)."""
+    return write_text_atomic(run.config, config_to_yaml(cfg))
 
 
 def git_commit() -> str | None:
@@ -80,11 +76,9 @@ def environment(cfg: TrainConfig, accelerator: str, threads: int) -> dict[str, A
     }
 
 
-def write_env(out: Path, env: dict[str, Any]) -> Path:
-    """``OUT/env.json``."""
-    path = Path(out) / "env.json"
-    write_text_atomic(path, json.dumps(env, indent=1) + "\n")
-    return path
+def write_env(run: RunFolder, env: dict[str, Any]) -> Path:
+    """``RUN/env.json``: :func:`environment`."""
+    return write_text_atomic(run.env, json.dumps(env, indent=1) + "\n")
 
 
 def _cell(v: Any) -> str:
@@ -251,3 +245,38 @@ class Reporter:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+class LossWindow:
+    """Loss terms of the steps not yet checked, kept on the device (one (T,) tensor per step), and the
+    checked values of the steps not yet logged, on the host; ``names`` are the T terms' names."""
+
+    def __init__(self, first_step: int) -> None:
+        self.names: list[str] = []
+        self.window: list[torch.Tensor] = []
+        self.pending: list[np.ndarray] = []
+        self.first = first_step  # the step of window[0]
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        """One step's terms (scalars); the names are those of the first step."""
+        if not self.names:
+            self.names = list(terms)
+        self.window.append(torch.stack([terms[n].detach().float() for n in self.names]))
+
+    def check(self, step: int) -> tuple[int, str, float] | None:
+        """Move the window to the host (one synchronisation); ``(step, term, value)`` of the first
+        non-finite value, else None (the values wait for :meth:`take`; the window restarts at ``step + 1``)."""
+        values = torch.stack(self.window).cpu().numpy()
+        bad = ~np.isfinite(values)
+        if bad.any():
+            k, t = (int(v[0]) for v in np.nonzero(bad))
+            return self.first + k, self.names[t], values[k, t]
+        self.pending.append(values)
+        self.window, self.first = [], step + 1
+        return None
+
+    def take(self) -> np.ndarray:
+        """(k, T) values of the checked steps since the last take."""
+        values = np.concatenate(self.pending)
+        self.pending = []
+        return values

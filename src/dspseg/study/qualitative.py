@@ -44,22 +44,16 @@ def _predict(run: Path, manifest: Any) -> np.ndarray:
     """Prediction (H, W) of ``run``'s best checkpoint on the one test record (as ``evaluate_run`` does)."""
     import torch
 
-    from dspseg.data.dataset import Normalisation, SegmentationDataset
-    from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint, run_checkpoint
-    from dspseg.errors import UserError
+    from dspseg.data.dataset import SegmentationDataset
+    from dspseg.engine.checkpoint import load_run
     from dspseg.engine.evaluate import predict_labels
 
-    state = load_checkpoint(run_checkpoint(run, "best"))
-    if list(state["classes"]) != list(manifest.classes):
-        raise UserError(f"the run was trained on classes {state['classes']}, not {manifest.classes}")
-    dataset = SegmentationDataset(manifest, "test", normalisation=Normalisation.from_dict(state["normalisation"]),
-                                  crop_size=None, derive_weak=False)
-    model = build_model_from_checkpoint(state)
-    if torch.cuda.is_available():
-        model = model.cuda()
+    loaded = load_run(run, "best")
+    loaded.check_classes(manifest.classes, manifest.root)
+    dataset = SegmentationDataset(manifest, "test", normalisation=loaded.normalisation, crop_size=None,
+                                  derive_weak=False)
     item = dataset.items[0]
-    tile = int(state["config"].get("tile", 256))
-    [(_, labels)] = list(predict_labels(model, [torch.from_numpy(item.image)], tile=tile))
+    [(_, labels)] = list(predict_labels(loaded.model, [torch.from_numpy(item.image)], tile=loaded.tile))
     return labels.numpy()
 
 

@@ -19,10 +19,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from dspseg.engine.runfolder import RunFolder
 from dspseg.study.costs import annotation_counts
 from dspseg.study.plan import RunSpec, StudySpec
-
-RESULT_FILE = "result.json"
 
 
 def payload(spec: StudySpec, root: Path, run: RunSpec, threads: int | None = None) -> dict[str, Any]:
@@ -41,7 +40,7 @@ def payload(spec: StudySpec, root: Path, run: RunSpec, threads: int | None = Non
 
 def read_result(out: str | Path) -> dict[str, Any] | None:
     """The finished result of a run folder, or None if it has none (or an unreadable one)."""
-    path = Path(out) / RESULT_FILE
+    path = RunFolder(out).result
     try:
         row = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -82,7 +81,7 @@ def execute(p: dict[str, Any]) -> dict[str, Any]:
     row["seconds"] = round(time.perf_counter() - t0, 1)
     from dspseg.fsutil import write_text_atomic
 
-    write_text_atomic(out / RESULT_FILE, json.dumps(row, indent=1) + "\n")
+    write_text_atomic(RunFolder(out).result, json.dumps(row, indent=1) + "\n")
     return row
 
 
@@ -102,7 +101,7 @@ def _train_and_evaluate(p: dict[str, Any], out: Path, root: Path, console: Any) 
     from dspseg.engine.evaluate import evaluate_run
     from dspseg.engine.trainer import resolve_run_config, train
 
-    resume = (out / "checkpoints" / "last.pt").is_file() and (out / "config.yaml").is_file()
+    resume = RunFolder(out).can_resume()
     if not resume and out.exists():
         shutil.rmtree(out)  # killed before its first checkpoint: nothing to keep
     if p["init"] and read_result(p["init"]) is None:

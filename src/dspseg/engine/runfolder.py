@@ -1,0 +1,127 @@
+"""The run folder that explains itself: one home for every path in it.
+
+    RUN/
+      config.yaml        the fully resolved TrainConfig (re-run with --config RUN/config.yaml)
+      env.json           versions, git commit, seed, machine, threads, accelerator
+      metrics.csv        one row per logged step: step, epoch, every loss term, loss, lr,
+                         val_mean_dice and val_dice_<class> at validation steps, elapsed_s
+      progress.png       loss terms and validation Dice over steps
+      checkpoints/       last.pt (resume) and best.pt (best validation mean Dice; the final model
+                         without a val split)
+      eval/<split>.json  written by `dspseg evaluate`
+      result.json        a sweep run's result row (written last: the run is done)
+
+Every module that reads or writes one of these takes its path from :class:`RunFolder`; the
+contents are described where they are written (:mod:`~dspseg.engine.runlog`,
+:mod:`~dspseg.engine.checkpoint`, :mod:`~dspseg.engine.evaluate`, :mod:`~dspseg.study.runner`).
+
+    >>> run = RunFolder("runs/basic")
+    >>> str(run.checkpoint("last")), str(run.eval_json("test"))
+    ('runs/basic/checkpoints/last.pt', 'runs/basic/eval/test.json')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dspseg.errors import CheckpointError, UserError
+
+#: the checkpoints a run keeps: ``last`` to resume, ``best`` for evaluation, prediction and export
+CHECKPOINTS = ("best", "last")
+
+
+class RunFolder:
+    """The paths of the run folder ``root`` (nothing is created or read until asked)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # ------------------------------------------------------------------------------------ paths
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.png"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, which: str) -> Path:
+        """``RUN/checkpoints/<which>.pt``, ``which`` in :data:`CHECKPOINTS` (CheckpointError otherwise)."""
+        if which not in CHECKPOINTS:
+            raise CheckpointError(f"checkpoint must be 'best' or 'last', got {which!r}")
+        return self.checkpoints / f"{which}.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoint("last")
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoint("best")
+
+    def eval_json(self, split: str) -> Path:
+        """``RUN/eval/<split>.json``: the scores ``dspseg evaluate`` writes."""
+        return self.root / "eval" / f"{split}.json"
+
+    @property
+    def result(self) -> Path:
+        """``RUN/result.json``: a sweep run's result row."""
+        return self.root / "result.json"
+
+    # ------------------------------------------------------------------------------------ checks
+
+    def existing_checkpoint(self, which: str = "best") -> Path:
+        """The ``which`` checkpoint of a finished (or interrupted) run; CheckpointError if missing."""
+        path = self.checkpoint(which)
+        if not self.root.is_dir():
+            raise CheckpointError(f"the run folder {self.root} does not exist; give the --out folder of a "
+                                  "`dspseg train` run")
+        if not path.is_file():
+            raise CheckpointError(f"{self.root} has no checkpoints/{which}.pt; is it a dspseg run folder, and did "
+                                  "training reach its first checkpoint?")
+        return path
+
+    def init_checkpoint(self) -> Path:
+        """The weights ``--init RUN`` starts from: ``best.pt``, else ``last.pt`` (CheckpointError if neither)."""
+        return self.best if self.best.is_file() else self.existing_checkpoint("last")
+
+    def can_resume(self) -> bool:
+        """Whether the folder holds what ``--resume`` needs: ``checkpoints/last.pt`` and ``config.yaml``."""
+        return self.last.is_file() and self.config.is_file()
+
+    def check_resumable(self) -> None:
+        """UserError unless :meth:`can_resume`."""
+        if not self.can_resume():
+            raise UserError(f"nothing to resume in {self.root}: it has no checkpoints/last.pt and config.yaml; "
+                            "give the --out folder of an earlier run, or drop --resume to start a new one")
+
+    def check_new(self, resume: bool) -> None:
+        """UserError if the folder cannot take a run: a file, or (unless ``resume``) a non-empty folder."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root} is a file; give a folder for the run")
+        if not resume and self.root.is_dir() and any(self.root.iterdir()):
+            raise UserError(f"the run folder {self.root} is not empty; choose a new --out folder, or add --resume "
+                            "to continue the run saved there")
