@@ -239,7 +239,7 @@ def test_falls_back_to_copies_across_filesystems(data, tmp_path, monkeypatch):
     def cross_device(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(acr_mod.os, "link", cross_device)
+    monkeypatch.setattr(os, "link", cross_device)
     out = tmp_path / "sim"
     res = simulate_dataset(data, out, acr=2, scenario="point", split=1)
     assert not res.linked and "copied" in res.warnings[0]

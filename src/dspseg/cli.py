@@ -23,6 +23,8 @@ from rich.console import Console
 
 from dspseg import __version__
 from dspseg.cli_errors import fail
+from dspseg.cli_support import train_option
+from dspseg.study.costs import AnnotationCosts, costs_text
 
 app = typer.Typer(
     name="dspseg",
@@ -113,7 +115,7 @@ def simulate(
                              help="New dataset folder; image files are hard-linked, never copied or changed."),
 ) -> None:
     """Simulate the paper's protocol: a split by group, 1/ACR of the training masks, weak labels for the rest."""
-    from dspseg.data.acr import simulate_dataset
+    from dspseg.data.acr.writer import simulate_dataset
     from dspseg.data.manifest import ManifestError
 
     try:
@@ -158,17 +160,6 @@ app.command()(export)
 # ------------------------------------------------------------------------------------------ sweep
 
 
-def _csv(text: str, what: str, cast=str) -> list:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        fail(f"--{what} is empty; give a comma-separated list, e.g. --{what} " +
-             {"methods": "basic,fixmatch,dsp", "scenarios": "mixed,box", "acrs": "1,8,32"}.get(what, "a,b"))
-    try:
-        return [cast(t) for t in items]
-    except ValueError:
-        fail(f"--{what} '{text}': every item must be a number, e.g. --{what} 1,2,4,8")
-
-
 @app.command()
 def sweep(
     data: Path = typer.Option(..., "--data", "-d", help="Fully masked dataset folder to study (e.g. from dspseg synth).",
@@ -198,11 +189,12 @@ def sweep(
                                 "of a local Ray instance)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (e.g. auto or HEAD:6379)."),
     cost: list[str] = typer.Option([], "--cost", help="Annotation seconds, KIND=SECONDS with KIND mask (per image), "
-                                   "box, point (per object) or label (per class); repeatable. Defaults: mask 239.7, "
-                                   "box 7, point 2.4, label 1 (see dspseg budget --help)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps of every run (default: 1000)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per step (default: 8)."),
-    width: Optional[int] = typer.Option(None, "--width", min=1, help="U-Net width (default: 16; the paper uses 64)."),
+                                   "box, point (per object) or label (per class); repeatable. Defaults: "
+                                   f"{costs_text(AnnotationCosts(), unit='')} (see dspseg budget --help)."),
+    steps: Optional[int] = train_option("steps", "--steps", help="Training steps of every run (default: {default})."),
+    batch_size: Optional[int] = train_option("batch_size", "--batch-size", "-b",
+                                             help="Images per step (default: {default})."),
+    width: Optional[int] = train_option("width", "--width", help="U-Net width (default: {default}; the paper uses 64)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of training options."),
     set_: list[str] = typer.Option([], "--set", help="Any training option, e.g. --set lr=1e-3 (repeatable); method "
                                    "options go in --methods."),
@@ -216,6 +208,7 @@ def sweep(
     from dspseg.cli_errors import guarded
 
     def run() -> None:
+        from dspseg.cli_support import parse_list
         from dspseg.engine.config import resolve_config
         from dspseg.errors import UserError
         from dspseg.study.backends import make_backend
@@ -229,8 +222,9 @@ def sweep(
         flags = {"steps": steps, "batch_size": batch_size, "width": width}
         base = resolve_config(config, flags, set_).model_dump(mode="json", exclude={"method", "method_options", "init"})
         try:
-            spec = StudySpec(data=str(data.resolve()), methods=_csv(methods, "methods"),
-                             scenarios=_csv(scenarios, "scenarios"), acrs=_csv(acrs, "acrs", float), splits=splits,
+            spec = StudySpec(data=str(data.resolve()), methods=parse_list(methods, "methods", "basic,fixmatch,dsp"),
+                             scenarios=parse_list(scenarios, "scenarios", "mixed,box"),
+                             acrs=parse_list(acrs, "acrs", "1,8,32", float), splits=splits,
                              n_splits=max(n_splits, splits), seed=seed, init_from_basic=not from_scratch,
                              step_budget=step_budget, train=base, costs=AnnotationCosts.from_items(cost))
         except ValueError as e:

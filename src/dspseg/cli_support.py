@@ -13,8 +13,9 @@ at module level), so ``data/``, ``engine/`` and ``study/`` may call it as well a
   an ``--out`` that must be new or empty, :func:`not_ours` for the commands that may replace their
   own earlier output (``demo``, ``sweep``, ``simulate``, ``synth``).
 * **Help defaults.** :func:`train_default` reads a training option's default from
-  :class:`~dspseg.engine.config.TrainConfig` (the one home of the defaults), so the help of ``train``
-  and ``sweep`` never repeats a literal.
+  :class:`~dspseg.engine.config.TrainConfig` (the one home of the defaults) and :func:`train_option`
+  declares a training flag with it, so the help of ``train`` and ``sweep`` never repeats a literal.
+  These two reach up into ``engine.config`` (inside the function); only command modules call them.
 
     >>> split_list(" basic, dsp,,")
     ['basic', 'dsp']
@@ -140,3 +141,21 @@ def _train_defaults() -> Any:
 def train_default(name: str) -> str:
     """A training option's default as help texts print it: ``train_default("steps")`` → ``"1000"``."""
     return str(getattr(_train_defaults(), name))
+
+
+def train_option(name: str, *flags: str, help: str, **kwargs: Any) -> Any:
+    """A typer option for the training setting ``name`` that defaults to ``None`` (the config decides).
+
+    ``{default}`` in ``help`` becomes :func:`train_default` of ``name``; the option's least value
+    (``min``) is the field's ``ge`` bound unless given. ``train_option("steps", "--steps",
+    help="Training steps of every run (default: {default}).")`` prints ``(default: 1000)`` and ``x>=1``.
+    """
+    import typer
+
+    from dspseg.engine.config import TrainConfig
+
+    if "min" not in kwargs:
+        bounds = [getattr(m, "ge") for m in TrainConfig.model_fields[name].metadata if hasattr(m, "ge")]
+        if bounds:
+            kwargs["min"] = bounds[0]
+    return typer.Option(None, *flags, help=help.format(default=train_default(name)), **kwargs)

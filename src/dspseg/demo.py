@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dspseg.cli_support import not_ours
+
 MARKER = ".dspseg-demo"
 METHODS = ("basic", "fixmatch", "dsp")
 ACRS = (1.0, 8.0, 32.0)
@@ -59,7 +61,7 @@ def run_demo(out: str | Path, settings: DemoSettings, console: Any) -> dict[str,
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise ValueError(f"--out {out} is not empty and is not a previous demo; give a new folder")
+            raise not_ours(out, "is not a previous demo", "give a new folder")
         shutil.rmtree(out)  # a previous demo's own output: safe to replace
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("made by `dspseg demo`; the folder is replaced when the demo runs again\n")

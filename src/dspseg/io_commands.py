@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dspseg.cli_errors import fail, guarded
+from dspseg.cli_support import split_list
 from dspseg.data.cosem_classes import class_map_lines
 
 console = Console()
@@ -61,8 +62,8 @@ def openorganelle(
     def run() -> None:
         from dspseg.data.openorganelle import import_openorganelle
 
-        wanted = [c.strip() for c in crops.split(",") if c.strip()] if crops else None
-        result = import_openorganelle(dataset, out, source=source, min_crops=min_crops, crops=wanted, z_step=z_step,
+        result = import_openorganelle(dataset, out, source=source, min_crops=min_crops,
+                                      crops=split_list(crops) or None, z_step=z_step,
                                       progress=lambda line: console.print(line, highlight=False, soft_wrap=True))
         for w in result.warnings:
             console.print(f"[yellow]note:[/] {escape(w)}", soft_wrap=True)
@@ -120,9 +121,8 @@ def convert(
         from dspseg.data.convert import convert_dataset
         from dspseg.data.validate import render_report, validate_dataset
 
-        names = [c.strip() for c in classes.split(",") if c.strip()] if classes is not None else None
-        result = convert_dataset(format, input, images, out, classes=names, name=name, ignore_index=ignore_index,
-                                 class_column=class_column, group_pattern=group_pattern)
+        result = convert_dataset(format, input, images, out, classes=split_list(classes), name=name,
+                                 ignore_index=ignore_index, class_column=class_column, group_pattern=group_pattern)
         for w in result.warnings:
             console.print(f"[yellow]note:[/] {escape(w)}", soft_wrap=True)
         report = validate_dataset(out)

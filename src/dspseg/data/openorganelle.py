@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from dspseg.errors import OpenOrganelleError
+from dspseg.cli_support import refuse_used_folder
 from dspseg.data.cosem_classes import CLASSES, IGNORE, apply_lut, merge_lut
 from dspseg.data.io import write_image, write_mask
 from dspseg.data.manifest import ImageRecord, Manifest, save_manifest
-from dspseg.errors import UserError
+from dspseg.errors import OpenOrganelleError, UserError
 from dspseg.fsutil import new_folder
 
 DEFAULT_SOURCE = "s3://janelia-cosem-datasets"
@@ -296,9 +296,7 @@ def _plan_crop(name: str, gt: Any, raw_group: Any, raw_levels: list[Level], lut:
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OpenOrganelleError(f"--out {out} exists and is not an empty folder; choose a new folder "
-                                 "(nothing is ever overwritten)")
+    refuse_used_folder(out, OpenOrganelleError, note=" (nothing is ever overwritten)")
 
 
 def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SOURCE, min_crops: int = 3,

@@ -17,8 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from dspseg.errors import NothingFits
-from dspseg.errors import UserError
+from dspseg.errors import NothingFits, UserError
 from dspseg.study.costs import COST_KEYS, AnnotationCosts, annotation_hours
 from dspseg.study.results import done_rows, summarise
 
@@ -130,11 +129,6 @@ def answer(options: Sequence[dict[str, Any]], hours: float) -> str:
     splits = f" over {g['n']} splits" if g["n"] > 1 else " (1 split)"
     return (f"With {hours_text(hours)} h, the sweep's best is {describe(g)}: Dice {g['mean_dice']:.2f} ± "
             f"{g['mean_dice_std']:.2f}{splits} for {hours_text(g['cost_hours'])} h ({mix_text(g)}).")
-
-
-def costs_text(costs: AnnotationCosts) -> str:
-    """``"mask 239.7 s, box 7 s, point 2.4 s, label 1 s"``."""
-    return ", ".join(f"{k} {getattr(costs, k):g} s" for k in COST_KEYS)
 
 
 def options_table(options: Sequence[dict[str, Any]], hours: float) -> Any:

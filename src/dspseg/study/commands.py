@@ -14,13 +14,14 @@ import typer
 from rich.console import Console
 
 from dspseg.cli_errors import guarded
+from dspseg.cli_support import split_list
 
 console = Console()
 
 
 def _names(text: str | None) -> list[str] | None:
     """``"a, b"`` → ``["a", "b"]``; None for no text or only commas."""
-    return None if text is None else [x.strip() for x in text.split(",") if x.strip()] or None
+    return split_list(text) or None
 
 
 def report(
@@ -75,9 +76,8 @@ def budget(
 
     def run() -> None:
         from dspseg.errors import UserError
-        from dspseg.study.budget import (answer, best_for_budget, costs_text, options_table, reference_text,
-                                         sweep_costs)
-        from dspseg.study.costs import AnnotationCosts
+        from dspseg.study.budget import answer, best_for_budget, options_table, reference_text, sweep_costs
+        from dspseg.study.costs import AnnotationCosts, costs_text
         from dspseg.study.results import failed_count, read_results, results_path
 
         csv_path = results_path(dir)

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-COST_KEYS = ("mask", "box", "point", "label")
+from dspseg.vocabulary import COST_KEY, COST_KEYS, COST_UNIT, KINDS, Kind
 
 
 class AnnotationCosts(BaseModel):
@@ -64,6 +64,11 @@ class AnnotationCosts(BaseModel):
         return cls(**values)
 
 
+def costs_text(costs: AnnotationCosts, unit: str = " s") -> str:
+    """``"mask 239.7 s, box 7 s, point 2.4 s, label 1 s"`` (``unit=""`` for the bare numbers)."""
+    return ", ".join(f"{k} {getattr(costs, k):g}{unit}" for k in COST_KEYS)
+
+
 def annotation_counts(records: Iterable[Any], uses: Iterable[str]) -> dict[str, int]:
     """Training annotations a method learns from, by type.
 
@@ -79,19 +84,16 @@ def annotation_counts(records: Iterable[Any], uses: Iterable[str]) -> dict[str, 
         if kind not in uses:
             continue
         images[kind] += 1
-        if kind == "box":
-            objects["boxes"] += len(r.boxes or [])
-        elif kind == "point":
-            objects["points"] += len(r.points or [])
-        elif kind == "image":
-            objects["labels"] += len(r.labels or [])
-    out = {f"images_{k}": images[k] for k in ("mask", "box", "point", "image", "none")}
-    out.update({k: objects[k] for k in ("boxes", "points", "labels")})
+        unit = COST_UNIT.get(COST_KEY.get(kind, ""))
+        if unit is not None:  # boxes, points or labels: the record's field of that name
+            objects[unit] += len(getattr(r, unit) or [])
+    out = {f"images_{k}": images[k] for k in KINDS}
+    out.update({unit: objects[unit] for unit in COST_UNIT.values() if unit is not None})
     return out
 
 
 def annotation_hours(counts: dict[str, int], costs: AnnotationCosts) -> float:
     """Hours of annotation behind ``counts`` (from :func:`annotation_counts`)."""
-    seconds = (counts["images_mask"] * costs.mask + counts["boxes"] * costs.box
-               + counts["points"] * costs.point + counts["labels"] * costs.label)
+    seconds = sum((counts[f"images_{Kind.MASK}"] if unit is None else counts[unit]) * getattr(costs, key)
+                  for key, unit in COST_UNIT.items())
     return seconds / 3600.0

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dspseg.study.costs import AnnotationCosts
+from dspseg.vocabulary import SCENARIOS
 
 SHARED = "shared"
 
@@ -158,8 +159,6 @@ class StudySpec(BaseModel):
     @field_validator("scenarios")
     @classmethod
     def _scenarios(cls, v: list[str]) -> list[str]:
-        from dspseg.data.acr import SCENARIOS
-
         for s in v:
             if s not in SCENARIOS:
                 raise ValueError(f"unknown scenario '{s}'; choose from {', '.join(SCENARIOS)}")

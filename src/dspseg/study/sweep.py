@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from dspseg.cli_support import holds_anything, not_ours
 from dspseg.errors import UserError
 from dspseg.study import RESULT_COLUMNS
 from dspseg.study.costs import annotation_hours
@@ -70,7 +71,7 @@ def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
     """Write or check ``study.yaml``; simulate the datasets ``spec`` needs; return the folder's study:
     ``spec`` joined with the methods, scenarios, ACRs and splits of earlier sweeps there (results.csv
     and ``dspseg report`` cover all of them; a sweep command runs only its own grid)."""
-    from dspseg.data.acr import simulate_dataset
+    from dspseg.data.acr.writer import simulate_dataset
     from dspseg.fsutil import write_text_atomic
 
     root = Path(root)
@@ -99,8 +100,8 @@ def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
         if study.splits > study.n_splits:
             raise UserError(f"--splits {spec.splits} is more than the {spec.n_splits} cross-validation splits this "
                             "folder was made with; use a new --out folder")
-    elif root.is_dir() and any(root.iterdir()):
-        raise UserError(f"--out {root} is not empty and holds no sweep; give a new folder")
+    elif holds_anything(root):
+        raise not_ours(root, "holds no sweep", "give a new folder")
     else:
         study = spec
     root.mkdir(parents=True, exist_ok=True)

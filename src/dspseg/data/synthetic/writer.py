@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from dspseg.cli_support import holds_anything, not_ours
 from dspseg.data.manifest import MANIFEST_NAME, ImageRecord, Manifest, save_manifest
 from dspseg.data.synthetic.scene import generate_image
 from dspseg.data.synthetic.style import SYNTH_CLASSES, GroupStyle
@@ -37,13 +38,12 @@ def _previous_files(out: Path) -> list[Path]:
     when ``out`` holds anything else and is not empty."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"output '{out}' is a file; give a folder path for the synthetic dataset")
-    if not out.exists() or not any(out.iterdir()):
+    if not holds_anything(out):
         return []
     marker, manifest = out / MARKER, out / MANIFEST_NAME
     if not marker.is_file():
-        raise ValueError(
-            f"output folder '{out}' is not empty and is not a dspseg synthetic dataset (no {MARKER}); "
-            "choose a new or empty folder - dspseg never overwrites other files")
+        raise not_ours(out, f"is not a dspseg synthetic dataset (no {MARKER})",
+                       "choose a new or empty folder - dspseg never overwrites other files", label=f"output folder '{out}'")
     if not manifest.is_file():  # an earlier run was interrupted before it wrote the manifest
         return []
     try:

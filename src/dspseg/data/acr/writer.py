@@ -1,0 +1,190 @@
+"""Write a reduced dataset folder (``dspseg simulate``): the ACR protocol of
+:mod:`dspseg.data.acr.protocol` applied to a fully masked dataset, saved next to it.
+
+The folder gets ``dataset.json`` (every record with its ``split``), ``simulation.json`` (source,
+options, counts, the ordered training list) and the image and kept mask files under the same
+relative paths as in the source, as hard links (copies, with a warning, across filesystems). The
+source is never written to; a non-empty ``--out`` is refused unless it holds a previous simulation
+and nothing else, which is then replaced by building a temporary sibling and swapping it in.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dspseg.cli_support import holds_anything, not_ours
+from dspseg.data.acr.protocol import check_options, plan_reduction, reduce_records, reduced_manifest
+from dspseg.data.manifest import MANIFEST_NAME, Manifest, load_manifest, save_manifest
+from dspseg.errors import DatasetError, OutputFolderError
+
+SIMULATION_FILE = "simulation.json"
+SIMULATION_FORMAT = "dspseg-simulation/1"
+_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+@dataclass
+class SimulationResult:
+    """A written simulation: the reduced dataset (``manifest.root == out``) and what was done."""
+
+    manifest: Manifest
+    counts: dict[str, int]  # training images per annotation type
+    split_sizes: dict[str, int]
+    out: Path
+    acr: float
+    scenario: str
+    split: int
+    n_splits: int
+    seed: int
+    n_masked: int
+    order: list[str]  # training image files, mask-keeping first
+    linked: bool  # True: files are hard links to the originals; False: copies (other filesystem)
+    warnings: list[str] = field(default_factory=list)
+
+
+def simulate_dataset(data: str | Path, out: str | Path, acr: float, scenario: str, split: int, n_splits: int = 3,
+                     seed: int = 0, point_mode: str = "interior") -> SimulationResult:
+    """Write the reduced dataset of split ``split`` at ACR ``acr`` to the new folder ``out``.
+
+    ``out`` gets ``dataset.json`` (every record with its ``split``), ``simulation.json`` (source,
+    options, counts, the ordered training list) and the image and kept mask files under the same
+    relative paths as in the source, as hard links (same inode, no bytes copied; copies with a
+    warning when ``out`` is on another filesystem). The source dataset is never written to. A
+    non-empty ``out`` is refused unless it holds a previous simulation and nothing else; that one is
+    replaced by building a temporary sibling folder and swapping it in.
+    """
+    check_options(acr, scenario, split, n_splits)
+    source = load_manifest(data)
+    out = Path(out)
+    _check_out(source.root, out)
+    plan = plan_reduction(source, acr, scenario, split, n_splits, seed)
+    records, warnings = reduce_records(source, plan, point_mode, seed)
+    reduced = reduced_manifest(source, records, acr, scenario, split)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        _ordinary_mode(tmp, 0o777)  # mkdtemp/mkstemp make private 0700/0600 entries
+        linked, why = _place_files(source, reduced, tmp)
+        if not linked:
+            warnings.append(f"{out} is on another filesystem than {source.root} ({why}): the files were copied")
+        save_manifest(reduced, tmp)
+        order = [source.images[i].file for i in plan.order]
+        info = {"format": SIMULATION_FORMAT, "source": str(Path(os.path.realpath(source.root))),
+                "acr": acr, "scenario": scenario, "split": split, "n_splits": n_splits, "seed": seed,
+                "point_mode": point_mode, "n_masked": plan.n_masked,
+                "realised_acr": len(plan.order) / plan.n_masked, "counts": plan.counts,
+                "split_sizes": plan.split_sizes,
+                "groups": {p: sorted({source.images[i].group_name for i in getattr(plan.split, p)})
+                           for p in ("train", "val", "test")},
+                "train_order": [{"file": f, "annotation": plan.assignment[i]} for f, i in zip(order, plan.order)],
+                "files": "hard links to the source files (editing one in place edits the other)" if linked
+                else "copies of the source files"}
+        (tmp / SIMULATION_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        _ordinary_mode(tmp / MANIFEST_NAME, 0o666)
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SimulationResult(load_manifest(out), plan.counts, plan.split_sizes, out, acr, scenario, split, n_splits,
+                            seed, plan.n_masked, order, linked, warnings)
+
+
+def _ordinary_mode(path: Path, full: int) -> None:
+    """Give a file or folder we created the permissions the user's umask gives new files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, full & ~umask)
+
+
+def _check_out(source_root: Path, out: Path) -> None:
+    src, dst = Path(os.path.realpath(source_root)), Path(os.path.realpath(out))
+    if dst == src or src in dst.parents:
+        raise OutputFolderError(f"--out {out} is inside the input dataset {source_root}; dspseg never writes into the "
+                         f"input. Fix: choose a folder outside it")
+    if dst in src.parents:
+        raise OutputFolderError(f"--out {out} contains the input dataset {source_root}. Fix: choose a new folder")
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"--out {out} is a file. Fix: choose a new folder")
+    if holds_anything(out):
+        _previous_simulation(out)  # raises unless it is one
+
+
+def _previous_simulation(out: Path) -> None:
+    """Raise :class:`~dspseg.errors.OutputFolderError` unless ``out`` holds a previous simulation and
+    nothing that it did not write."""
+    fix = "choose another --out, or empty it yourself"
+    try:
+        info = json.loads((out / SIMULATION_FILE).read_text(encoding="utf-8"))
+        if info.get("format") != SIMULATION_FORMAT:
+            raise ValueError
+        old = load_manifest(out)
+    except (OSError, ValueError, AttributeError):
+        raise not_ours(out, "does not hold a previous dspseg simulation",
+                       f"dspseg replaces only its own folders. Fix: {fix}") from None
+    expected = {MANIFEST_NAME, SIMULATION_FILE}
+    for rec in old.images:
+        expected.update(posixpath.normpath(p) for p in (rec.file, rec.mask) if p is not None)
+    extra = []
+    for folder, dirs, files in os.walk(out):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            rel = Path(folder, name).relative_to(out).as_posix()
+            if rel not in expected or os.path.islink(os.path.join(folder, name)):
+                extra.append(rel)
+    if extra:
+        raise OutputFolderError(f"--out {out} holds a previous simulation plus files it did not write "
+                         f"({', '.join(sorted(extra)[:3])}{' ...' if len(extra) > 3 else ''}); they would be "
+                         f"deleted. Fix: move them away or {fix}")
+
+
+def _place_files(source: Manifest, reduced: Manifest, folder: Path) -> tuple[bool, str]:
+    """Hard-link (or copy) every image and kept mask of ``reduced`` into ``folder``; rewrite paths.
+
+    Returns (linked, reason for copying). Paths keep their relative form, normalised.
+    """
+    linked, why, placed = True, "", {}
+    for rec in reduced.images:
+        for attr in ("file", "mask"):
+            rel = getattr(rec, attr)
+            if rel is None:
+                continue
+            new = posixpath.normpath(rel)
+            if new in (MANIFEST_NAME, SIMULATION_FILE, "."):
+                raise DatasetError(f"field '{attr}' of {rel}: this name is reserved in a simulation folder. "
+                                 f"Fix: rename the file in the source dataset")
+            setattr(rec, attr, new)
+            src = source.path(rel)
+            if new in placed:
+                continue
+            placed[new] = src
+            dst = folder / new
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if linked:
+                try:
+                    os.link(src, dst)
+                    continue
+                except OSError as e:
+                    if e.errno not in _LINK_ERRNOS:
+                        raise
+                    linked, why = False, e.strerror or str(e)
+            shutil.copy2(src, dst)
+    return linked, why
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing an empty folder or a previous simulation."""
+    if out.is_dir() and not holds_anything(out):
+        out.rmdir()
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    _previous_simulation(out)  # re-check just before deleting anything
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.rename(out, old / "previous")
+    os.rename(tmp, out)
+    shutil.rmtree(old)
