@@ -13,7 +13,6 @@ This module imports neither torch nor lightning (the CLI's ``--help`` must stay 
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
+from dspseg.cli_support import did_you_mean
 from dspseg.errors import UserError, ConfigError
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
@@ -93,8 +93,7 @@ RESUMABLE = frozenset({"steps", "epochs", "val_every", "log_every", "threads", "
 
 
 def _closest(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; allowed keys: {', '.join(choices)}"
+    return did_you_mean(key, choices, otherwise=f"; allowed keys: {', '.join(choices)}")
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
