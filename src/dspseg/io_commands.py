@@ -16,12 +16,10 @@ from rich.markup import escape
 
 from dspseg.cli_errors import fail, guarded
 from dspseg.cli_support import split_list
-from dspseg.data.cosem_classes import class_map_lines
+from dspseg.data.cosem_classes import DATASETS, DEFAULT_SOURCE, class_map_lines
 
 console = Console()
 
-DEFAULT_SOURCE = "s3://janelia-cosem-datasets"  # kept equal to dspseg.data.openorganelle.DEFAULT_SOURCE
-PAPER_DATASETS = ("jrc_hela-2", "jrc_hela-3", "jrc_jurkat-1", "jrc_macrophage-2")
 
 import_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -33,7 +31,7 @@ def import_() -> None:
 
 OPENORGANELLE_HELP = (
     "Import the ground-truth crops of an OpenOrganelle (COSEM/CellMap) FIB-SEM dataset as 2D sections.\n\n"
-    f"Datasets (--dataset): {', '.join(PAPER_DATASETS)} (the four of the DSP paper).\n\n"
+    f"Datasets (--dataset): {', '.join(DATASETS)} (the four of the DSP paper).\n\n"
     f"Sources (--source): the public bucket {DEFAULT_SOURCE} (default; read anonymously, only the chunks "
     "covering the crops are downloaded; needs the packages zarr, fsspec and s3fs: the openorganelle extra of "
     "dspseg), or a LOCAL folder with "
@@ -49,7 +47,7 @@ OPENORGANELLE_HELP = (
 
 
 def openorganelle(
-    dataset: str = typer.Option(..., "--dataset", "-d", help=f"One of: {', '.join(PAPER_DATASETS)}.",
+    dataset: str = typer.Option(..., "--dataset", "-d", help=f"One of: {', '.join(DATASETS)}.",
                                 show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="New (or empty) dataset folder to write.", show_default=False),
     source: str = typer.Option(DEFAULT_SOURCE, "--source", "-s",

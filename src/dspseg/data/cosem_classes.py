@@ -1,4 +1,5 @@
-"""COSEM / CellMap label ids and how dspseg merges them into 17 organelle classes.
+"""COSEM / CellMap label ids and how dspseg merges them into 17 organelle classes (and the OpenOrganelle
+datasets of the paper, with their default source).
 
 OpenOrganelle ground-truth crops store *atomic* label ids in their ``all`` array (one id per voxel,
 e.g. 3 = mitochondrial membrane, 4 = mitochondrial lumen). Many atomic classes are too rare or too
@@ -24,6 +25,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
+
+#: where OpenOrganelle's datasets are read from by default (anonymous S3)
+DEFAULT_SOURCE = "s3://janelia-cosem-datasets"
+#: the four datasets of the DSP paper (CVPR 2023, §5)
+DATASETS: dict[str, str] = {
+    "jrc_hela-2": "HeLa cell (human cervical cancer line), FIB-SEM",
+    "jrc_hela-3": "HeLa cell (human cervical cancer line), FIB-SEM",
+    "jrc_jurkat-1": "Jurkat cell (human T-lymphocyte line), FIB-SEM",
+    "jrc_macrophage-2": "macrophage (mouse), FIB-SEM",
+}
 
 # The 17 merged classes, in class-id order of a full import (rare ones are dropped afterwards).
 CLASSES: tuple[str, ...] = (
