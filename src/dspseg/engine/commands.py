@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from dspseg.cli_errors import fail, guarded
+from dspseg.cli_support import train_option
 from dspseg.methods import method_table
 
 console = Console()
@@ -34,15 +35,16 @@ def train(
                                 show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create; must be new or empty (unless --resume).",
                              show_default=False),
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="Training method, see the list above (default: basic)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Number of training steps, i.e. batches (default: 1000)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
+    method: Optional[str] = train_option("method", "--method", "-m",
+                                         help="Training method, see the list above (default: {default})."),
+    steps: Optional[int] = train_option("steps", "--steps", help="Number of training steps, i.e. batches (default: {default})."),
+    epochs: Optional[int] = train_option("epochs", "--epochs",
                                          help="Train for this many passes over the training images instead of --steps."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Images per step (default: 8)."),
-    width: Optional[int] = typer.Option(None, "--width", min=1,
-                                        help="Network size: U-Net channels at full resolution (default: 16, quick on a "
-                                        "laptop CPU; the paper uses 64)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed for weights, image order and crops (default: 0)."),
+    batch_size: Optional[int] = train_option("batch_size", "--batch-size", "-b", help="Images per step (default: {default})."),
+    width: Optional[int] = train_option("width", "--width",
+                                        help="Network size: U-Net channels at full resolution (default: {default}, quick on "
+                                        "a laptop CPU; the paper uses 64)."),
+    seed: Optional[int] = train_option("seed", "--seed", help="Random seed for weights, image order and crops (default: {default})."),
     config: Optional[Path] = typer.Option(None, "--config", "-c",
                                           help="YAML file of options (key: value lines, e.g. a run's config.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Set any option, e.g. --set lr=1e-4 or --set method_options.tau=0.1 "
@@ -50,20 +52,21 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint, exactly."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from the weights of another run folder "
                                         "(e.g. a trained basic U-Net)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for PyTorch (default: all cores)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="Number format: 32-true (default, exact), bf16-mixed "
-                                            "or 16-mixed (faster on recent GPUs)."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", min=0,
-                                            help="Validate and save a checkpoint every N steps (default: 100; 0: at the end)."),
-    accelerator: Optional[str] = typer.Option(None, "--accelerator",
-                                              help="cpu, gpu (cuda) or auto (default: auto, a GPU when there is one)."),
-    devices: Optional[str] = typer.Option(None, "--devices",
-                                          help="Devices (GPUs or CPU processes) to train on, or auto (default: 1). "
+    threads: Optional[int] = train_option("threads", "--threads", help="CPU threads for PyTorch (default: all cores)."),
+    precision: Optional[str] = train_option("precision", "--precision", help="Number format: {default} (default, exact), "
+                                            "bf16-mixed or 16-mixed (faster on recent GPUs)."),
+    val_every: Optional[int] = train_option("val_every", "--val-every", help="Validate and save a checkpoint every N steps "
+                                            "(default: {default}; 0: at the end)."),
+    accelerator: Optional[str] = train_option("accelerator", "--accelerator",
+                                              help="cpu, gpu (cuda) or auto (default: {default}, a GPU when there is one)."),
+    devices: Optional[str] = train_option("devices", "--devices",
+                                          help="Devices (GPUs or CPU processes) to train on, or auto (default: {default}). "
                                           "With more than one, DSP's normaliser runs over the global batch."),
-    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", min=1,
-                                            help="Machines of a multi-node run started by torchrun or SLURM (default: 1)."),
+    num_nodes: Optional[int] = train_option("num_nodes", "--num-nodes", help="Machines of a multi-node run started by "
+                                            "torchrun or SLURM (default: {default})."),
 ) -> None:
     def run() -> None:
+        from dspseg.engine.runfolder import RunFolder
         from dspseg.engine.trainer import resolve_run_config
         from dspseg.engine.trainer import train as run_training
 
@@ -74,7 +77,8 @@ def train(
                  "num_nodes": num_nodes}
         cfg = resolve_run_config(out, resume, config, flags, set_)
         result = run_training(data, out, cfg, resume=resume, console=console)
-        console.print(f"run folder: {out}  (progress plot: {out / 'progress.png'}, metrics: {out / 'metrics.csv'})",
+        run = RunFolder(out)
+        console.print(f"run folder: {out}  (progress plot: {run.progress}, metrics: {run.metrics})",
                       highlight=False, soft_wrap=True)
         console.print(f"next: dspseg evaluate {out} {data}", highlight=False, soft_wrap=True)
         return result

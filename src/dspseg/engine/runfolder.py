@@ -30,8 +30,28 @@ from dspseg.errors import CheckpointError, UserError
 CHECKPOINTS = ("best", "last")
 
 
+class _Entry:
+    """A fixed path inside the run folder: ``RunFolder(root).<name>`` is ``root / relative``
+    (``RunFolder.<name>`` itself is the relative path)."""
+
+    def __init__(self, relative: str) -> None:
+        self.relative = Path(relative)
+
+    def __get__(self, run: RunFolder | None, owner: type) -> Path:
+        return self.relative if run is None else run.root / self.relative
+
+
 class RunFolder:
     """The paths of the run folder ``root`` (nothing is created or read until asked)."""
+
+    config = _Entry("config.yaml")
+    env = _Entry("env.json")
+    metrics = _Entry("metrics.csv")
+    progress = _Entry("progress.png")
+    checkpoints = _Entry("checkpoints")
+    last = _Entry("checkpoints/last.pt")
+    best = _Entry("checkpoints/best.pt")
+    result = _Entry("result.json")  # a sweep run's result row
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -46,52 +66,15 @@ class RunFolder:
     def name(self) -> str:
         return self.root.name
 
-    # ------------------------------------------------------------------------------------ paths
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def env(self) -> Path:
-        return self.root / "env.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def progress(self) -> Path:
-        return self.root / "progress.png"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
     def checkpoint(self, which: str) -> Path:
         """``RUN/checkpoints/<which>.pt``, ``which`` in :data:`CHECKPOINTS` (CheckpointError otherwise)."""
         if which not in CHECKPOINTS:
             raise CheckpointError(f"checkpoint must be 'best' or 'last', got {which!r}")
-        return self.checkpoints / f"{which}.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoint("last")
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoint("best")
+        return self.last if which == "last" else self.best
 
     def eval_json(self, split: str) -> Path:
         """``RUN/eval/<split>.json``: the scores ``dspseg evaluate`` writes."""
         return self.root / "eval" / f"{split}.json"
-
-    @property
-    def result(self) -> Path:
-        """``RUN/result.json``: a sweep run's result row."""
-        return self.root / "result.json"
-
-    # ------------------------------------------------------------------------------------ checks
 
     def existing_checkpoint(self, which: str = "best") -> Path:
         """The ``which`` checkpoint of a finished (or interrupted) run; CheckpointError if missing."""
