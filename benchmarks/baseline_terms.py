@@ -38,7 +38,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import dspseg.losses.con2r as con2r_module
-    from dspseg.data.dataset import Normalisation, SegmentationDataset, collate
+    from dspseg.data.batch import collate
+    from dspseg.data.dataset import Normalisation, SegmentationDataset
     from dspseg.data.manifest import load_manifest
     from dspseg.engine.checkpoint import build_model_from_checkpoint, load_run
     from dspseg.losses.plf import confident
@@ -76,7 +77,7 @@ def main() -> None:
         for b in range(args.batches):
             picks = torch.randint(len(usable), (args.batch_size,), generator=generator).tolist()
             batch = collate([dataset[(usable[i], args.seed * 1000 + b)] for i in picks], ignore_index=manifest.ignore_index)
-            masked.append(batch["kinds"].count("mask"))
+            masked.append(batch.kinds.count("mask"))
             features: list[torch.Tensor] = []
             hook = model.backbone.register_forward_hook(lambda _m, _i, out: features.append(out) or None)
             try:
@@ -89,8 +90,8 @@ def main() -> None:
                 pulls.setdefault(key, []).append(math.sqrt(sum(float((g ** 2).sum()) for g in grads if g is not None)))
             if name == "fixmatch":
                 with torch.no_grad():
-                    logits = model(batch["image"])["logits"]
-                    shares.append(float(confident(logits, batch["allowed"], method.options.threshold)[batch["valid"]]
+                    logits = model(batch.image)["logits"]
+                    shares.append(float(confident(logits, batch.allowed, method.options.threshold)[batch.valid]
                                         .float().mean()))
         ce = statistics.mean(pulls["ce"]) if "ce" in pulls else None
         for key in values:

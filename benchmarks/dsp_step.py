@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 
 from dspseg.data.acr import reduce_manifest
-from dspseg.data.dataset import SegmentationDataset, collate
+from dspseg.data.batch import Batch, collate
+from dspseg.data.dataset import SegmentationDataset
 from dspseg.data.synthetic import write_synthetic_dataset
 from dspseg.methods import get_method
 from dspseg.models import build_model
 
 
-def make_batch(folder: Path, batch: int, size: int, image_size: int | None = None) -> tuple[dict, int]:
+def make_batch(folder: Path, batch: int, size: int, image_size: int | None = None) -> tuple[Batch, int]:
     """A collated mixed batch of ``batch`` crops of ``size``² (one of every annotation kind first) from
     synthetic images of ``image_size``² (default ``size``; below ~96² a 30-image dataset cannot hold
     every class in every split), and C."""
@@ -45,15 +46,15 @@ def make_batch(folder: Path, batch: int, size: int, image_size: int | None = Non
     return collate(items, ignore_index=reduced.ignore_index), reduced.n_classes
 
 
-def batch_to(batch: dict, device: str | torch.device, channels_last: bool = False) -> dict:
+def batch_to(batch: Batch, device: str | torch.device, channels_last: bool = False) -> Batch:
     """The collated batch with every tensor on ``device`` (images channels_last if asked)."""
-    out = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    out = batch.to(device)
     if channels_last:
-        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+        out.image = out.image.contiguous(memory_format=torch.channels_last)
     return out
 
 
-def step_fn(name: str, n_classes: int, width: int, batch: dict, device: str | torch.device = "cpu",
+def step_fn(name: str, n_classes: int, width: int, batch: Batch, device: str | torch.device = "cpu",
             autocast: torch.dtype | None = None, channels_last: bool = False):
     """One training step of method ``name`` on ``batch`` (already on ``device``) as a function
     returning its seconds (not synchronised): views, forward and loss terms (under ``autocast``
@@ -89,12 +90,15 @@ def main() -> None:
     p.add_argument("--methods", default="basic,dsp", help="first one is the reference")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="side of the synthetic images the crops come from (default: max(--size, 96); smaller "
+                        "30-image datasets cannot hold every class in every split)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     methods = args.methods.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        batch, n_classes = make_batch(Path(tmp), args.batch, args.size)
-    print(f"B={args.batch}, {args.size}x{args.size}, C={n_classes}, {args.threads} threads, kinds {batch['kinds']}")
+        batch, n_classes = make_batch(Path(tmp), args.batch, args.size, args.image_size or max(args.size, 96))
+    print(f"B={args.batch}, {args.size}x{args.size}, C={n_classes}, {args.threads} threads, kinds {batch.kinds}")
     print(f"| width | method | s / step | × {methods[0]} |")
     print("|---:|---|---:|---:|")
     for width in (int(w) for w in args.widths.split(",")):

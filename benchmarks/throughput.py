@@ -52,9 +52,12 @@ IGNORE = 255
 
 
 def _images_in(batch: Any) -> int:
-    """Number of images in a batch given as a tensor, a tuple/list (first item) or a dict."""
+    """Number of images in a batch given as a tensor, a tuple/list (first item), a dict or a
+    :class:`dspseg.data.batch.Batch` (its ``image``)."""
     if isinstance(batch, Tensor):
         return int(batch.shape[0])
+    if isinstance(getattr(batch, "image", None), Tensor):
+        return int(batch.image.shape[0])
     if isinstance(batch, (tuple, list)):
         return _images_in(batch[0])
     if isinstance(batch, dict):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dspseg.data.augment import BatchGeometry, Dihedral, cutout, jitter, strong_view, weak_view
+from dspseg.data.batch import ARRAYS, PIXELS, Bags, Batch, array_fields
 
 ALL = [Dihedral(f, k) for f, k in itertools.product([False, True], range(4))]
 
@@ -43,38 +44,51 @@ def test_points_and_boxes_follow_pixels(t, hw):
 
 def make_batch(b=4, h=8, w=8, c=3):
     g = torch.Generator().manual_seed(0)
-    batch = {
-        "image": torch.randn(b, 1, h, w, generator=g),
-        "target": torch.randint(0, c, (b, h, w), generator=g),
-        "allowed": torch.rand(b, c, h, w, generator=g) > 0.5,
-        "valid": torch.ones(b, h, w, dtype=torch.bool),
-        "instances": torch.randint(0, 3, (b, h, w), generator=g),
-        "points": torch.tensor([[0, 1, 2, 5], [3, 2, 7, 0], [1, 0, 0, 0]]),
-        "boxes": torch.tensor([[0, 1, 1, 2, 4, 6], [2, 0, 0, 0, 8, 3]]),
-    }
-    batch["valid"][1, :, 6:] = False
+    image = torch.randn(b, 1, h, w, generator=g)
+    target = torch.randint(0, c, (b, h, w), generator=g)
+    allowed = torch.rand(b, c, h, w, generator=g) > 0.5
+    valid = torch.ones(b, h, w, dtype=torch.bool)
+    bags = Bags(instances=torch.randint(0, 3, (b, h, w), generator=g), instance_classes=torch.zeros(0, dtype=torch.long),
+                points=torch.tensor([[0, 1, 2, 5], [3, 2, 7, 0], [1, 0, 0, 0]]),
+                boxes=torch.tensor([[0, 1, 1, 2, 4, 6], [2, 0, 0, 0, 8, 3]]),
+                image_labels=torch.zeros(0, 2, dtype=torch.long))
+    batch = Batch(image=image, target=target, allowed=allowed, valid=valid,
+                  image_classes=torch.ones(b, c, dtype=torch.bool), bags=bags, kinds=["mask"] * b)
+    batch.valid[1, :, 6:] = False
     return batch
+
+
+def pixel_field(batch, name):
+    """A ``pixels`` field of the batch or its bags, by name."""
+    return getattr(batch.bags if hasattr(batch.bags, name) else batch, name)
+
+
+def test_augmentation_moves_every_declared_pixel_field():
+    """Every ``pixels`` field of the batch declaration is one this module's tests check."""
+    assert {f.name for f in array_fields() if f.metadata["role"] == PIXELS} == {
+        "target", "allowed", "valid", "instances", "image"} and set(ARRAYS) >= {"points", "boxes"}
 
 
 @pytest.mark.parametrize("hw", [(8, 8), (6, 10)])
 def test_batch_geometry_keeps_annotations_aligned(hw):
     batch = make_batch(h=hw[0], w=hw[1])
-    batch["points"][:, 2] = batch["points"][:, 2].clamp(max=hw[0] - 1)
-    batch["points"][:, 3] = batch["points"][:, 3].clamp(max=hw[1] - 1)
-    batch["boxes"][:, 4] = batch["boxes"][:, 4].clamp(max=hw[1])
-    batch["boxes"][:, 5] = batch["boxes"][:, 5].clamp(max=hw[0])
+    points, boxes = batch.bags.points, batch.bags.boxes
+    points[:, 2] = points[:, 2].clamp(max=hw[0] - 1)
+    points[:, 3] = points[:, 3].clamp(max=hw[1] - 1)
+    boxes[:, 4] = boxes[:, 4].clamp(max=hw[1])
+    boxes[:, 5] = boxes[:, 5].clamp(max=hw[0])
     geo = BatchGeometry.random(4, *hw, torch.Generator().manual_seed(3))
     out = geo.apply_batch(batch)
     for key in ("target", "allowed", "valid", "instances", "image"):
         for i, t in enumerate(geo.transforms):
-            assert torch.equal(out[key][i], t.apply(batch[key][i])), key
+            assert torch.equal(pixel_field(out, key)[i], t.apply(pixel_field(batch, key)[i])), key
     # the target value under each point is unchanged by the move
-    for (b, _, r, c), (_, _, r2, c2) in zip(batch["points"].tolist(), out["points"].tolist()):
-        assert batch["target"][b, r, c] == out["target"][b, r2, c2]
+    for (b, _, r, c), (_, _, r2, c2) in zip(points.tolist(), out.bags.points.tolist()):
+        assert batch.target[b, r, c] == out.target[b, r2, c2]
     # each box still encloses the same target pixels
-    for (b, _, x0, y0, x1, y1), (_, _, u0, v0, u1, v1) in zip(batch["boxes"].tolist(), out["boxes"].tolist()):
-        assert torch.equal(batch["target"][b, y0:y1, x0:x1].sort().values.flatten().sort().values,
-                           out["target"][b, v0:v1, u0:u1].flatten().sort().values)
+    for (b, _, x0, y0, x1, y1), (_, _, u0, v0, u1, v1) in zip(boxes.tolist(), out.bags.boxes.tolist()):
+        assert torch.equal(batch.target[b, y0:y1, x0:x1].sort().values.flatten().sort().values,
+                           out.target[b, v0:v1, u0:u1].flatten().sort().values)
 
 
 def test_non_square_batches_never_quarter_turn():
@@ -88,13 +102,13 @@ def test_non_square_batches_never_quarter_turn():
 def test_jitter_touches_valid_pixels_only_and_within_strength():
     batch = make_batch()
     g = torch.Generator().manual_seed(1)
-    out = jitter(batch["image"], batch["valid"], 0.2, g)
-    v = batch["valid"].unsqueeze(1)
-    assert torch.equal(out[~v], batch["image"][~v])
-    assert not torch.equal(out[v], batch["image"][v])
+    out = jitter(batch.image, batch.valid, 0.2, g)
+    v = batch.valid.unsqueeze(1)
+    assert torch.equal(out[~v], batch.image[~v])
+    assert not torch.equal(out[v], batch.image[v])
     # contrast within [0.8, 1.2]: the std of every image changes by at most 20 %
     for i in range(out.shape[0]):
-        s0 = batch["image"][i][v[i]].std()
+        s0 = batch.image[i][v[i]].std()
         s1 = out[i][v[i]].std()
         assert 0.8 - 1e-5 <= s1 / s0 <= 1.2 + 1e-5
 
@@ -114,5 +128,5 @@ def test_strong_view_composes_with_weak_view_for_pseudo_labels():
     weak, _ = weak_view(batch, g)
     strong, geo = strong_view(weak, g)
     # labels predicted on the weak view move to the strong view exactly like the true target
-    assert torch.equal(geo.apply(weak["target"]), strong["target"])
-    assert torch.equal(strong["allowed"], geo.apply(weak["allowed"]))
+    assert torch.equal(geo.apply(weak.target), strong.target)
+    assert torch.equal(strong.allowed, geo.apply(weak.allowed))

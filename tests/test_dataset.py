@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dspseg.data.dataset import (Normalisation, SegmentationDataset, collate, compute_normalisation, select_records,
-                                 shift_boxes, shift_points)
+from dspseg.data.batch import collate
+from dspseg.data.dataset import (Normalisation, SegmentationDataset, compute_normalisation, select_records, shift_boxes,
+                                 shift_points)
 from dspseg.data.io import write_image, write_mask
 from dspseg.data.manifest import load_manifest
 
@@ -133,23 +134,24 @@ def test_collate_pads_and_indexes_bags(data: Path) -> None:
     m = load_manifest(data)
     ds = SegmentationDataset(m, "train", crop_size=None)
     batch = collate([ds[1], ds[0]], ignore_index=255)
-    assert batch["image"].shape == (2, 1, H, W) and batch["allowed"].shape == (2, 3, H, W)
-    assert batch["kinds"] == ["box", "mask"] and batch["index"].tolist() == [1, 0]
-    assert not batch["valid"][0, 12:].any() and batch["valid"][1].all()
-    assert (batch["target"][0] == 255).all()
-    assert batch["points"][batch["points"][:, 0] == 0].tolist() == [[0, 2, 10, 8]]
-    assert batch["boxes"][batch["boxes"][:, 0] == 0].tolist() == [[0, 1, 1, 2, 6, 9]]
-    assert batch["image_labels"].tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
-    assert batch["image_classes"].shape == (2, 3)
+    assert batch.image.shape == (2, 1, H, W) and batch.allowed.shape == (2, 3, H, W)
+    assert batch.kinds == ["box", "mask"] and batch.index.tolist() == [1, 0]
+    assert not batch.valid[0, 12:].any() and batch.valid[1].all()
+    assert (batch.target[0] == 255).all()
+    assert batch.bags.points[batch.bags.points[:, 0] == 0].tolist() == [[0, 2, 10, 8]]
+    assert batch.bags.boxes[batch.bags.boxes[:, 0] == 0].tolist() == [[0, 1, 1, 2, 6, 9]]
+    assert batch.bags.image_labels.tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    assert batch.image_classes.shape == (2, 3)
     # instances are unique across the batch and instance_classes follows them
-    ids = batch["instances"]
-    assert ids[0].max() == 0 and ids[1].max() == len(batch["instance_classes"]) == 3
+    ids = batch.bags.instances
+    assert ids[0].max() == 0 and ids[1].max() == len(batch.bags.instance_classes) == 3
     batch2 = collate([ds[0], ds[0]], ignore_index=255)
-    assert batch2["instances"][1].max() == 6 and batch2["instances"][1][batch2["instances"][1] > 0].min() == 4
-    for k, c in enumerate(batch2["instance_classes"].tolist(), start=1):
-        assert (batch2["target"][batch2["instances"] == k] == c).all()
+    ids2 = batch2.bags.instances
+    assert ids2[1].max() == 6 and ids2[1][ids2[1] > 0].min() == 4
+    for k, c in enumerate(batch2.bags.instance_classes.tolist(), start=1):
+        assert (batch2.target[batch2.bags.instances == k] == c).all()
     # collate copies: the cache is untouched
-    batch2["image"] += 1
+    batch2.image += 1
     assert torch.equal(ds[0]["image"], SegmentationDataset(m, "train", crop_size=None)[0]["image"])
 
 

@@ -20,7 +20,7 @@ from dspseg.engine.trainer import Trainer, TrainingError, resolve_run_config, tr
 from dspseg.errors import UserError
 from dspseg.methods import METHODS, register
 from dspseg.methods.base import Method
-from dspseg.methods.basic import masked_cross_entropy
+from dspseg.losses.ce import masked_cross_entropy
 
 from engine_common import CLASSES, TINY, easy, make_easy_dataset, tiny_cfg  # noqa: F401  (easy: fixture)
 
@@ -92,7 +92,7 @@ class NaNAfter(Method):
 
     def loss(self, outputs, batch):
         self.calls += 1
-        ce = masked_cross_entropy(outputs["logits"], batch["target"], batch["valid"], self.ignore_index)
+        ce = masked_cross_entropy(outputs["logits"], batch.target, batch.valid, self.ignore_index)
         bad = ce * float("nan") if self.calls >= 5 else ce * 0
         return {"ce": ce, "bad_term": bad}
 
@@ -174,7 +174,7 @@ class ProtoCE(Method):
         return {"n_prototypes": 2, "embed_dim": 8}
 
     def loss(self, outputs, batch):
-        return {"ce": masked_cross_entropy(outputs["logits"], batch["target"], batch["valid"], self.ignore_index)}
+        return {"ce": masked_cross_entropy(outputs["logits"], batch.target, batch.valid, self.ignore_index)}
 
 
 def test_init_loads_matching_weights_and_notes_the_rest(easy: Path, tmp_path: Path, capsys) -> None:
@@ -216,8 +216,8 @@ class KindsRecorder(Method):
     seen: list[list[str]] = []
 
     def loss(self, outputs, batch):
-        KindsRecorder.seen.append(list(batch["kinds"]))
-        return {"ce": masked_cross_entropy(outputs["logits"], batch["target"], batch["valid"], self.ignore_index)}
+        KindsRecorder.seen.append(list(batch.kinds))
+        return {"ce": masked_cross_entropy(outputs["logits"], batch.target, batch.valid, self.ignore_index)}
 
 
 def test_mask_share_puts_masks_in_every_batch(tmp_path: Path) -> None:

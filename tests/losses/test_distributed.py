@@ -57,7 +57,7 @@ def worker(rank, world, port, out_dir):
         per = B // world
         s, a, v, local = slice_batch(scores, allowed, valid, bags, rank * per, (rank + 1) * per)
         s = s.clone().requires_grad_(True)
-        terms = dsp_loss(s, a, v, local, tau=TAU)
+        terms = dsp_loss(s, a, v, local, tau=TAU, variant="paper")
         loss = sum(terms.values())
         loss.backward()
         torch.save({"loss": loss.detach(), "grad": s.grad / world}, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -78,7 +78,7 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
 
     scores, allowed, valid, bags = make_batch()
     s = scores.clone().requires_grad_(True)
-    loss = sum(dsp_loss(s, allowed, valid, Bags(**bags), tau=TAU).values())
+    loss = sum(dsp_loss(s, allowed, valid, Bags(**bags), tau=TAU, variant="paper").values())
     loss.backward()
 
     mean_loss = sum(r["loss"] for r in results) / world  # what DDP's averaged objective is

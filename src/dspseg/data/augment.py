@@ -2,7 +2,8 @@
 
 Geometry is the dihedral group of the square: a left-right flip followed by ``k`` quarter turns
 (``torch.rot90(dims=(-2, -1))``). It moves pixels without interpolation, so the image, the target,
-``allowed``, ``valid``, the instance map, the points and the boxes stay exactly aligned, and
+``allowed``, ``valid``, the instance map (every ``pixels`` field of :class:`~dspseg.data.batch.Batch`),
+the points and the boxes stay exactly aligned, and
 :meth:`BatchGeometry.apply` moves any other per-pixel tensor (e.g. pseudo-labels) the same way.
 
 Pixel maps for an ``H × W`` array (rows r, columns c)::
@@ -33,8 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-PIXEL_KEYS_LONG = ("target", "instances")
-PIXEL_KEYS = ("image", "target", "allowed", "valid", "instances")
+from dspseg.data.batch import Batch
+from dspseg.vocabulary import BATCH_BOX, BATCH_POINT
 
 
 @dataclass(frozen=True)
@@ -113,33 +114,28 @@ class BatchGeometry:
         return out
 
     def apply_points(self, points: Tensor) -> Tensor:
-        """(P,4) ``[b, c, row, col]`` → moved copy."""
+        """(P,4) :data:`~dspseg.vocabulary.BATCH_POINT` rows ``[b, c, row, col]`` → moved copy."""
         out = points.clone()
+        row, col = BATCH_POINT.row, BATCH_POINT.col
         for t, idx in self._groups():
-            sel = torch.isin(points[:, 0], torch.tensor(idx, device=points.device))
-            r, c = t.points(points[sel, 2], points[sel, 3], self.h, self.w)
-            out[sel, 2], out[sel, 3] = r, c
+            sel = torch.isin(points[:, BATCH_POINT.b], torch.tensor(idx, device=points.device))
+            r, c = t.points(points[sel, row], points[sel, col], self.h, self.w)
+            out[sel, row], out[sel, col] = r, c
         return out
 
     def apply_boxes(self, boxes: Tensor) -> Tensor:
-        """(Nb,6) ``[b, c, x0, y0, x1, y1]`` → moved copy."""
+        """(Nb,6) :data:`~dspseg.vocabulary.BATCH_BOX` rows ``[b, c, x0, y0, x1, y1]`` → moved copy."""
         out = boxes.clone()
+        xyxy = BATCH_BOX.xyxy
         for t, idx in self._groups():
-            sel = torch.isin(boxes[:, 0], torch.tensor(idx, device=boxes.device))
-            out[sel, 2:6] = t.boxes(boxes[sel, 2:6], self.h, self.w)
+            sel = torch.isin(boxes[:, BATCH_BOX.b], torch.tensor(idx, device=boxes.device))
+            out[sel, xyxy] = t.boxes(boxes[sel, xyxy], self.h, self.w)
         return out
 
-    def apply_batch(self, batch: dict) -> dict:
-        """Move every per-pixel tensor and every bag of a collated batch (others are shared)."""
-        out = dict(batch)
-        for key in PIXEL_KEYS:
-            if key in batch:
-                out[key] = self.apply(batch[key])
-        if "points" in batch:
-            out["points"] = self.apply_points(batch["points"])
-        if "boxes" in batch:
-            out["boxes"] = self.apply_boxes(batch["boxes"])
-        return out
+    def apply_batch(self, batch: Batch) -> Batch:
+        """Move every declared per-pixel field and the point and box bags of a batch (the other
+        fields are shared): :meth:`dspseg.data.batch.Batch.map`."""
+        return batch.map(self.apply, points=self.apply_points, boxes=self.apply_boxes)
 
 
 def jitter(image: Tensor, valid: Tensor, strength: float, generator: torch.Generator) -> Tensor:
@@ -172,24 +168,24 @@ def cutout(image: Tensor, generator: torch.Generator, max_squares: int = 9) -> T
     return image.masked_fill(hole.unsqueeze(1).to(image.device), 0.0)
 
 
-def weak_view(batch: dict, generator: torch.Generator, strength: float = 0.2) -> tuple[dict, BatchGeometry]:
+def weak_view(batch: Batch, generator: torch.Generator, strength: float = 0.2) -> tuple[Batch, BatchGeometry]:
     """Random flips/quarter turns and jitter ``strength``; returns the moved batch and its geometry."""
-    b, _, h, w = batch["image"].shape
+    b, _, h, w = batch.image.shape
     geo = BatchGeometry.random(b, h, w, generator)
     out = geo.apply_batch(batch)
-    out["image"] = jitter(out["image"], out["valid"], strength, generator)
+    out.image = jitter(out.image, out.valid, strength, generator)
     return out, geo
 
 
-def strong_view(weak: dict, generator: torch.Generator, strength: float = 0.4,
-                max_squares: int = 9) -> tuple[dict, BatchGeometry]:
+def strong_view(weak: Batch, generator: torch.Generator, strength: float = 0.4,
+                max_squares: int = 9) -> tuple[Batch, BatchGeometry]:
     """Its own flips/quarter turns on top of the weak view, jitter ``strength`` and CutOut.
 
     Returns the strong batch and the geometry that maps weak-view pixels to strong-view pixels
     (apply it to pseudo-labels computed on the weak view).
     """
-    b, _, h, w = weak["image"].shape
+    b, _, h, w = weak.image.shape
     geo = BatchGeometry.random(b, h, w, generator)
     out = geo.apply_batch(weak)
-    out["image"] = cutout(jitter(out["image"], out["valid"], strength, generator), generator, max_squares)
+    out.image = cutout(jitter(out.image, out.valid, strength, generator), generator, max_squares)
     return out, geo

@@ -1,4 +1,5 @@
-"""Torch dataset of a manifest split: decoded once into memory, cropped and collated per step.
+"""Torch dataset of a manifest split: decoded once into memory, cropped per step (then collated by
+:func:`dspseg.data.batch.collate` into a :class:`~dspseg.data.batch.Batch`).
 
 **Which records.** :func:`select_records` returns the records whose ``split`` is the one asked
 for. A manifest whose records carry no ``split`` at all is treated as all-training: every record is
@@ -14,14 +15,14 @@ the training images (:func:`compute_normalisation`). It is saved in checkpoints 
 prediction time.
 
 **Crops (training).** A ``crop × crop`` window at a random offset; the offset comes from a generator
-seeded by the key the sampler passes (seed, epoch, position), so an epoch's crops are reproducible and
-independent of worker processes. Along an axis shorter than the crop the image sits at offset 0 and
-the rest is zero padding (zero = the mean after normalisation) with ``valid = False``, ``target =
-ignore_index``, ``instances = 0`` and ``allowed`` all True (padding carries no annotation; every
-consumer must use ``valid``). Bags follow the crop: points are shifted and dropped when outside;
-boxes are shifted and clipped to the image part of the crop (a clipped box's rows (or columns) no
-longer all cross its object); instances are renumbered 1..m over those present; ``image_labels`` are
-kept only when the crop holds the whole image (a crop may miss the labelled class).
+seeded by the key the sampler passes (seed, epoch, position), so an epoch's crops are reproducible
+and independent of worker processes. Along an axis shorter than the crop the image sits at offset 0
+and the rest is padding, each field with its declared fill (:mod:`dspseg.data.batch`: the image 0 =
+the mean after normalisation, ``valid`` False; padding carries no annotation). Bags follow the crop:
+points are shifted and dropped when outside; boxes are shifted and clipped to the image part of the
+crop (a clipped box's rows (or columns) no longer all cross its object); instances are renumbered
+1..m over those present; ``image_labels`` are kept only when the crop holds the whole image (a crop
+may miss the labelled class).
 Without a crop size (validation, test) an item is the whole image.
 """
 
@@ -35,11 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dspseg.errors import DatasetError
+from dspseg.data.batch import ARRAYS, PIXELS, array_fields, collate, fill_value, item_array  # noqa: F401 (collate)
 from dspseg.data.io import read_image, read_mask
 from dspseg.data.manifest import ImageRecord, Manifest
 from dspseg.data.rasterise import rasterise
-from dspseg.errors import UserError
+from dspseg.errors import DatasetError, UserError
+from dspseg.vocabulary import BOX, POINT
 
 
 def select_records(manifest: Manifest, split: str) -> list[tuple[int, ImageRecord]]:
@@ -89,22 +91,22 @@ def compute_normalisation(images: Sequence[np.ndarray]) -> Normalisation:
 
 @dataclass
 class _Cached:
-    image: np.ndarray  # (Cin, H, W) float32, normalised
-    target: np.ndarray  # (H, W) int64
-    allowed: np.ndarray  # (C, H, W) bool
-    valid: np.ndarray  # (H, W) bool, all True
-    instances: np.ndarray  # (H, W) int64, 1..M
-    instance_classes: np.ndarray  # (M,) int64
-    points: np.ndarray  # (P, 3) [class, row, col]
-    boxes: np.ndarray  # (Nb, 5) [class, x0, y0, x1, y1]
-    image_labels: np.ndarray  # (L,)
-    image_classes: np.ndarray  # (C,) bool
+    """One image: its item arrays (:data:`dspseg.data.batch.ARRAYS`, whole image), kind and file.
+    An array also reads as an attribute of its field's name (``item.image``, ``item.target``)."""
+
+    arrays: dict[str, np.ndarray]
     kind: str
     file: str
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.arrays["image"].shape[-2:]
 
-_ARRAYS = ("image", "target", "allowed", "valid", "instances", "instance_classes", "points", "boxes",
-           "image_labels", "image_classes")
+    def __getattr__(self, name: str) -> np.ndarray:
+        arrays = self.__dict__.get("arrays", {})
+        if name in arrays:
+            return arrays[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
 class SegmentationDataset(Dataset):
@@ -118,9 +120,8 @@ class SegmentationDataset(Dataset):
         derive_weak: give mask images their derived boxes, points and image labels (training).
         progress: optional callback ``(done, total)`` while reading.
 
-    Items are dicts of tensors: image (Cin, h, w) float32, target (h, w) long, allowed (C, h, w)
-    bool, valid (h, w) bool, instances (h, w) long, instance_classes (m,) long, points (P, 3),
-    boxes (Nb, 5), image_labels (L,), image_classes (C,) bool; plus kind str, index int, file str.
+    Items are dicts of tensors named and shaped as the fields of :class:`~dspseg.data.batch.Batch`
+    without the batch axis (:data:`~dspseg.data.batch.ARRAYS`), plus kind str, index int, file str.
     ``dataset[i]`` is image i whole (or cropped at a generator seeded by i); ``dataset[(i, key)]``
     crops with a generator seeded by ``key``. Items may share memory with the cache: do not modify
     them in place (:func:`collate` copies). The work is done in numpy, single-threaded: small
@@ -175,19 +176,10 @@ class SegmentationDataset(Dataset):
                             derive_weak=self.derive_weak)
         except (ValueError, OSError) as e:
             raise DatasetError(f"{self._where(i)}: {e}") from None
-        return _Cached(
-            image=self.normalisation.apply(image),
-            target=ann.target.astype(np.int64),
-            allowed=np.ascontiguousarray(ann.allowed, dtype=bool),
-            valid=np.ones(image.shape[1:], dtype=bool),
-            instances=ann.instances.astype(np.int64),
-            instance_classes=ann.instance_classes.astype(np.int64),
-            points=ann.points.astype(np.int64).reshape(-1, 3),
-            boxes=ann.boxes.astype(np.int64).reshape(-1, 5),
-            image_labels=ann.image_labels.astype(np.int64),
-            image_classes=ann.image_classes.astype(bool),
-            kind=ann.kind, file=record.file,
-        )
+        # the annotation's arrays (rasterise's Annotation names them like the batch fields) + image, valid
+        arrays = {k: item_array(k, getattr(ann, k)) for k in ARRAYS if k not in ("image", "valid")}
+        arrays.update(image=self.normalisation.apply(image), valid=np.ones(image.shape[1:], dtype=bool))
+        return _Cached(arrays, kind=ann.kind, file=record.file)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -202,7 +194,7 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, Any]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, key)
-        h, w = self.items[index].image.shape[-2:]
+        h, w = self.items[index].shape
         if self.crop_size is None:
             arrays = self.window(index, 0, 0, h, w)
         else:
@@ -219,11 +211,11 @@ class SegmentationDataset(Dataset):
     def window(self, index: int, r0: int, c0: int, ch: int, cw: int) -> dict[str, np.ndarray]:
         """Arrays of the ``ch × cw`` window at (r0, c0) of item ``index``, padded past the image (see
         the module docstring). A window that is exactly the image returns the cached arrays."""
-        it = self.items[index]
-        h, w = it.image.shape[-2:]
+        it = self.items[index].arrays
+        h, w = self.items[index].shape
         vh, vw = min(ch, h - r0), min(cw, w - c0)  # the part of the window inside the image
         if (vh, vw) == (h, w) == (ch, cw):
-            return {k: getattr(it, k) for k in _ARRAYS}
+            return dict(it)
         rows, cols = slice(r0, r0 + vh), slice(c0, c0 + vw)
 
         def cut(a: np.ndarray, fill: float | int | bool) -> np.ndarray:
@@ -233,15 +225,13 @@ class SegmentationDataset(Dataset):
             o[..., :vh, :vw] = a[..., rows, cols]
             return o
 
-        instances, instance_classes = crop_instances(cut(it.instances, 0), it.instance_classes)
-        return {
-            "image": cut(it.image, 0.0), "target": cut(it.target, self.ignore_index),
-            "allowed": cut(it.allowed, True), "valid": cut(it.valid, False),
-            "instances": instances, "instance_classes": instance_classes,
-            "points": shift_points(it.points, r0, c0, vh, vw), "boxes": shift_boxes(it.boxes, r0, c0, vh, vw),
-            "image_labels": it.image_labels if (vh, vw) == (h, w) else it.image_labels[:0],
-            "image_classes": it.image_classes,
-        }
+        out = {f.name: cut(it[f.name], fill_value(f, self.ignore_index))
+               for f in array_fields() if f.metadata["role"] == PIXELS}
+        out["instances"], out["instance_classes"] = crop_instances(out["instances"], it["instance_classes"])
+        out.update(points=shift_points(it["points"], r0, c0, vh, vw), boxes=shift_boxes(it["boxes"], r0, c0, vh, vw),
+                   image_labels=it["image_labels"] if (vh, vw) == (h, w) else it["image_labels"][:0],
+                   image_classes=it["image_classes"])
+        return out
 
 
 def crop_instances(window: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,68 +246,21 @@ def crop_instances(window: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray,
 
 
 def shift_points(points: np.ndarray, r0: int, c0: int, vh: int, vw: int) -> np.ndarray:
-    """(P, 3) [class, row, col] → moved by (-r0, -c0), keeping those inside [0, vh) × [0, vw)."""
-    p = points - np.array([0, r0, c0], dtype=points.dtype)
-    keep = (p[:, 1] >= 0) & (p[:, 1] < vh) & (p[:, 2] >= 0) & (p[:, 2] < vw)
+    """(P, 3) :data:`~dspseg.vocabulary.POINT` rows → moved by (-r0, -c0), keeping those inside
+    [0, vh) × [0, vw)."""
+    p = points.copy()
+    p[:, POINT.row] -= r0
+    p[:, POINT.col] -= c0
+    keep = (p[:, POINT.row] >= 0) & (p[:, POINT.row] < vh) & (p[:, POINT.col] >= 0) & (p[:, POINT.col] < vw)
     return p[keep]
 
 
 def shift_boxes(boxes: np.ndarray, r0: int, c0: int, vh: int, vw: int) -> np.ndarray:
-    """(Nb, 5) [class, x0, y0, x1, y1] (half-open, x = column) → moved by (-c0, -r0), clipped to
-    [0, vw] × [0, vh], dropping boxes left empty."""
-    b = boxes - np.array([0, c0, r0, c0, r0], dtype=boxes.dtype)
-    b[:, [1, 3]] = b[:, [1, 3]].clip(0, vw)
-    b[:, [2, 4]] = b[:, [2, 4]].clip(0, vh)
-    keep = (b[:, 3] > b[:, 1]) & (b[:, 4] > b[:, 2])
+    """(Nb, 5) :data:`~dspseg.vocabulary.BOX` rows (half-open, x = column) → moved by (-c0, -r0),
+    clipped to [0, vw] × [0, vh], dropping boxes left empty."""
+    b = boxes.copy()
+    xs, ys = [BOX.x0, BOX.x1], [BOX.y0, BOX.y1]
+    b[:, xs] = (b[:, xs] - c0).clip(0, vw)
+    b[:, ys] = (b[:, ys] - r0).clip(0, vh)
+    keep = (b[:, BOX.x1] > b[:, BOX.x0]) & (b[:, BOX.y1] > b[:, BOX.y0])
     return b[keep]
-
-
-def collate(items: list[dict[str, Any]], ignore_index: int = 255) -> dict[str, Any]:
-    """Stack items into a batch padded to the largest (h, w) of the batch (padding as for crops).
-
-    Returns image (B, Cin, h, w), target (B, h, w), allowed (B, C, h, w), valid (B, h, w),
-    instances (B, h, w) with ids made unique across the batch (1..M, 0 = none), instance_classes (M,),
-    points (P, 4) [b, class, row, col], boxes (Nb, 6) [b, class, x0, y0, x1, y1],
-    image_labels (L, 2) [b, class], image_classes (B, C), kinds list[str], index (B,), files list[str].
-    The copying is done by numpy (single-threaded, see :class:`SegmentationDataset`).
-    """
-    if not items:
-        raise ValueError("collate: empty batch")
-    arr = [{k: np.asarray(it[k]) for k in _ARRAYS} for it in items]
-    h = max(a["image"].shape[-2] for a in arr)
-    w = max(a["image"].shape[-1] for a in arr)
-
-    def stack(name: str, fill: float | int | bool) -> np.ndarray:
-        ts = [a[name] for a in arr]
-        if all(t.shape[-2:] == (h, w) for t in ts):
-            return np.stack(ts)
-        out = np.full((len(ts), *ts[0].shape[:-2], h, w), fill, dtype=ts[0].dtype)
-        for b, t in enumerate(ts):
-            out[b, ..., : t.shape[-2], : t.shape[-1]] = t
-        return out
-
-    instances = stack("instances", 0)
-    offset = 0
-    for b, a in enumerate(arr):
-        m = a["instance_classes"].size
-        if m and offset:
-            instances[b] += np.where(instances[b] > 0, offset, 0)
-        offset += m
-
-    def bags(name: str, width: int) -> np.ndarray:
-        parts = [np.concatenate([np.full((a[name].shape[0], 1), b, dtype=np.int64),
-                                 a[name].reshape(-1, width).astype(np.int64)], axis=1) for b, a in enumerate(arr)]
-        return np.concatenate(parts)
-
-    batch = {
-        "image": stack("image", 0.0), "target": stack("target", ignore_index),
-        "allowed": stack("allowed", True), "valid": stack("valid", False), "instances": instances,
-        "instance_classes": np.concatenate([a["instance_classes"] for a in arr]).astype(np.int64),
-        "points": bags("points", 3), "boxes": bags("boxes", 5), "image_labels": bags("image_labels", 1),
-        "image_classes": np.stack([a["image_classes"] for a in arr]),
-        "index": np.array([it["index"] for it in items], dtype=np.int64),
-    }
-    out: dict[str, Any] = {k: torch.from_numpy(v) for k, v in batch.items()}
-    out["kinds"] = [it["kind"] for it in items]
-    out["files"] = [it["file"] for it in items]
-    return out

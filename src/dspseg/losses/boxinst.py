@@ -34,16 +34,17 @@ import torch
 from torch import Tensor
 
 from dspseg.losses.distance_maps import smooth_image
+from dspseg.vocabulary import BATCH_BOX as BX
 
 
 def _check_boxes(boxes: Tensor, batch: int, n_classes: int | None, h: int, w: int) -> Tensor:
-    if boxes.ndim != 2 or boxes.shape[1] != 6:
+    if boxes.ndim != 2 or boxes.shape[1] != BX.width:
         raise ValueError(f"boxes must have shape (Nb, 6) [b, class, x0, y0, x1, y1], got {tuple(boxes.shape)}")
     bx = boxes.long()
     if len(bx):
-        ok = ((bx[:, 0] >= 0) & (bx[:, 0] < batch) & (bx[:, 1] >= 0) & (bx[:, 1] < (n_classes or 2**62))
-              & (bx[:, 2] >= 0) & (bx[:, 2] < bx[:, 4]) & (bx[:, 4] <= w)
-              & (bx[:, 3] >= 0) & (bx[:, 3] < bx[:, 5]) & (bx[:, 5] <= h))
+        b, c, x0, y0, x1, y1 = bx.unbind(1)
+        ok = ((b >= 0) & (b < batch) & (c >= 0) & (c < (n_classes or 2**62))
+              & (x0 >= 0) & (x0 < x1) & (x1 <= w) & (y0 >= 0) & (y0 < y1) & (y1 <= h))
         if not ok.all():
             raise ValueError(f"boxes: row {bx[~ok][0].tolist()} is empty or outside batch {batch}, "
                              f"classes {n_classes} or the {h}x{w} grid")
@@ -55,9 +56,9 @@ def box_projections(boxes: Tensor, batch: int, n_classes: int, h: int, w: int) -
     bx = _check_boxes(boxes, batch, n_classes, h, w)
     dev = boxes.device
     cols, rows = torch.arange(w, device=dev), torch.arange(h, device=dev)
-    in_x = ((cols >= bx[:, 2, None]) & (cols < bx[:, 4, None])).float()  # (Nb, w)
-    in_y = ((rows >= bx[:, 3, None]) & (rows < bx[:, 5, None])).float()  # (Nb, h)
-    idx = bx[:, 0] * n_classes + bx[:, 1]
+    in_x = ((cols >= bx[:, BX.x0, None]) & (cols < bx[:, BX.x1, None])).float()  # (Nb, w)
+    in_y = ((rows >= bx[:, BX.y0, None]) & (rows < bx[:, BX.y1, None])).float()  # (Nb, h)
+    idx = bx[:, BX.b] * n_classes + bx[:, BX.c]
     mx = torch.zeros(batch * n_classes, w, device=dev).index_add_(0, idx, in_x).clamp_max_(1)
     my = torch.zeros(batch * n_classes, h, device=dev).index_add_(0, idx, in_y).clamp_max_(1)
     has = torch.zeros(batch * n_classes, device=dev).index_add_(0, idx, torch.ones(len(bx), device=dev)) > 0
@@ -68,7 +69,7 @@ def inside_boxes(boxes: Tensor, batch: int, h: int, w: int) -> Tensor:
     """(B, h, w) bool: pixel inside at least one box of its image (any class)."""
     bx = _check_boxes(boxes, batch, None, h, w)
     diff = torch.zeros(batch, h + 1, w + 1, device=boxes.device)
-    b, x0, y0, x1, y1 = bx[:, 0], bx[:, 2], bx[:, 3], bx[:, 4], bx[:, 5]
+    b, _, x0, y0, x1, y1 = bx.unbind(1)  # BATCH_BOX columns
     one = torch.ones(len(bx), device=boxes.device)
     for ys, xs, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
         diff.index_put_((b, ys, xs), sign * one, accumulate=True)

@@ -42,15 +42,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dspseg.vocabulary import BATCH_POINT as PT
+
 SQRT2 = math.sqrt(2.0)
 
 
 def _check_points(points: Tensor, batch: int, n_classes: int, h: int, w: int) -> Tensor:
-    if points.ndim != 2 or points.shape[1] != 4:
+    if points.ndim != 2 or points.shape[1] != PT.width:
         raise ValueError(f"points must have shape (P, 4) [b, class, row, col], got {tuple(points.shape)}")
     p = points.long()
-    if len(p) and not ((p[:, 0] >= 0) & (p[:, 0] < batch) & (p[:, 1] >= 0) & (p[:, 1] < n_classes)
-                       & (p[:, 2] >= 0) & (p[:, 2] < h) & (p[:, 3] >= 0) & (p[:, 3] < w)).all():
+    b, c, r, k = p.unbind(1)  # BATCH_POINT columns
+    if len(p) and not ((b >= 0) & (b < batch) & (c >= 0) & (c < n_classes)
+                       & (r >= 0) & (r < h) & (k >= 0) & (k < w)).all():
         raise ValueError(f"points: some row lies outside batch {batch}, classes {n_classes} or the {h}x{w} grid")
     return p
 
@@ -66,8 +69,8 @@ def euclidean_distance_maps(points: Tensor, batch: int, n_classes: int, h: int, 
     per = max(1, chunk_elements // (h * w))
     for start in range(0, len(p), per):  # chunks of points bound the (k, h, w) buffer
         q = p[start:start + per]
-        d2 = (rows - q[:, 2, None, None].float()) ** 2 + (cols - q[:, 3, None, None].float()) ** 2
-        idx = (q[:, 0] * n_classes + q[:, 1])[:, None].expand(-1, h * w)
+        d2 = (rows - q[:, PT.row, None, None].float()) ** 2 + (cols - q[:, PT.col, None, None].float()) ** 2
+        idx = (q[:, PT.b] * n_classes + q[:, PT.c])[:, None].expand(-1, h * w)
         out.scatter_reduce_(0, idx, d2.view(len(q), h * w), "amin")
     return out.sqrt_().view(batch, n_classes, h, w)
 
@@ -185,10 +188,10 @@ def geodesic_distance_maps(points: Tensor, image: Tensor, n_classes: int, beta: 
     out = torch.full((b * n_classes, h, w), math.inf, device=image.device)
     if len(p) == 0:
         return out.view(b, n_classes, h, w)
-    pairs, inv = torch.unique(p[:, 0] * n_classes + p[:, 1], return_inverse=True)
+    pairs, inv = torch.unique(p[:, PT.b] * n_classes + p[:, PT.c], return_inverse=True)
     dtype = torch.float64 if valid is not None and not bool(valid.all()) else torch.float32
     d = torch.full((len(pairs), h, w), math.inf, dtype=dtype, device=image.device)
-    d[inv, p[:, 2], p[:, 3]] = 0.0
+    d[inv, p[:, PT.row], p[:, PT.col]] = 0.0
     costs = _edge_costs(image, valid, beta, dtype)  # per image; laid out per family once, then gathered per map
     families = [_Lines(h, w, f, image.device) for f in ("rows", "cols", "diag", "anti")]
     cums = [f.to(c, 0.0).cumsum(-1)[pairs // n_classes] for f, c in zip(families, costs)]

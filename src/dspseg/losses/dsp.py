@@ -34,37 +34,17 @@ through a counter that is never reset; that bug is fixed here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from dspseg.data.batch import Bags
+from dspseg.losses.constants import DSP_DEFAULT_LAMBDA, DSP_DEFAULT_TAU, DSP_DEFAULT_VARIANT, DSP_VARIANTS
 from dspseg.losses.dsp_pass import bag_index, dsp_pass
 from dspseg.losses.normalizer import _check, world_size
 from dspseg.losses.pooling import pool_all
+from dspseg.vocabulary import BATCH_BOX, BATCH_LABEL, BATCH_POINT, POSITIVE_KINDS
 
-ANNOTATION_TYPES = ("mask", "box", "point", "image")
-VARIANTS = ("paper", "reference")
-
-
-@dataclass
-class Bags:
-    """The batch's positive bags in collated layout (leading batch-index column).
-
-    instances: (B,H,W) batch-unique component ids (0 = none); instance_classes: (M,);
-    points: (P,4) ``[b,c,row,col]``; boxes: (Nb,6) ``[b,c,x0,y0,x1,y1]``; image_labels: (L,2) ``[b,c]``.
-    """
-
-    instances: Tensor
-    instance_classes: Tensor
-    points: Tensor
-    boxes: Tensor
-    image_labels: Tensor
-
-    @classmethod
-    def from_batch(cls, batch: dict) -> "Bags":
-        return cls(batch["instances"], batch["instance_classes"], batch["points"], batch["boxes"],
-                   batch["image_labels"])
+__all__ = ["Bags", "DSPLoss", "dsp_loss", "pooled_positives"]
 
 
 def pooled_positives(maps: Tensor, bags: Bags, valid: Tensor) -> dict[str, tuple[Tensor, Tensor, int]]:
@@ -74,7 +54,7 @@ def pooled_positives(maps: Tensor, bags: Bags, valid: Tensor) -> dict[str, tuple
     inside :mod:`dspseg.losses.dsp_pass` instead (same values, one backward pass)."""
     pooled = pool_all(maps, bags.instances, bags.instance_classes, bags.points, bags.boxes, bags.image_labels, valid)
     n_images = _images_carrying(bags)
-    return {k: (*pooled[k], n_images[k]) for k in ANNOTATION_TYPES}
+    return {k: (*pooled[k], n_images[k]) for k in POSITIVE_KINDS}
 
 
 def _zero(scores: Tensor) -> Tensor:
@@ -87,9 +67,9 @@ def _images_carrying(bags: Bags) -> dict[str, int]:
     inst = bags.instances.reshape(bags.instances.shape[0], -1)
     return {
         "mask": int((inst > 0).any(dim=1).sum()) if inst.numel() else 0,
-        "box": int(bags.boxes[:, 0].unique().numel()),
-        "point": int(bags.points[:, 0].unique().numel()),
-        "image": int(bags.image_labels[:, 0].unique().numel()),
+        "box": int(bags.boxes[:, BATCH_BOX.b].unique().numel()),
+        "point": int(bags.points[:, BATCH_POINT.b].unique().numel()),
+        "image": int(bags.image_labels[:, BATCH_LABEL.b].unique().numel()),
     }
 
 
@@ -104,20 +84,20 @@ def _statistic_and_positives(scores: Tensor, allowed: Tensor, valid: Tensor, bag
     index = bag_index(tuple(scores.shape), bags.instances, bags.instance_classes, bags.points, bags.boxes,
                       bags.image_labels, with_pixels=variant == "reference")
     stat, pooled = dsp_pass(scores, allowed, valid, index, tau, variant, fused=fused, global_batch=global_batch)
-    return stat, {k: (*pooled[k], index.n_images[k]) for k in ANNOTATION_TYPES}
+    return stat, {k: (*pooled[k], index.n_images[k]) for k in POSITIVE_KINDS}
 
 
 def _paper_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float,
                  fused: bool = False) -> dict[str, Tensor]:
     world = world_size()
     log_z, positives = _statistic_and_positives(scores, allowed, valid, bags, tau, "paper", fused, world > 1)  # (C,)
-    counts = torch.tensor([float(positives[k][0].numel()) for k in ANNOTATION_TYPES], device=scores.device)
+    counts = torch.tensor([float(positives[k][0].numel()) for k in POSITIVE_KINDS], device=scores.device)
     if world > 1:
         # mean over the positives of the global batch: this process's sum × P / N_global, so that
         # DDP's averaging of the P gradients gives the one-process gradient
         torch.distributed.all_reduce(counts)
     terms = {}
-    for kind, n in zip(ANNOTATION_TYPES, counts.tolist()):
+    for kind, n in zip(POSITIVE_KINDS, counts.tolist()):
         pooled, classes, _ = positives[kind]
         if pooled.numel() == 0:
             terms[kind] = _zero(scores)
@@ -149,8 +129,8 @@ def _reference_terms(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags,
     return terms
 
 
-def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float = 0.05,
-             lambdas: dict[str, float] | None = None, variant: str = "paper",
+def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: float = DSP_DEFAULT_TAU,
+             lambdas: dict[str, float] | None = None, variant: str = DSP_DEFAULT_VARIANT,
              fused: bool = False) -> dict[str, Tensor]:
     """Eq. 9: the λ-weighted DSP loss per annotation type.
 
@@ -158,20 +138,21 @@ def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: fl
         scores: (B,C,H,W) mean cosine class scores ``s_c`` (not divided by τ).
         allowed: (B,C,H,W) bool admissible classes; valid: (B,H,W) bool.
         bags: the positive bags.
-        tau: temperature; lambdas: weight per type (default 0.1 each); variant: ``paper`` | ``reference``.
+        tau: temperature; lambdas: weight per type (default :data:`~dspseg.losses.constants.DSP_DEFAULT_LAMBDA`
+            each); variant: ``paper`` | ``reference`` (default :data:`~dspseg.losses.constants.DSP_DEFAULT_VARIANT`).
         fused: compile the passes over the scores with ``torch.compile`` (see :mod:`dspseg.losses.dsp_pass`).
 
     Returns:
         ``{"dsp_mask": λ_m L_m, "dsp_box": ..., "dsp_point": ..., "dsp_image": ...}``; a type
         without positives in the batch contributes an exact (differentiable) zero.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    lam = {t: 0.1 for t in ANNOTATION_TYPES}
+    if variant not in DSP_VARIANTS:
+        raise ValueError(f"variant must be one of {DSP_VARIANTS}, got {variant!r}")
+    lam = {t: DSP_DEFAULT_LAMBDA for t in POSITIVE_KINDS}
     if lambdas:
-        unknown = set(lambdas) - set(ANNOTATION_TYPES)
+        unknown = set(lambdas) - set(POSITIVE_KINDS)
         if unknown:
-            raise ValueError(f"lambdas has unknown annotation types {sorted(unknown)}; use {ANNOTATION_TYPES}")
+            raise ValueError(f"lambdas has unknown annotation types {sorted(unknown)}; use {POSITIVE_KINDS}")
         lam.update(lambdas)
     fn = _paper_terms if variant == "paper" else _reference_terms
     terms = fn(scores, allowed, valid, bags, tau, fused)
@@ -181,8 +162,8 @@ def dsp_loss(scores: Tensor, allowed: Tensor, valid: Tensor, bags: Bags, tau: fl
 class DSPLoss(nn.Module):
     """Module twin of :func:`dsp_loss`; returns the summed loss."""
 
-    def __init__(self, tau: float = 0.05, lambdas: dict[str, float] | None = None, variant: str = "paper",
-                 fused: bool = False):
+    def __init__(self, tau: float = DSP_DEFAULT_TAU, lambdas: dict[str, float] | None = None,
+                 variant: str = DSP_DEFAULT_VARIANT, fused: bool = False):
         super().__init__()
         self.tau, self.lambdas, self.variant, self.fused = tau, dict(lambdas or {}), variant, fused
 

@@ -43,7 +43,10 @@ from torch import Tensor
 from dspseg.losses.normalizer import (_FIXED_SHIFT_MAX_RANGE, _class_sums, _reduce_statistics, combine_log_normaliser,
                                       gradient_coefficients, gradient_overflow_safe, mask_bytes, normaliser_statistics,
                                       valid_bias)
-from dspseg.losses.pooling import _box_index, _box_reduce, _point_index
+from dspseg.losses.pooling import _box_index, _box_reduce, _point_index, box_sizes
+from dspseg.vocabulary import BATCH_BOX as BX
+from dspseg.vocabulary import BATCH_LABEL as LB
+from dspseg.vocabulary import BATCH_POINT as PT
 
 
 @dataclass
@@ -105,14 +108,14 @@ def bag_index(shape: tuple[int, int, int, int], instances: Tensor, instance_clas
     if with_pixels:
         bx = boxes.long()
         # a box entry's flat index minus its map's offset (b·C + c)·HW, plus the image's b·HW
-        offset = (bx[:, 0] * (c - 1) + bx[:, 1]) * hw
+        offset = (bx[:, BX.b] * (c - 1) + bx[:, BX.c]) * hw
         box_pix = [(g[1] - offset[g[0]].view(-1, 1, 1)).reshape(-1) for g in groups]
-        pixel = torch.cat([(pt[:, 0] * h + pt[:, 2]) * w + pt[:, 3]] + box_pix)
+        pixel = torch.cat([(pt[:, PT.b] * h + pt[:, PT.row]) * w + pt[:, PT.col]] + box_pix)
     lab = image_labels.long()
-    n_images = {"mask": int(images.numel()), "box": int(boxes[:, 0].unique().numel()),
-                "point": int(points[:, 0].unique().numel()), "image": int(image_labels[:, 0].unique().numel())}
+    n_images = {"mask": int(images.numel()), "box": int(boxes[:, BX.b].unique().numel()),
+                "point": int(points[:, PT.b].unique().numel()), "image": int(image_labels[:, LB.b].unique().numel())}
     return BagIndex(sparse, images, pixel, int(inst_flat.shape[0]), int(pt_flat.shape[0]), inst_seg, inst_counts,
-                    instance_classes, pt[:, 1], lab, groups, boxes, n_images)
+                    instance_classes, pt[:, PT.c], lab, groups, boxes, n_images)
 
 
 def pool_from_pass(index: BagIndex, label_means: Tensor, sparse_values: Tensor,
@@ -131,15 +134,15 @@ def pool_from_pass(index: BagIndex, label_means: Tensor, sparse_values: Tensor,
     else:
         out["mask"] = (sparse_values.new_zeros(0), index.instance_classes.new_zeros(0))
     out["point"] = (pt_v, index.point_classes)
-    out["image"] = (label_means, index.labels[:, 1])
+    out["image"] = (label_means, index.labels[:, LB.c])
     if index.box_groups:
-        bx = index.boxes.long()
-        hs, ws = bx[:, 5] - bx[:, 3], bx[:, 4] - bx[:, 2]
+        hs, ws = box_sizes(index.boxes)
         per_group = torch.split(box_v, [g[1].numel() for g in index.box_groups])
         per_group = [vals.view(g[1].shape) for vals, g in zip(per_group, index.box_groups)]
-        out["box"] = (_box_reduce(index.box_groups, per_group, hs, ws, bx.shape[0]), bx[:, 1])
+        out["box"] = (_box_reduce(index.box_groups, per_group, hs, ws, index.boxes.shape[0]),
+                      index.boxes[:, BX.c].long())
     else:
-        out["box"] = (sparse_values.new_zeros(0), index.boxes[:, 1].long())
+        out["box"] = (sparse_values.new_zeros(0), index.boxes[:, BX.c].long())
     return out
 
 
@@ -251,17 +254,18 @@ class _DSPPass(torch.autograd.Function):
                 global_batch: bool):
         b, c, h, w = scores.shape
         inv_tau = 1.0 / tau
-        lab_valid = valid[labels[:, 0]].to(scores.dtype)
+        lab_b, lab_c = labels[:, LB.b], labels[:, LB.c]
+        lab_valid = valid[lab_b].to(scores.dtype)
         a_u8 = mask_bytes(allowed)
         if reference and not fused:
             # eager: ATen's softmax and its backward are one kernel each; keep p (as autograd would)
             p = torch.softmax(scores * inv_tau, dim=1)
             stat = (p * (a_u8 * mask_bytes(valid).unsqueeze(1))).sum(dim=(0, 2, 3))
             sp = p.reshape(-1).index_select(0, sparse)
-            lab_maps = p[labels[:, 0], labels[:, 1]]  # (L,H,W)
+            lab_maps = p[lab_b, lab_c]  # (L,H,W)
             ctx.save_for_backward(scores, allowed, valid, labels, sparse, p)
         else:
-            lab_maps = scores[labels[:, 0], labels[:, 1]]  # (L,H,W)
+            lab_maps = scores[lab_b, lab_c]  # (L,H,W)
             sp = scores.reshape(-1).index_select(0, sparse)
         if reference and fused:
             v_u8 = mask_bytes(valid)
@@ -277,9 +281,9 @@ class _DSPPass(torch.autograd.Function):
             if shift.numel() == 1:
                 sp_shift, lab_shift = shift.reshape(1), shift
             else:
-                sp_shift, lab_shift = _at_entries(shift, inst_images, pixel), shift[labels[:, 0]]
+                sp_shift, lab_shift = _at_entries(shift, inst_images, pixel), shift[lab_b]
             sp = torch.exp(sp * inv_tau - sp_shift) * _at_entries(r, inst_images, pixel)
-            lab_maps = torch.exp(lab_maps * inv_tau - lab_shift) * r[labels[:, 0]]
+            lab_maps = torch.exp(lab_maps * inv_tau - lab_shift) * r[lab_b]
             ctx.save_for_backward(scores, allowed, valid, labels, sparse, inst_images, pixel, shift, r, sp)
         elif not reference:
             m, t, r = normaliser_statistics(scores, allowed, valid, tau, fused)
@@ -304,7 +308,7 @@ class _DSPPass(torch.autograd.Function):
         g_sp = scores.new_zeros(sparse.shape[0]) if g_sp is None else g_sp
         gamma = scores.new_zeros(b, c)
         if g_lab is not None and labels.shape[0]:
-            gamma.index_put_((labels[:, 0], labels[:, 1]), g_lab * ctx.label_scale, accumulate=True)
+            gamma.index_put_((labels[:, LB.b], labels[:, LB.c]), g_lab * ctx.label_scale, accumulate=True)
         a_u8, v_u8 = mask_bytes(allowed), mask_bytes(valid)
         if ctx.reference and not ctx.fused:
             (p,) = rest

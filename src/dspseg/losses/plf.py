@@ -7,13 +7,23 @@ and the mask rule (a mask pixel keeps its class) are all the admissible-class ma
 
     PL_j = argmax_{c ∈ A_j} s_c(f_j)
 
-Padding pixels (``valid`` False) get ``ignore_index``.
+Padding pixels (``valid`` False) get ``ignore_index``. The L_PLF term of eq. 10 trains a student view
+(the strong view, or the same view) towards these labels moved to it by the view's geometry:
+
+    L_PLF = 1/|J_s| Σ_{j ∈ J_s} −log softmax(z^s_j)[move(PL)_j],   J_s = valid student pixels
+
+(:func:`plf_loss`; FixMatch's thresholded variant keeps only the confident pixels, :func:`confident`
+with :func:`dspseg.losses.ce.confident_cross_entropy`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+from dspseg.losses.ce import masked_cross_entropy
 
 
 def filter_pseudo_labels(scores: Tensor, allowed: Tensor, valid: Tensor, ignore_index: int) -> Tensor:
@@ -45,3 +55,20 @@ def confident(scores_as_logits: Tensor, allowed: Tensor, threshold: float) -> Te
     with torch.no_grad():
         masked = scores_as_logits.detach().float().masked_fill(~allowed, float("-inf"))
         return torch.softmax(masked, dim=1).amax(dim=1) >= threshold
+
+
+def plf_loss(teacher: Tensor, allowed: Tensor, valid: Tensor, student_logits: Tensor, student_valid: Tensor,
+             ignore_index: int, move: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """L_PLF: cross-entropy of ``student_logits`` towards the filtered pseudo-labels of ``teacher``.
+
+    Args:
+        teacher: (B,C,H,W) scores or logits of the view that makes the labels (no gradient flows).
+        allowed, valid: that view's (B,C,H,W) admissible classes and (B,H,W) valid pixels.
+        student_logits: (B,C,H,W) logits of the view trained towards the labels; student_valid (B,H,W).
+        move: the teacher → student geometry of a per-pixel map (None: the same view).
+
+    Returns:
+        scalar, the mean over the student's valid pixels (:func:`dspseg.losses.ce.masked_cross_entropy`).
+    """
+    pseudo = filter_pseudo_labels(teacher, allowed, valid, ignore_index)
+    return masked_cross_entropy(student_logits, pseudo if move is None else move(pseudo), student_valid, ignore_index)

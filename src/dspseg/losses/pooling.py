@@ -20,7 +20,8 @@ Implementation: every bag is turned into flat indices into ``scores.view(-1)`` p
 scatters into one gradient buffer, not one per bag type) and reduces each segment with
 ``index_add_`` (means) or ``scatter_reduce`` (maxima). Nothing loops over bags in Python; the
 work is proportional to the pixels the bags cover. Bags come in the collated layout of
-:mod:`dspseg.data.dataset` (a leading batch-index column).
+:class:`dspseg.data.batch.Bags` (the :mod:`dspseg.vocabulary` tables ``BATCH_POINT``, ``BATCH_BOX``,
+``BATCH_LABEL``: a leading batch-index column).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-POSITIVE_TYPES = ("mask", "box", "point", "image")
+from dspseg.vocabulary import BATCH_BOX as BX
+from dspseg.vocabulary import BATCH_LABEL as LB
+from dspseg.vocabulary import BATCH_POINT as PT
 
 
 def _instance_index(shape, instances: Tensor, instance_classes: Tensor):
@@ -49,14 +52,14 @@ def _instance_index(shape, instances: Tensor, instance_classes: Tensor):
 def _point_index(shape, points: Tensor):
     b, c, h, w = shape
     p = points.long()
-    return ((p[:, 0] * c + p[:, 1]) * h + p[:, 2]) * w + p[:, 3]
+    return ((p[:, PT.b] * c + p[:, PT.c]) * h + p[:, PT.row]) * w + p[:, PT.col]
 
 
 def _image_index(shape, image_labels: Tensor):
     """Flat indices of every pixel of each labelled (image, class) map: (L, h*w)."""
     b, c, h, w = shape
     lab = image_labels.long()
-    base = (lab[:, 0] * c + lab[:, 1]) * (h * w)
+    base = (lab[:, LB.b] * c + lab[:, LB.c]) * (h * w)
     return (base.unsqueeze(1) + torch.arange(h * w, device=lab.device)).reshape(-1)
 
 
@@ -65,16 +68,22 @@ def _buckets(sizes: Tensor) -> Tensor:
     return torch.ceil(torch.log2(sizes.clamp_min(1).double())).long()
 
 
+def box_sizes(boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """Heights ``y1 − y0`` and widths ``x1 − x0`` of (Nb,6) :data:`~dspseg.vocabulary.BATCH_BOX` rows."""
+    bx = boxes.long()
+    return bx[:, BX.y1] - bx[:, BX.y0], bx[:, BX.x1] - bx[:, BX.x0]
+
+
 def _box_index(shape, boxes: Tensor):
     """Boxes grouped by (height, width) power-of-two bucket; per group the flat indices of a padded
     (n, H_k, W_k) window (padding points at the box's first pixel) and its in-box mask."""
     b, c, h, w = shape
     bx = boxes.long()
-    hs, ws = bx[:, 5] - bx[:, 3], bx[:, 4] - bx[:, 2]
+    hs, ws = box_sizes(bx)
     if bool((hs <= 0).any() or (ws <= 0).any()):
         raise ValueError("box pooling: every box needs x1 > x0 and y1 > y0 (drop empty boxes before)")
     key = _buckets(hs) * 64 + _buckets(ws)
-    base_all = ((bx[:, 0] * c + bx[:, 1]) * h + bx[:, 3]) * w + bx[:, 2]
+    base_all = ((bx[:, BX.b] * c + bx[:, BX.c]) * h + bx[:, BX.y0]) * w + bx[:, BX.x0]
     # group on the host: a handful of boxes, and per-group tensor ops (nonzero, max) cost more than the windows
     hs_l, ws_l, members = hs.tolist(), ws.tolist(), {}
     for i, k in enumerate(key.tolist()):
@@ -144,19 +153,18 @@ def pool_all(scores: Tensor, instances: Tensor, instance_classes: Tensor, points
         out["mask"] = (pooled[counts > 0], instance_classes[counts > 0])
     else:
         out["mask"] = (scores.new_zeros(0), instance_classes.new_zeros(0))
-    out["point"] = (pt_v, points[:, 1].long())
+    out["point"] = (pt_v, points[:, PT.c].long())
     lab = image_labels.long()
-    v = valid[lab[:, 0]].reshape(lab.shape[0], h * w).to(scores.dtype)  # (L, h*w)
+    v = valid[lab[:, LB.b]].reshape(lab.shape[0], h * w).to(scores.dtype)  # (L, h*w)
     im_mean = (im_v.reshape(-1, h * w) * v).sum(dim=1) / v.sum(dim=1).clamp_min(1)
-    out["image"] = (im_mean, lab[:, 1])
+    out["image"] = (im_mean, lab[:, LB.c])
     if box_groups:
-        bx = boxes.long()
-        hs, ws = bx[:, 5] - bx[:, 3], bx[:, 4] - bx[:, 2]
+        hs, ws = box_sizes(boxes)
         per_group = list(torch.split(box_v, [g[1].numel() for g in box_groups]))
         per_group = [vals.view(g[1].shape) for vals, g in zip(per_group, box_groups)]
-        out["box"] = (_box_reduce(box_groups, per_group, hs, ws, bx.shape[0]), bx[:, 1])
+        out["box"] = (_box_reduce(box_groups, per_group, hs, ws, boxes.shape[0]), boxes[:, BX.c].long())
     else:
-        out["box"] = (scores.new_zeros(0), boxes[:, 1].long())
+        out["box"] = (scores.new_zeros(0), boxes[:, BX.c].long())
     return out
 
 

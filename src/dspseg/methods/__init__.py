@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import difflib
 
-from dspseg.methods.base import KINDS, Method, NoOptions
+from dspseg.methods.base import VIEWS, Method, NoOptions
+from dspseg.vocabulary import KINDS
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -36,6 +37,10 @@ def register(cls: type[Method]) -> type[Method]:
         raise ValueError(f"register: {cls.__name__}.uses must be a non-empty subset of {KINDS}, got {sorted(cls.uses)}")
     if cls.head not in ("linear", "prototype"):
         raise ValueError(f"register: {cls.__name__}.head must be 'linear' or 'prototype', got {cls.head!r}")
+    if cls.views not in VIEWS:
+        raise ValueError(f"register: {cls.__name__}.views must be one of {VIEWS}, got {cls.views!r}")
+    if not cls.implements_terms():
+        raise TypeError(f"register: {cls.__name__} must implement terms(views) or loss(outputs, batch)")
     METHODS[cls.name] = cls
     return cls
 

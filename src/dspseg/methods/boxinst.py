@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from dspseg.methods import register
-from dspseg.methods.base import Method, WeakViewOptions, rows_of_kinds
-from dspseg.methods.basic import masked_cross_entropy
+from dspseg.methods.base import WEAK, Method, WeakViewOptions
+from dspseg.vocabulary import Kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
+
+    from dspseg.data.batch import Batch
 
 
 class BoxInstOptions(WeakViewOptions):
@@ -54,8 +56,8 @@ class BoxInst(Method):
 
     name = "boxinst"
     summary = "BoxInst (Tian 2021): CE on masks + box max-projection Dice + pairwise intensity affinity (masks, boxes)"
-    uses = frozenset({"mask", "box"})
-    head = "linear"
+    uses = frozenset({Kind.MASK, Kind.BOX})
+    views = WEAK
     Options = BoxInstOptions
 
     def __init__(self, options: BaseModel, n_classes: int, ignore_index: int) -> None:
@@ -67,30 +69,27 @@ class BoxInst(Method):
         n = self.options.warmup_steps
         return 1.0 if n == 0 else min(max(t, 0) / n, 1.0)
 
-    def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Weak view → model → the terms at step ``steps + 1``; advances the step count."""
-        from dspseg.methods.views import weak_only
-
-        weak, outputs = weak_only(model, batch, self.options)
-        terms = self.loss(outputs, weak)
+    def step(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
+        """The base's step (weak view → model → :meth:`loss`) at step ``steps + 1``; advances the count."""
+        terms = super().step(model, batch)
         self.steps += 1
         return terms
 
-    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         """``{"ce", "box_projection", "box_pairwise"}`` at the warm-up of the next step (does not advance it)."""
         import torch
 
         from dspseg.losses.boxinst import inside_boxes, pairwise_loss, projection_loss
 
         o = self.options
-        logits, valid = outputs["logits"].float(), batch["valid"]
+        logits, valid = outputs["logits"].float(), batch.valid
         b, _, h, w = logits.shape
-        ce = masked_cross_entropy(logits, batch["target"], valid, self.ignore_index)
-        boxes = rows_of_kinds(batch["boxes"], batch, self.uses).long()
+        ce = self.mask_ce({"logits": logits}, batch)
+        boxes = batch.rows_of_kinds(batch.bags.boxes, self.uses).long()
         log_prob = torch.log_softmax(logits, dim=1)
         proj = projection_loss(log_prob.exp(), boxes, valid)
         if len(boxes):
-            pair = pairwise_loss(log_prob, batch["image"], inside_boxes(boxes, b, h, w), valid,
+            pair = pairwise_loss(log_prob, batch.image, inside_boxes(boxes, b, h, w), valid,
                                  theta=o.theta, threshold=o.threshold, dilation=o.dilation, smooth=o.smooth)
         else:
             pair = logits.sum() * 0.0

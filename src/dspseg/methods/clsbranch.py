@@ -28,16 +28,18 @@ class sets, but the baseline is the paper's M + I branch; DSP is the method that
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import Method, WeakViewOptions, images_of_kinds, rows_of_kinds
-from dspseg.methods.basic import masked_cross_entropy
+from dspseg.methods.base import WEAK, Method, WeakViewOptions
+from dspseg.vocabulary import BATCH_LABEL, Kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
+
+    from dspseg.data.batch import Batch
 
 
 class ClsBranchOptions(WeakViewOptions):
@@ -47,7 +49,7 @@ class ClsBranchOptions(WeakViewOptions):
     hidden: int = Field(64, ge=1, description="hidden units of the classification MLP")
 
 
-def image_class_targets(batch: dict[str, Any], n_classes: int, ignore_index: int,
+def image_class_targets(batch: Batch, n_classes: int, ignore_index: int,
                         kinds: frozenset[str] | set[str]) -> tuple[Tensor, Tensor]:
     """``(y, k)``, both (B, C): image-level targets (float 0/1) and where they are known (bool).
 
@@ -55,7 +57,7 @@ def image_class_targets(batch: dict[str, Any], n_classes: int, ignore_index: int
     """
     import torch
 
-    target, valid = batch["target"], batch["valid"]
+    target, valid = batch.target, batch.valid
     b = target.shape[0]
     flat = target.masked_fill(~valid, ignore_index).reshape(b, -1)
     annotated = flat != ignore_index
@@ -63,12 +65,12 @@ def image_class_targets(batch: dict[str, Any], n_classes: int, ignore_index: int
     present = torch.zeros(b, n_classes + 1, device=target.device).scatter_add_(
         1, ids, torch.ones_like(ids, dtype=torch.float32))[:, :n_classes] > 0
     pos = present.clone()
-    for table in (batch["image_labels"], batch["points"]):
-        t = rows_of_kinds(table, batch, kinds).long()
-        pos[t[:, 0], t[:, 1]] = True
+    for table in (batch.bags.image_labels, batch.bags.points):  # both lead with [b, class]
+        t = batch.rows_of_kinds(table, kinds).long()
+        pos[t[:, BATCH_LABEL.b], t[:, BATCH_LABEL.c]] = True
     fully = annotated.any(1) & (annotated.sum(1) == valid.reshape(b, -1).sum(1))  # crop's class set exact
-    neg = ~batch["image_classes"].bool() | (fully[:, None] & ~present)
-    known = (pos | neg) & images_of_kinds(batch, kinds)[:, None]
+    neg = ~batch.image_classes.bool() | (fully[:, None] & ~present)
+    known = (pos | neg) & batch.of_kinds(kinds)[:, None]
     return pos.float(), known
 
 
@@ -78,8 +80,8 @@ class ClsBranch(Method):
 
     name = "clsbranch"
     summary = "Classification branch (Mlynarski 2019): CE on masks + BCE of pooled image-level class logits (masks, image labels)"
-    uses = frozenset({"mask", "image"})
-    head = "linear"
+    uses = frozenset({Kind.MASK, Kind.IMAGE})
+    views = WEAK
     Options = ClsBranchOptions
 
     def aux_heads(self, feature_channels: int) -> dict[str, nn.Module]:
@@ -88,23 +90,17 @@ class ClsBranch(Method):
 
         return {"cls": ClassificationBranch(feature_channels, self.n_classes, self.options.hidden)}
 
-    def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Weak view → model (with ``valid`` for the branch's pooling) → :meth:`loss`."""
-        from dspseg.data.augment import weak_view
-        from dspseg.methods.views import step_generator
+    def forward(self, model: nn.Module, image: Tensor, valid: Tensor) -> dict[str, Tensor]:
+        """The model with ``valid``, over which the branch pools."""
+        return model(image, valid=valid)
 
-        weak, _ = weak_view(batch, step_generator(), self.options.weak_jitter)
-        return self.loss(model(weak["image"], valid=weak["valid"]), weak)
-
-    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         """``{"ce": L_CE, "cls": λ·L_cls}`` (module docstring); needs ``outputs["aux_cls"]`` (B, C)."""
         import torch.nn.functional as F
 
-        if "aux_cls" not in outputs:
-            raise KeyError("clsbranch: the model outputs have no 'aux_cls'; build the model with "
-                           "aux_heads=method.aux_heads and call it in training mode")
-        ce = masked_cross_entropy(outputs["logits"], batch["target"], batch["valid"], self.ignore_index)
-        logits = outputs["aux_cls"].float()
+        aux = self.aux_output(outputs, "cls")
+        ce = self.mask_ce(outputs, batch)
+        logits = aux.float()
         y, known = image_class_targets(batch, self.n_classes, self.ignore_index, self.uses)
         bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
         cls = (bce * known).sum() / known.sum().clamp_min(1)

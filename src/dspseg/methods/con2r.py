@@ -26,16 +26,19 @@ Learns from every kind of training image.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import KINDS, Method, TwoViewOptions
-from dspseg.methods.basic import masked_cross_entropy
+from dspseg.methods.base import WEAK_STRONG, Method, TwoViewOptions
+from dspseg.vocabulary import BATCH_POINT, KINDS
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from torch import Tensor, nn
+
+    from dspseg.methods.views import Views
 
 
 class Con2ROptions(TwoViewOptions):
@@ -79,28 +82,22 @@ class Con2R(Method):
     name = "con2r"
     summary = "Con2R (Reiss 2022): CE on masks + filtered pseudo-labels + pixel affinity-graph contrast (every type)"
     uses = frozenset(KINDS)
-    head = "linear"
+    views = WEAK_STRONG
     Options = Con2ROptions
 
-    def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
-        from dspseg.methods.views import weak_and_strong
+    def forward(self, model: nn.Module, image: Tensor, valid: Tensor) -> dict[str, Tensor]:
+        """The model's outputs plus the backbone ``"features"`` (:func:`forward_with_features`)."""
+        return forward_with_features(model, image)
 
-        return self.terms(weak_and_strong(lambda x: forward_with_features(model, x), batch, self.options))
-
-    def terms(self, views) -> dict[str, Tensor]:
-        """``{"ce", "plf", "con2r"}`` from the two views; both outputs must hold ``"features"``."""
-        from dspseg.losses.plf import filter_pseudo_labels
-
+    def terms(self, views: Views) -> dict[str, Tensor]:
+        """``{"ce", "plf", "con2r"}`` from the two views; both outputs must hold ``"features"``
+        (:meth:`loss` on one view needs them too)."""
         o = self.options
-        weak, strong = views.weak, views.strong
-        logits = views.out_weak["logits"]
-        ce = masked_cross_entropy(logits, weak["target"], weak["valid"], self.ignore_index)
-        pseudo = filter_pseudo_labels(logits, weak["allowed"], weak["valid"], self.ignore_index)
-        plf = masked_cross_entropy(views.out_strong["logits"], views.geometry.apply(pseudo), strong["valid"],
-                                   self.ignore_index)
-        return {"ce": ce, "plf": o.plf_weight * plf, "con2r": o.weight * self.regulariser(views)}
+        ce = self.mask_ce(views.out_weak, views.weak)
+        plf = o.plf_weight * self.plf(views)
+        return {"ce": ce, "plf": plf, "con2r": o.weight * self.regulariser(views)}
 
-    def regulariser(self, views) -> Tensor:
+    def regulariser(self, views: Views) -> Tensor:
         """L_Con2R on sampled query/neighbour pixels of both views (module docstring)."""
         from dspseg.losses.con2r import con2r_loss, filtered_softmax
         from dspseg.methods.views import step_generator
@@ -108,8 +105,8 @@ class Con2R(Method):
         o = self.options
         if "features" not in views.out_weak or "features" not in views.out_strong:
             raise KeyError("con2r: the model outputs need 'features' (use forward_with_features)")
-        valid = views.weak["valid"]
-        probs = filtered_softmax(views.out_weak["logits"], views.weak["allowed"]).flatten(2)  # (B, C, hw)
+        valid = views.weak.valid
+        probs = filtered_softmax(views.out_weak["logits"], views.weak.allowed).flatten(2)  # (B, C, hw)
         gen = step_generator()
         emb_q, pos_q, prob_q = self.sample(views, probs, gen)
         emb_n, pos_n, prob_n = self.sample(views, probs, gen)
@@ -117,7 +114,7 @@ class Con2R(Method):
         return con2r_loss(emb_q, emb_n, pos_q, pos_n, prob_q, prob_n, window=o.window, alpha=o.alpha,
                           tau=o.tau, combine=o.combine, weight=weight)
 
-    def sample(self, views, probs: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
+    def sample(self, views: Views, probs: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """``samples`` pixels per image: (features (B, N, F), weak-frame [row, col] (B, N, 2), filtered
         class distributions (B, N, C)). Each pixel is drawn uniformly among the valid ones and read
         from the weak or (at its moved position) the strong view with probability ½."""
@@ -125,14 +122,16 @@ class Con2R(Method):
 
         from dspseg.losses.con2r import sample_valid_pixels
 
-        valid = views.weak["valid"]
+        valid = views.weak.valid
         b, h, w = valid.shape
         idx = sample_valid_pixels(valid, self.options.samples, generator)  # (B, N) weak-frame pixels
         from_strong = torch.randint(0, 2, idx.shape, generator=generator).to(idx.device).bool()
         rows, cols = idx // w, idx % w
         image = torch.arange(b, device=idx.device).unsqueeze(1).expand_as(idx)
-        moved = views.geometry.apply_points(torch.stack([image, torch.zeros_like(idx), rows, cols], -1).view(-1, 4))
-        idx_strong = (moved[:, 2] * w + moved[:, 3]).view(b, -1)  # geometry keeps h x w (square or half turns)
+        as_points = torch.stack([image, torch.zeros_like(idx), rows, cols], -1).view(-1, BATCH_POINT.width)
+        moved = views.geometry.apply_points(as_points)  # BATCH_POINT rows [b, class (unused), row, col]
+        # the geometry keeps h x w (square, or half turns only)
+        idx_strong = (moved[:, BATCH_POINT.row] * w + moved[:, BATCH_POINT.col]).view(b, -1)
 
         def read(maps: Tensor, at: Tensor) -> Tensor:  # (B, K, h, w) at (B, N) → (B, N, K)
             flat = maps.flatten(2)
@@ -142,12 +141,3 @@ class Con2R(Method):
                             read(views.out_weak["features"], idx))
         prob = probs.gather(2, idx.unsqueeze(1).expand(-1, probs.shape[1], -1)).transpose(1, 2)
         return feats, torch.stack([rows, cols], dim=-1), prob
-
-    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
-        """The terms on a single, un-augmented view (weak = strong, identity geometry); ``outputs``
-        must hold ``"features"`` (:func:`forward_with_features`)."""
-        from dspseg.data.augment import BatchGeometry
-        from dspseg.methods.views import Views
-
-        b, _, h, w = batch["image"].shape
-        return self.terms(Views(batch, batch, outputs, outputs, BatchGeometry.identity(b, h, w)))

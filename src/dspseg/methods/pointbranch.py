@@ -20,22 +20,24 @@ crop changes the target only near the crop border. Classes without a point in an
 and image move together.
 
 Uses masks and points: mask images contribute the points derived from their components (one per
-connected component, at its most interior pixel; ``batch["points"]``). Point rows of images of other
+connected component, at its most interior pixel; ``batch.bags.points``). Point rows of images of other
 kinds are ignored.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import Method, WeakViewOptions, rows_of_kinds
-from dspseg.methods.basic import masked_cross_entropy
+from dspseg.methods.base import WEAK, Method, WeakViewOptions
+from dspseg.vocabulary import BATCH_POINT, Kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor, nn
+
+    from dspseg.data.batch import Batch
 
 
 class PointBranchOptions(WeakViewOptions):
@@ -56,8 +58,8 @@ class PointBranch(Method):
 
     name = "pointbranch"
     summary = "Point branch: CE on masks + regressed euclidean or geodesic distance maps to the points (masks, points)"
-    uses = frozenset({"mask", "point"})
-    head = "linear"
+    uses = frozenset({Kind.MASK, Kind.POINT})
+    views = WEAK
     Options = PointBranchOptions
 
     def aux_heads(self, feature_channels: int) -> dict[str, nn.Module]:
@@ -66,14 +68,7 @@ class PointBranch(Method):
 
         return {"distance": DistanceBranch(feature_channels, self.n_classes)}
 
-    def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Weak view → model → :meth:`loss`."""
-        from dspseg.methods.views import weak_only
-
-        weak, outputs = weak_only(model, batch, self.options)
-        return self.loss(outputs, weak)
-
-    def targets(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    def targets(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """``(T (B, C, h, w) in [0, 1], has (B, C) bool)``: normalised distance maps and which exist."""
         import torch
 
@@ -81,9 +76,9 @@ class PointBranch(Method):
                                                  smooth_image)
 
         o = self.options
-        image, valid = batch["image"], batch["valid"]
+        image, valid = batch.image, batch.valid
         b, _, h, w = image.shape
-        points = rows_of_kinds(batch["points"], batch, self.uses).long()
+        points = batch.rows_of_kinds(batch.bags.points, self.uses).long()
         with torch.no_grad():
             if o.distance == "geodesic":
                 smoothed = smooth_image(image.float(), valid, o.smooth)
@@ -91,18 +86,16 @@ class PointBranch(Method):
             else:
                 d = euclidean_distance_maps(points, b, self.n_classes, h, w)
             has = torch.zeros(b, self.n_classes, dtype=torch.bool, device=image.device)
-            has[points[:, 0], points[:, 1]] = True
+            has[points[:, BATCH_POINT.b], points[:, BATCH_POINT.c]] = True
             return normalised(d, o.sigma), has
 
-    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         """``{"ce": L_CE, "point": λ·L_point}`` (module docstring); needs ``outputs["aux_distance"]``."""
-        if "aux_distance" not in outputs:
-            raise KeyError("pointbranch: the model outputs have no 'aux_distance'; build the model with "
-                           "aux_heads=method.aux_heads and call it in training mode")
-        ce = masked_cross_entropy(outputs["logits"], batch["target"], batch["valid"], self.ignore_index)
-        pred = outputs["aux_distance"].float()
+        aux = self.aux_output(outputs, "distance")
+        ce = self.mask_ce(outputs, batch)
+        pred = aux.float()
         target, has = self.targets(batch)
         err = (pred - target).abs() if self.options.regression == "l1" else (pred - target) ** 2
-        m = (has[:, :, None, None] & batch["valid"][:, None]).float()
+        m = (has[:, :, None, None] & batch.valid[:, None]).float()
         point = (err * m).sum() / m.sum().clamp_min(1)
         return {"ce": ce, "point": self.options.weight * point}

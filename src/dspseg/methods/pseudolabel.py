@@ -1,7 +1,7 @@
 r"""``pseudolabel``: Pseudo-Label (Lee, ICML-W 2013) with pseudo-label filtering (paper §3.6, §5.2).
 
     L = L_CE + w · L_PL
-    L_CE = CE of the weak view's logits on its annotated mask pixels      (:func:`masked_cross_entropy`)
+    L_CE = CE of the weak view's logits on its annotated mask pixels      (:mod:`dspseg.losses.ce`)
     L_PL = −1/|V| Σ_{j ∈ V} log softmax(z_j)[PL_j],   PL_j = argmax_{c ∈ A_j} z_j,c  (no gradient)
 
 ``z`` are the logits of one weakly augmented view (flips, quarter turns, jitter 0.2), ``A_j`` the
@@ -19,16 +19,20 @@ Learns from every kind of training image.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from dspseg.methods import register
-from dspseg.methods.base import KINDS, Method, TwoViewOptions
-from dspseg.methods.basic import masked_cross_entropy
+from dspseg.methods.base import WEAK, WEAK_STRONG, Method, TwoViewOptions
+from dspseg.vocabulary import KINDS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from torch import Tensor, nn
+    from torch import Tensor
+
+    from dspseg.data.augment import BatchGeometry
+    from dspseg.data.batch import Batch
+    from dspseg.methods.views import Views
 
 
 class PseudoLabelOptions(TwoViewOptions):
@@ -49,36 +53,22 @@ class PseudoLabel(Method):
     summary = ("Pseudo-Label (Lee 2013): CE on masks + CE towards its own filtered arg-max "
                "(learns from every annotation type)")
     uses = frozenset(KINDS)
-    head = "linear"
+    views = WEAK
     Options = PseudoLabelOptions
 
-    def step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
-        from dspseg.methods.views import weak_and_strong, weak_only
+    def view_plan(self) -> str:
+        """The weak view alone (``target_view: same``) or with a strong view (``strong``)."""
+        return WEAK if self.options.target_view == "same" else WEAK_STRONG
 
-        o = self.options
-        if o.target_view == "same":
-            weak, out = weak_only(model, batch, o)
-            return self.terms(weak, out, weak, out, None)
-        v = weak_and_strong(model, batch, o)
-        return self.terms(v.weak, v.out_weak, v.strong, v.out_strong, v.geometry)
+    def terms(self, views: Views) -> dict[str, Tensor]:
+        """``{"ce", "pl"}``: L_PL trains the strong view (on one view: the same view, identity
+        geometry) towards the weak view's filtered arg-max (:meth:`Method.plf`)."""
+        return {"ce": self.mask_ce(views.out_weak, views.weak), "pl": self.options.weight * self.plf(views)}
 
-    def terms(self, weak: dict[str, Any], out_weak: dict[str, Tensor], student: dict[str, Any],
-              out_student: dict[str, Tensor], geometry: Any) -> dict[str, Tensor]:
-        """``{"ce", "pl"}`` from the view that makes the targets and the view trained towards them
-        (the same view, ``geometry`` None; or the strong view and the weak → strong geometry)."""
-        ce = masked_cross_entropy(out_weak["logits"], weak["target"], weak["valid"], self.ignore_index)
-        pseudo = self.targets(weak, out_weak, geometry)
-        pl = masked_cross_entropy(out_student["logits"], pseudo, student["valid"], self.ignore_index)
-        return {"ce": ce, "pl": self.options.weight * pl}
-
-    def targets(self, weak: dict[str, Any], out_weak: dict[str, Tensor], geometry: Any = None) -> Tensor:
+    def targets(self, weak: Batch, out_weak: dict[str, Tensor], geometry: BatchGeometry | None = None) -> Tensor:
         """(B, h, w) long: PL_j = argmax_{c ∈ A_j} z_j,c of the weak view (no gradient), moved by
         ``geometry`` when given; ``ignore_index`` on padding."""
         from dspseg.losses.plf import filter_pseudo_labels
 
-        pseudo = filter_pseudo_labels(out_weak["logits"], weak["allowed"], weak["valid"], self.ignore_index)
+        pseudo = filter_pseudo_labels(out_weak["logits"], weak.allowed, weak.valid, self.ignore_index)
         return pseudo if geometry is None else geometry.apply(pseudo)
-
-    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
-        """The terms on a single, un-augmented view: targets are the filtered arg-max of ``outputs``."""
-        return self.terms(batch, outputs, batch, outputs, None)

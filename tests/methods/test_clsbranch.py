@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from dspseg.methods.clsbranch import image_class_targets
-from methods_common import (IGNORE, batch_of, hand_batch, make_method, tiny_model, train_steps)
+from methods_common import IGNORE, MethodTester, batch_of, hand_batch, make_method, tiny_model, train_steps
 
 
-def test_uses_masks_and_image_labels_only():
-    method = make_method("clsbranch", 4)
-    assert method.uses == {"mask", "image"}
-    assert method.head == "linear"
+class TestClsBranch(MethodTester):
+    name = "clsbranch"
+    uses = frozenset({"mask", "image"})
+    bad_options = [({"weigth": 1.0}, "weigth"), ({"weight": -1}, "weight")]
 
 
 def test_targets_by_hand():
@@ -80,7 +80,7 @@ def test_loss_decreases(mixed):
     method = make_method("clsbranch", mixed.n_classes, hidden=16)
     model = tiny_model(method, mixed.n_classes, width=4, levels=3)
     batch = batch_of(mixed, {"mask", "image"}, n=8)
-    hist = train_steps(method, model, batch, lr=1e-2, forward=lambda b: model(b["image"], valid=b["valid"]))
+    hist = train_steps(method, model, batch, lr=1e-2, forward=lambda b: model(b.image, valid=b.valid))
     assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in hist)
     for term in ("ce", "cls"):
         assert hist[-1][term] < 0.8 * hist[0][term], term
@@ -91,11 +91,4 @@ def test_missing_aux_output_is_explained(mixed):
     model = tiny_model(method, mixed.n_classes).eval()
     batch = batch_of(mixed, {"mask"}, n=2)
     with pytest.raises(KeyError, match="aux_cls"):
-        method.loss(model(batch["image"]), batch)
-
-
-def test_bad_option_is_refused():
-    with pytest.raises(ValueError, match="weigth"):
-        make_method("clsbranch", 3, weigth=1.0)
-    with pytest.raises(ValueError, match="weight"):
-        make_method("clsbranch", 3, weight=-1)
+        method.loss(model(batch.image), batch)

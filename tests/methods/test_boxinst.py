@@ -13,8 +13,8 @@ from dspseg.engine import checkpoint as ckpt
 from dspseg.engine.trainer import resolve_run_config, train
 from dspseg.losses.boxinst import (box_projections, inside_boxes, max_projections, pairwise_loss,
                                    projection_loss)
-from methods_common import (IGNORE, batch_of, hand_batch, make_method, tiny_model, train_steps)
-from test_trainer import make_easy_dataset, tiny_cfg
+from methods_common import IGNORE, MethodTester, batch_of, hand_batch, make_method, tiny_model, train_steps
+from engine_common import make_easy_dataset, tiny_cfg
 
 
 def test_max_projections_by_hand():
@@ -77,8 +77,10 @@ def test_pairwise_loss_values():
     assert pairwise_loss(uniform, image, torch.zeros_like(inbox), valid).item() == 0.0
 
 
-def test_uses_masks_and_boxes():
-    assert make_method("boxinst", 3).uses == {"mask", "box"}
+class TestBoxInst(MethodTester):
+    name = "boxinst"
+    uses = frozenset({"mask", "box"})
+    bad_options = [({"warmup_steps": -1}, "warmup_steps"), ({"theta": 0}, "theta")]
 
 
 def test_terms_finite_zero_without_boxes_and_decreasing(mixed):
@@ -108,7 +110,7 @@ def test_boxes_of_unused_kinds_are_ignored():
     batch = hand_batch(torch.zeros(1, 1, 6, 6), target, ["point"], 2, boxes=[[0, 1, 1, 1, 4, 4]])
     terms = method.loss({"logits": logits}, batch)
     assert terms["box_projection"].item() == 0 and terms["box_pairwise"].item() == 0
-    batch["kinds"] = ["box"]
+    batch.kinds = ["box"]
     assert method.loss({"logits": logits}, batch)["box_projection"].item() > 0
 
 

@@ -6,24 +6,34 @@ import pytest
 import torch
 
 from dspseg.data.augment import BatchGeometry, Dihedral
-from dspseg.data.dataset import collate
-from dspseg.methods import get_method
 from dspseg.methods.con2r import forward_with_features
 from dspseg.methods.views import Views, weak_and_strong
-from methods_common import KINDS, batch_per_kind as batch_of, linear_model as tiny_model, train_steps
+from methods_common import (EveryKindTester, admitted, batch_per_kind as batch_of, hand_batch,
+                            linear_model as tiny_model, train_steps, whole_batch)
 
 
 def make(n_classes, **opts):
-    cls = get_method("con2r")
-    return cls(cls.Options.model_validate({"samples": 64, **opts}), n_classes=n_classes, ignore_index=255)
+    return TestCon2R().make(n_classes, **opts)
 
 
+class TestCon2R(EveryKindTester):
+    name = "con2r"
+    terms = {"ce", "plf", "con2r"}
+    options = {"samples": 64}
+    bad_options = [({"windw": 8}, "windw"), ({"combine": "sum"}, "combine"), ({"tau": 0}, "tau"),
+                   ({"samples": 0}, "samples")]
 
+    def test_registered(self):
+        super().test_registered()
+        assert self.make(3).Options().window == 16
 
-def test_registered_with_every_kind_and_a_linear_head():
-    cls = get_method("con2r")
-    assert cls.uses == frozenset(KINDS) and cls.head == "linear"
-    assert cls.Options().window == 16
+    def test_loss_decreases(self, mixed):
+        method = make(mixed.n_classes)
+        model = tiny_model(mixed.n_classes)
+        history = train_steps(method, model, whole_batch(mixed, 0), augmented=True)
+        first, last = history[:3], history[-3:]
+        for name in ("ce", "plf", "con2r"):
+            assert sum(t[name] for t in last) < sum(t[name] for t in first), name
 
 
 def test_features_are_the_heads_input():
@@ -35,20 +45,6 @@ def test_features_are_the_heads_input():
     assert len(model.backbone._forward_hooks) == 0  # the hook is removed again
     with pytest.raises(TypeError, match="backbone"):
         forward_with_features(torch.nn.Conv2d(1, 3, 1), x)
-
-
-@pytest.mark.parametrize("kinds", [("none",), ("mask",), ("image", "box"), ("point",), KINDS])
-def test_terms_finite_and_driven_by_the_right_annotations(mixed, kinds):
-    method = make(mixed.n_classes)
-    model = tiny_model(mixed.n_classes)
-    terms = method.step(model, batch_of(mixed, kinds))
-    assert set(terms) == {"ce", "plf", "con2r"}
-    total = sum(terms.values())
-    total.backward()
-    assert torch.isfinite(total)
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    assert (terms["ce"].item() > 0) == ("mask" in kinds)
-    assert terms["plf"].item() > 0 and terms["con2r"].item() > 0
 
 
 def test_regulariser_alone_trains_the_backbone_not_the_head(mixed):
@@ -77,8 +73,7 @@ def test_semantic_targets_follow_the_filter():
     together = torch.ones(1, 2, h, w)
 
     def con2r(allowed, feats):
-        batch = {"image": torch.zeros(1, 1, h, w), "target": torch.full((1, h, w), 255), "allowed": allowed,
-                 "valid": torch.ones(1, h, w, dtype=torch.bool)}
+        batch = hand_batch(torch.zeros(1, 1, h, w), torch.full((1, h, w), 255), ["none"], 2, allowed=allowed)
         torch.manual_seed(0)
         return method.loss({"logits": logits, "features": feats}, batch)["con2r"].item()
 
@@ -112,40 +107,17 @@ def test_plf_targets_are_admissible_on_the_strong_view(mixed):
     from dspseg.losses.plf import filter_pseudo_labels
 
     torch.manual_seed(1)
-    batch = collate([mixed[(i, 3)] for i in range(len(mixed))], ignore_index=255)
+    batch = whole_batch(mixed, 3)
     model = tiny_model(mixed.n_classes)
     views = weak_and_strong(lambda x: forward_with_features(model, x), batch)
     assert views.out_weak["features"].shape == (len(mixed), 4, 40, 40)
-    pseudo = filter_pseudo_labels(views.out_weak["logits"], views.weak["allowed"], views.weak["valid"], 255)
+    pseudo = filter_pseudo_labels(views.out_weak["logits"], views.weak.allowed, views.weak.valid, 255)
     moved = views.geometry.apply(pseudo)
-    valid = views.strong["valid"]
-    admitted = views.strong["allowed"].gather(1, moved.clamp(max=mixed.n_classes - 1).unsqueeze(1)).squeeze(1)
-    assert admitted[valid].all()
-
-
-def test_loss_decreases(mixed):
-    method = make(mixed.n_classes)
-    model = tiny_model(mixed.n_classes)
-    batch = collate([mixed[(i, 0)] for i in range(len(mixed))], ignore_index=255)
-    history = train_steps(method, model, batch, augmented=True)
-    first, last = history[:3], history[-3:]
-    for name in ("ce", "plf", "con2r"):
-        assert sum(t[name] for t in last) < sum(t[name] for t in first), name
+    valid = views.strong.valid
+    assert admitted(moved, views.strong.allowed)[valid].all()
 
 
 def test_loss_without_features_is_refused(mixed):
     batch = batch_of(mixed, ("mask",), per_kind=1)
     with pytest.raises(KeyError, match="features"):
-        make(mixed.n_classes).loss(tiny_model(mixed.n_classes)(batch["image"]), batch)
-
-
-def test_options_are_validated():
-    cls = get_method("con2r")
-    with pytest.raises(ValueError, match="windw"):
-        cls.Options.model_validate({"windw": 8})
-    with pytest.raises(ValueError, match="combine"):
-        cls.Options.model_validate({"combine": "sum"})
-    with pytest.raises(ValueError, match="tau"):
-        cls.Options.model_validate({"tau": 0})
-    with pytest.raises(ValueError, match="samples"):
-        cls.Options.model_validate({"samples": 0})
+        make(mixed.n_classes).loss(tiny_model(mixed.n_classes)(batch.image), batch)

@@ -7,11 +7,11 @@ import itertools
 import pytest
 import torch
 
-from dspseg.data.dataset import collate
+from dspseg.data.batch import collate
 from dspseg.methods import get_method
 from dspseg.models import build_model
-
-KINDS = ("mask", "box", "point", "image", "none")
+from dspseg.vocabulary import KINDS
+from methods_common import admitted
 
 
 def make_method(n_classes, **opts):
@@ -53,11 +53,10 @@ def test_pseudo_labels_respect_the_filter(mixed):
     method = make_method(mixed.n_classes)
     model = build_model(1, mixed.n_classes, width=4, levels=2, head="prototype", **method.head_kwargs())
     views = weak_and_strong(model, batch)
-    pseudo = filter_pseudo_labels(views.out_weak["scores"], views.weak["allowed"], views.weak["valid"], 255)
+    pseudo = filter_pseudo_labels(views.out_weak["scores"], views.weak.allowed, views.weak.valid, 255)
     moved = views.geometry.apply(pseudo)
-    valid = views.strong["valid"]
-    admitted = views.strong["allowed"].gather(1, moved.clamp(max=mixed.n_classes - 1).unsqueeze(1)).squeeze(1)
-    assert admitted[valid].all()
+    valid = views.strong.valid
+    assert admitted(moved, views.strong.allowed)[valid].all()
 
 
 def test_dsp_reduces_its_loss(mixed):
@@ -68,7 +67,7 @@ def test_dsp_reduces_its_loss(mixed):
     batch = collate([mixed[(i, 0)] for i in range(len(mixed))][:12], ignore_index=255)
     first = last = None
     for _ in range(25):
-        terms = method.loss(model(batch["image"]), batch)
+        terms = method.loss(model(batch.image), batch)
         loss = sum(terms.values())
         opt.zero_grad()
         loss.backward()
@@ -84,3 +83,15 @@ def test_bad_option_is_refused():
         cls.Options.model_validate({"variant": "papr"})
     with pytest.raises(ValueError, match="tua"):
         cls.Options.model_validate({"tua": 0.1})
+
+
+def test_function_module_and_method_share_one_default():
+    import inspect
+
+    from dspseg.losses.constants import DSP_DEFAULT_LAMBDA, DSP_DEFAULT_VARIANT
+    from dspseg.losses.dsp import DSPLoss, dsp_loss
+
+    options = get_method("dsp").Options()
+    assert inspect.signature(dsp_loss).parameters["variant"].default == DSPLoss().variant == options.variant \
+        == DSP_DEFAULT_VARIANT
+    assert set(options.lambdas.model_dump().values()) == {DSP_DEFAULT_LAMBDA}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dspseg.losses.distance_maps import euclidean_distance_maps, geodesic_distance_maps, normalised
-from methods_common import (IGNORE, batch_of, hand_batch, make_method, tiny_model, train_steps)
+from methods_common import IGNORE, MethodTester, batch_of, hand_batch, make_method, tiny_model, train_steps
 
 
 def brute(points: list[tuple[int, int]], h: int, w: int, metric) -> np.ndarray:
@@ -128,8 +128,10 @@ def test_normalised_targets():
         normalised(d, 0.0)
 
 
-def test_uses_masks_and_points():
-    assert make_method("pointbranch", 3).uses == {"mask", "point"}
+class TestPointBranch(MethodTester):
+    name = "pointbranch"
+    uses = frozenset({"mask", "point"})
+    bad_options = [({"distance": "manhattan"}, "distance"), ({"sigma": 0}, "sigma")]
 
 
 def test_targets_only_where_points_exist():
@@ -162,10 +164,3 @@ def test_terms_finite_zero_without_points_and_decreasing(mixed, distance):
     hist = train_steps(method, model, batch_of(mixed, {"mask", "point"}), lr=1e-2)
     for term in ("ce", "point"):
         assert hist[-1][term] < 0.8 * hist[0][term], (term, hist[0], hist[-1])
-
-
-def test_bad_option_is_refused():
-    with pytest.raises(ValueError, match="distance"):
-        make_method("pointbranch", 3, distance="manhattan")
-    with pytest.raises(ValueError, match="sigma"):
-        make_method("pointbranch", 3, sigma=0)
