@@ -51,17 +51,21 @@ from dspseg.vocabulary import BOX, POINT
 
 @dataclass
 class Annotation:
-    """Everything a method needs to know about one image's annotation (shapes in the field notes)."""
+    """Everything a method needs to know about one image's annotation: the annotation fields of
+    :class:`dspseg.data.batch.Batch` for one image, under the same names (their shapes, dtypes and
+    meaning are declared there, once; the dataset copies them by name), plus its kind and conflicts.
+    Tables use the record layouts :data:`~dspseg.vocabulary.POINT` and :data:`~dspseg.vocabulary.BOX`;
+    ``image_labels`` is ascending; ``instances`` may be int32 here (the batch casts)."""
 
-    allowed: np.ndarray  # (C, H, W) bool — admissible classes per pixel (A_j of eq. 8)
-    target: np.ndarray  # (H, W) int64 — mask class ids, ignore_index elsewhere
-    instances: np.ndarray  # (H, W) int32 — mask connected components 1..M, 0 = none
-    instance_classes: np.ndarray  # (M,) int64 — class of instance k at index k-1
-    points: np.ndarray  # (P, 3) int64 rows [class, row, col]
-    boxes: np.ndarray  # (Nb, 5) int64 rows [class, x0, y0, x1, y1]
-    image_labels: np.ndarray  # (L,) int64 — positives for whole-image mean pooling, ascending
-    image_classes: np.ndarray  # (C,) bool — "the image's classes" I
-    kind: str  # record.annotation_type: mask | box | point | image | none
+    allowed: np.ndarray
+    target: np.ndarray
+    instances: np.ndarray
+    instance_classes: np.ndarray
+    points: np.ndarray
+    boxes: np.ndarray
+    image_labels: np.ndarray
+    image_classes: np.ndarray
+    kind: str  # record.annotation_type (dspseg.vocabulary.KINDS)
     conflicts: int  # pixels where the annotation contradicted itself and fell back
 
 
