@@ -39,6 +39,9 @@ A method in ``--methods`` may carry its own options, ``NAME:KEY=VALUE:KEY=VALUE`
     error                              why a failed run failed (empty when done)
 """
 
+from dspseg.vocabulary import COST_UNIT, KINDS
+
+#: images of each kind, then the objects on them (the counts of :func:`dspseg.study.costs.annotation_counts`)
+COUNT_COLUMNS = (*(f"images_{kind}" for kind in KINDS), *(unit for unit in COST_UNIT.values() if unit is not None))
 RESULT_COLUMNS = ("method", "scenario", "acr", "split", "status", "mean_dice", "steps", "total_steps", "seconds",
-                  "images_mask", "images_box", "images_point", "images_image", "images_none",
-                  "boxes", "points", "labels", "cost_hours", "run", "data", "error")
+                  *COUNT_COLUMNS, "cost_hours", "run", "data", "error")

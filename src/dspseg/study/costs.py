@@ -33,7 +33,8 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dspseg.vocabulary import COST_KEY, COST_KEYS, COST_UNIT, KINDS, Kind
+from dspseg.study import COUNT_COLUMNS
+from dspseg.vocabulary import COST_KEY, COST_KEYS, COST_UNIT, Kind
 
 
 class AnnotationCosts(BaseModel):
@@ -77,19 +78,16 @@ def annotation_counts(records: Iterable[Any], uses: Iterable[str]) -> dict[str, 
     that kind the method uses) and the object counts ``boxes``, ``points``, ``labels`` on them.
     """
     uses = set(uses)
-    images: Counter[str] = Counter()
-    objects: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
     for r in records:
         kind = r.annotation_type
         if kind not in uses:
             continue
-        images[kind] += 1
+        counts[f"images_{kind}"] += 1
         unit = COST_UNIT.get(COST_KEY.get(kind, ""))
         if unit is not None:  # boxes, points or labels: the record's field of that name
-            objects[unit] += len(getattr(r, unit) or [])
-    out = {f"images_{k}": images[k] for k in KINDS}
-    out.update({unit: objects[unit] for unit in COST_UNIT.values() if unit is not None})
-    return out
+            counts[unit] += len(getattr(r, unit) or [])
+    return {column: counts[column] for column in COUNT_COLUMNS}
 
 
 def annotation_hours(counts: dict[str, int], costs: AnnotationCosts) -> float:

@@ -16,12 +16,10 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from dspseg.errors import ResultsError
-from dspseg.errors import UserError
+from dspseg.errors import ResultsError, UserError
+from dspseg.study import COUNT_COLUMNS
 
 RESULTS_NAME = "results.csv"
-COUNT_COLUMNS = ("images_mask", "images_box", "images_point", "images_image", "images_none",
-                 "boxes", "points", "labels")
 INT_COLUMNS = ("split", "steps", "total_steps", *COUNT_COLUMNS)
 FLOAT_COLUMNS = ("acr", "mean_dice", "seconds", "cost_hours")
 REQUIRED = ("method", "scenario", "acr", "split", "status", "mean_dice", *COUNT_COLUMNS, "cost_hours",
