@@ -159,3 +159,25 @@ def test_batch_policy_indices(data: Path) -> None:
     ds = SegmentationDataset(load_manifest(data), "train", crop_size=8)
     assert ds.indices_of_kinds({"mask"}) == [0]
     assert ds.indices_of_kinds({"mask", "box"}) == [0, 1]
+
+
+def test_batch_moves_through_fabric_and_pickles(data: Path) -> None:
+    """The trainer moves a batch with Fabric's ``to_device`` (it calls ``Batch.to``), the DataLoader pins
+    it with ``Batch.pin_memory`` and its workers pickle it."""
+    import pickle
+    from unittest import mock
+
+    from lightning_fabric.utilities.apply_func import move_data_to_device
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    from dspseg.data.batch import Batch
+
+    ds = SegmentationDataset(load_manifest(data), "train", crop_size=None)
+    batch = collate([ds[1], ds[0]], ignore_index=255)
+    moved = move_data_to_device(batch, torch.device("cpu"))
+    assert isinstance(moved, Batch) and moved.kinds == batch.kinds
+    assert torch.equal(moved.bags.boxes, batch.bags.boxes) and torch.equal(moved.image, batch.image)
+    with mock.patch.object(Batch, "pin_memory", return_value="pinned") as pinned:
+        assert pin_memory(batch) == "pinned" and pinned.called
+    again = pickle.loads(pickle.dumps(batch))
+    assert torch.equal(again.bags.instances, batch.bags.instances) and again.files == batch.files
