@@ -31,6 +31,10 @@ Forward: ``paper`` is the normaliser's statistics pass; ``reference`` one compil
 loops) for the per-pixel ``r_j = 1 / Σ_k exp(x_kj − m_j)`` and ``a``, with
 ``p_c(j) = exp(x_cj − m_j) · r_j`` and ``m`` the fixed shift 1/τ (or the per-pixel maximum). The bags
 gather their K entries. With ``fused`` the passes are compiled by ``torch.compile``.
+
+Why one module over 300 lines: the bag index, the kernels and the Function's forward and backward
+are one derivation (the backward recomputes what the forward's kernels computed); split, a reader
+would follow ``G``, ``ρ`` and the K entries across files.
 """
 
 from __future__ import annotations
