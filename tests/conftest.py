@@ -27,13 +27,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def hand(tmp_path_factory) -> Path:
-    """A sweep folder holding only the hand-made results.csv of tests/study_common.py."""
-    from study_common import hand_rows, write_results
-
-    root = tmp_path_factory.mktemp("hand")
-    write_results(root, hand_rows())
-    return root

@@ -1,6 +1,6 @@
 """Step-matched budgets: the `basic-matched` reference in savings, report and budget (hand-made numbers).
 
-The hand-made sweep of tests/study_common.py gets a `basic-matched` run per (ACR, split): `basic`
+The hand-made sweep of tests/study/study_common.py gets a `basic-matched` run per (ACR, split): `basic`
 continued for the 100 steps `dsp` trains on top of it (200 steps from random weights, like `dsp`).
 
     basic-matched   ACR 1: 0.86 0.90   ACR 8: 0.66 0.70   ACR 32: 0.50 0.54    masks only

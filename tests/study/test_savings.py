@@ -1,5 +1,5 @@
 """Savings relative to full supervision and paired per-split differences, on the hand-made sweep
-(numbers in tests/study_common.py), through the report and its CLI."""
+(numbers in tests/study/study_common.py), through the report and its CLI."""
 
 from __future__ import annotations
 
