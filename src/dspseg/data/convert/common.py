@@ -14,7 +14,6 @@ Boxes are clipped to the image; a box left empty and a point outside the image a
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -22,11 +21,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dspseg.errors import ConvertError
+from dspseg.cli_support import closest, refuse_used_folder
 from dspseg.data.io import image_size, read_mask_stored, write_mask
 from dspseg.data.manifest import Box, ImageRecord, Manifest, Point, save_manifest
 from dspseg.data.rules import box_empty, clip_box, invalid_mask_values, point_inside
-from dspseg.errors import UserError
+from dspseg.errors import ConvertError, UserError
 from dspseg.fsutil import new_folder
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -106,8 +105,8 @@ class ImageIndex:
         return best[0], stem[best_len:].lstrip(SEPARATORS)
 
     def _closest(self, stem: str) -> str:
-        close = difflib.get_close_matches(stem, [Path(r).stem for r in self.files], n=1, cutoff=0.6)
-        return f" (closest: '{close[0]}')" if close else ""
+        close = closest(stem, [Path(r).stem for r in self.files])
+        return f" (closest: '{close}')" if close else ""
 
 
 @dataclass
@@ -169,8 +168,8 @@ def resolve_classes(col: Collected, classes: list[str] | None) -> list[str]:
         raise ConvertError(f"--classes must list distinct names, got {classes}")
     for cls in col.class_order:
         if cls not in classes:
-            close = difflib.get_close_matches(cls, classes, n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            close = closest(cls, classes)
+            hint = f" (did you mean '{close}'?)" if close else ""
             raise ConvertError(f"{col.first_seen[cls]}: class '{cls}' is not in --classes{hint}; add it to --classes")
     return list(classes)
 
@@ -201,8 +200,7 @@ def _group(stem: str, pattern: re.Pattern | None) -> str | None:
 
 def check_out(out: Path) -> None:
     """Refuse an ``out`` that exists and is not an empty folder (nothing is ever overwritten)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConvertError(f"--out {out} exists and is not an empty folder; choose a new folder")
+    refuse_used_folder(out, ConvertError)
 
 
 def write_dataset(col: Collected, out: Path, classes: list[str], name: str, ignore_index: int,
