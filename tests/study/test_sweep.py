@@ -188,7 +188,7 @@ def test_a_later_sweep_in_the_same_folder_adds_its_runs_and_lists_all(tmp_path, 
 def test_a_folder_from_an_older_dspseg_stays_resumable(tmp_path, data):
     import yaml
 
-    from dspseg.engine.config import UserError
+    from dspseg.errors import UserError
 
     out = tmp_path / "sweep"
     full = {**TRAIN, "mask_share": 0.0}

@@ -21,9 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
 from dspseg.cli_support import did_you_mean
-from dspseg.errors import UserError, ConfigError
+from dspseg.errors import ConfigError
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
