@@ -152,9 +152,9 @@ def _reference_prototype_head(head: PrototypeHead, feats: torch.Tensor) -> torch
 def test_prototype_head_fast_path_matches_eq_1_2_with_autograd(monkeypatch, channels_last: bool) -> None:
     """Scores (max |Δ| ≤ 1e-5) and every gradient of the blocked head with its hand-written
     backward against eq. 1-2 through autograd, over several blocks and a partial last one."""
-    import dspseg.models.heads as heads
+    import dspseg.models.cosine_rows as cosine_rows
 
-    monkeypatch.setattr(heads, "block_rows", lambda device: 50)
+    monkeypatch.setattr(cosine_rows, "block_rows", lambda device: 50)
     torch.manual_seed(0)
     head = PrototypeHead(6, n_classes=4, n_prototypes=5, embed_dim=16, tau=0.05)
     ref = PrototypeHead(6, n_classes=4, n_prototypes=5, embed_dim=16, tau=0.05)
@@ -183,7 +183,7 @@ def test_prototype_head_fast_path_matches_eq_1_2_with_autograd(monkeypatch, chan
 
 def test_prototype_head_fast_backward_matches_autograd_under_autocast() -> None:
     """bfloat16 products, float32 scores: the hand-written backward against autograd through the same ops."""
-    from dspseg.models.heads import _CosineRows, cosine_rows, pixel_rows
+    from dspseg.models.cosine_rows import _CosineRows, cosine_rows, pixel_rows
 
     torch.manual_seed(0)
     head = PrototypeHead(4, n_classes=3, n_prototypes=2, embed_dim=8)

@@ -36,11 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dspseg.data.batch import ARRAYS, PIXELS, array_fields, collate, fill_value, item_array  # noqa: F401 (collate)
+from dspseg.data.batch import ARRAYS, PIXELS, array_fields, fill_value, item_array
 from dspseg.data.io import read_image, read_mask
 from dspseg.data.manifest import ImageRecord, Manifest
+from dspseg.data import rules
 from dspseg.data.rasterise import rasterise
-from dspseg.errors import DatasetError, UserError
+from dspseg.errors import DatasetError
 from dspseg.vocabulary import BOX, POINT
 
 
@@ -262,5 +263,4 @@ def shift_boxes(boxes: np.ndarray, r0: int, c0: int, vh: int, vw: int) -> np.nda
     xs, ys = [BOX.x0, BOX.x1], [BOX.y0, BOX.y1]
     b[:, xs] = (b[:, xs] - c0).clip(0, vw)
     b[:, ys] = (b[:, ys] - r0).clip(0, vh)
-    keep = (b[:, BOX.x1] > b[:, BOX.x0]) & (b[:, BOX.y1] > b[:, BOX.y0])
-    return b[keep]
+    return b[~rules.box_empty(b[:, BOX.xyxy])]

@@ -37,7 +37,7 @@ from dspseg.data.cosem_classes import CLASSES, DATASETS, DEFAULT_SOURCE, IGNORE,
 from dspseg.data.io import write_image, write_mask
 from dspseg.data.manifest import ImageRecord, Manifest, save_manifest
 from dspseg.data.ngff import Level, crop_offset, match_levels, read_levels
-from dspseg.errors import OpenOrganelleError, UserError
+from dspseg.errors import OpenOrganelleError
 from dspseg.fsutil import new_folder
 
 RAW_PATH = "recon-1/em/fibsem-uint8"

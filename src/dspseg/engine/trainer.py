@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from dspseg import __version__
-from dspseg.data.dataset import collate
+from dspseg.data.batch import collate
 from dspseg.engine import checkpoint as ckpt
 from dspseg.engine.assembly import Assembly
 from dspseg.engine.config import TrainConfig, check_resume_changes, read_yaml, resolve_config

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from dspseg.errors import NothingFits, UserError
+from dspseg.errors import NothingFits
 from dspseg.study.costs import COST_KEYS, AnnotationCosts, annotation_hours
 from dspseg.study.results import done_rows, summarise
 

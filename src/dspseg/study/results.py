@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from dspseg.errors import ResultsError, UserError
+from dspseg.errors import ResultsError
 from dspseg.study import COUNT_COLUMNS
 
 RESULTS_NAME = "results.csv"

@@ -25,7 +25,7 @@ from dspseg.cli_support import closest, refuse_used_folder
 from dspseg.data.io import image_size, read_mask_stored, write_mask
 from dspseg.data.manifest import Box, ImageRecord, Manifest, Point, save_manifest
 from dspseg.data.rules import box_empty, clip_box, invalid_mask_values, point_inside
-from dspseg.errors import ConvertError, UserError
+from dspseg.errors import ConvertError
 from dspseg.fsutil import new_folder
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
