@@ -1,13 +1,15 @@
-"""The command line: synth, validate, simulate and demo end to end, and clean errors."""
+"""The command line: synth, validate, simulate, split and demo end to end, and clean errors."""
 
 from __future__ import annotations
 
 import csv
 import json
 
+import numpy as np
 from typer.testing import CliRunner
 
 from dspseg.cli import app
+from dspseg.data.io import read_mask
 
 runner = CliRunner()
 
@@ -58,6 +60,37 @@ def test_simulate_bad_option_is_one_sentence(tmp_path):
                             "--out", str(tmp_path / "o")])
     assert r.exit_code == 2
     assert "scenario" in r.output and "Traceback" not in r.output
+
+
+def test_split_writes_parts_and_refuses_in_one_sentence(tmp_path):
+    data = tmp_path / "s"
+    assert runner.invoke(app, ["synth", str(data), "--images", "24", "--size", "48", "--groups", "6"]).exit_code == 0
+    raw = json.loads((data / "dataset.json").read_text())
+    for rec in raw["images"][1::2]:  # half the images keep only image labels: they can be trained on, not scored
+        present = np.unique(read_mask(data / rec.pop("mask")))
+        rec["labels"] = [raw["classes"][c] for c in present if c < len(raw["classes"])]
+    (data / "dataset.json").write_text(json.dumps(raw))
+    r = runner.invoke(app, ["split", str(data), "--n-splits", "2", "--split", "1", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    assert "wrote split 1 of 2 (seed 3)" in r.output and f"next: dspseg train {data}" in r.output
+    after = json.loads((data / "dataset.json").read_text())["images"]
+    assert {rec["split"] for rec in after} == {"train", "val", "test"}
+    for part in ("val", "test"):  # whole groups move, so a part may hold unmasked images too, but never only those
+        assert any("mask" in rec for rec in after if rec["split"] == part)
+        assert f"{part} " in r.output and " masked, " in r.output
+    assert [{k: v for k, v in rec.items() if k != "split"} for rec in after] == raw["images"]
+    before = (data / "dataset.json").read_bytes()
+    r = runner.invoke(app, ["split", str(data), "--n-splits", "2", "--split", "2"])
+    assert r.exit_code == 2 and "--split: expected 0..1" in r.output and "Traceback" not in r.output
+    assert (data / "dataset.json").read_bytes() == before
+    for rec in raw["images"][4::2]:  # masks in 1 group only: val and test cannot both get one
+        del rec["mask"]
+        rec["labels"] = ["cytosol"]
+    (data / "dataset.json").write_text(json.dumps(raw))
+    r = runner.invoke(app, ["split", str(data)])
+    assert r.exit_code == 1 and "in the masks of 1 group(s)" in r.output and "Fix:" in r.output
+    assert "Traceback" not in r.output
+    assert json.loads((data / "dataset.json").read_text()) == raw  # left as it was
 
 
 def test_demo_runs_end_to_end_and_reruns(tmp_path):

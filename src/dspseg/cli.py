@@ -3,6 +3,7 @@
     dspseg synth OUT            make the built-in synthetic FIB-SEM-like dataset
     dspseg validate DATA        check a dataset folder and summarise it
     dspseg simulate DATA ...    the paper's ACR protocol: keep 1/R of the masks, weaken the rest
+    dspseg split DATA ...       train/val/test by group for any dataset (val and test get masks)
     dspseg sweep ...            the paper's study: methods x scenarios x ACRs x splits
     dspseg report DIR           its plots and tables; dspseg budget DIR --hours H
     dspseg demo                 a mini-study on synthetic data, end to end
@@ -140,6 +141,38 @@ def _print_simulation(result) -> None:
     console.print("split sizes: " + ", ".join(f"{k} {v}" for k, v in result.split_sizes.items()))
     for w in getattr(result, "warnings", []) or []:
         console.print(f"[yellow]note:[/] {w}")
+
+
+# ------------------------------------------------------------------------------------------ split
+
+
+@app.command()
+def split(
+    data: Path = typer.Argument(..., help="Dataset folder (holding dataset.json) or the dataset.json file.",
+                                show_default=False),
+    n_splits: int = typer.Option(3, "--n-splits", min=1, help="Number of cross-validation splits (folds)."),
+    split_: int = typer.Option(0, "--split", "-k", min=0, help="Which fold to write (0-based)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the group order; the same seed gives the same splits."),
+) -> None:
+    """Write train/val/test into every record's 'split', by group, for any dataset.
+
+    Whole groups (sub-volumes) go to one part. Val and test each get masked images covering every class that any mask holds (only masked images can be scored); train gets every class that any record holds; groups without masks stay in train. Only the 'split' fields of dataset.json change; the file is replaced atomically.
+    """
+    from dspseg.cli_errors import guarded
+
+    def run() -> None:
+        from dspseg.data.splits import write_split
+
+        done = write_split(data, n_splits, split_, seed)
+        console.print(f"wrote split {done.split} of {done.n_splits} (seed {done.seed}) to {done.path}: "
+                      + ", ".join(f"{p} {n} images ({m} masked, {g} groups)" for p, (n, m, g) in done.sizes.items()),
+                      highlight=False, soft_wrap=True)
+        if done.unused_classes:
+            console.print(f"note: no mask holds {', '.join(done.unused_classes)}; val and test cannot score "
+                          f"{'it' if len(done.unused_classes) == 1 else 'them'}", highlight=False)
+        console.print(f"next: dspseg train {data} --method dsp --out runs/mine", highlight=False, soft_wrap=True)
+
+    guarded(run)
 
 
 # ------------------------------------------------------------------------------------------ train etc.

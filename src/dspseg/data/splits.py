@@ -1,15 +1,22 @@
-"""Cross-validation splits by group (sub-volume) with every class present in every part.
+"""Cross-validation splits by group (sub-volume): val and test hold masks of every class, train every class.
 
 The paper (§5.1) splits OpenOrganelle crops "via cross-sub-volume train/validation/test splits under
 the side-condition that every class is present in at least one sub-volume per split". Slices of one
 sub-volume are nearly identical, so a split never cuts a group: whole groups go to train, val or test.
+The same splitter serves ``dspseg simulate`` (every image masked) and ``dspseg split`` (any dataset):
+only masked images can be scored, so
 
-Search. Let ``g = 1..G`` be the groups, ``M[g, c] = 1`` if class ``c`` occurs in group ``g`` and
-``a[g] ∈ {train, val, test}`` an assignment. An assignment is *valid* when every part holds every
-class: ``max_{g: a[g] = p} M[g, c] = 1`` for all parts ``p`` and classes ``c``. Among valid
+* val and test must each hold *masked* images covering every class that any mask holds;
+* train must hold every class that any record holds (mask, boxes, points or image labels);
+* a group without any mask never goes to val or test (it would score nothing): it is train.
+
+Search. Let ``g = 1..G`` be the groups holding masks, ``K[g, c] = 1`` if a mask of group ``g`` holds
+class ``c``, ``A[g, c] = 1`` if any annotation of ``g`` does, and ``a[g] ∈ {train, val, test}`` an
+assignment. It is *valid* when ``max_{a[g]=p} K[g, c] = 1`` for p ∈ {val, test} and every class of
+some mask, and train (with the mask-free groups) holds every class of some record. Among valid
 assignments, fold ``k`` minimises
 
-    cost(a) = 4 · Σ_p |n_p / N − f_p|                         (image fractions vs. ``fractions``)
+    cost(a) = 4 · Σ_p |n_p / N − f_p|                         (masked-image fractions vs. ``fractions``)
             + Σ_{g ∈ test} T_g + ½ Σ_{g ∈ val} V_g             (groups already used as test / val
                                                                 in folds 0..k−1: rotation)
             + 100 · [a equals an earlier fold]
@@ -24,19 +31,18 @@ restarts from seeded random assignments only while it finds nothing valid.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from dspseg.data.manifest import Manifest
+from dspseg.data.split_search import EXHAUSTIVE_MAX_GROUPS, TEST, TRAIN, VAL, GroupSearch
+from dspseg.errors import DatasetError, OptionError
 
 PARTS = ("train", "val", "test")
-TRAIN, VAL, TEST = 0, 1, 2
-EXHAUSTIVE_MAX_GROUPS = 10
-_RESTARTS = 15
-_W_MISSING, _W_DUP, _W_SIZE, _W_PREF = 1000.0, 100.0, 4.0, 0.01
+__all__ = ["EXHAUSTIVE_MAX_GROUPS", "PARTS", "Split", "WrittenSplit", "image_class_sets", "make_splits", "masked_flags",
+           "write_split"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def image_class_sets(manifest: Manifest) -> list[frozenset[int]]:
             values = values[values != manifest.ignore_index]
             bad = values[(values < 0) | (values >= manifest.n_classes)]
             if bad.size:
-                raise ValueError(f"{where}, field 'mask' ({rec.mask}): values {bad[:5].tolist()} are neither a "
+                raise DatasetError(f"{where}, field 'mask' ({rec.mask}): values {bad[:5].tolist()} are neither a "
                                  f"class id (0..{manifest.n_classes - 1}) nor the ignore index "
                                  f"{manifest.ignore_index}. Fix: correct the mask; `dspseg validate` lists all such files")
             out.append(frozenset(int(v) for v in values))
@@ -82,77 +88,77 @@ def image_class_sets(manifest: Manifest) -> list[frozenset[int]]:
             field = "boxes/points"
         unknown = sorted(set(found) - set(names))
         if unknown:
-            raise ValueError(f"{where}, field '{field}': unknown class(es) {unknown}. "
+            raise DatasetError(f"{where}, field '{field}': unknown class(es) {unknown}. "
                              f"Fix: use one of {manifest.classes}")
         out.append(frozenset(names[c] for c in found))
     return out
 
 
+def masked_flags(manifest: Manifest) -> list[bool]:
+    """(N,) whether each record has a mask (only those can be scored in val and test)."""
+    return [rec.mask is not None for rec in manifest.images]
+
+
 def make_splits(groups: Sequence[str], class_sets: Sequence[frozenset[int]], n_classes: int, n_splits: int,
                 seed: int = 0, fractions: Sequence[float] = (0.6, 0.2, 0.2),
-                class_names: Sequence[str] | None = None) -> list[Split]:
-    """Group-respecting cross-validation splits (train, val, test) with every class in every part.
+                class_names: Sequence[str] | None = None, masked: Sequence[bool] | None = None) -> list[Split]:
+    """Group-respecting cross-validation splits (train, val, test); see the module docstring.
 
     Args:
         groups: (N,) group name of every record (``record.group_name``).
         class_sets: (N,) class ids present in every record (see :func:`image_class_sets`).
-        n_classes: C; every class ``0..C-1`` must be placed in all three parts.
+        n_classes: C; class ids are ``0..C-1``.
         n_splits: number of folds S. Folds rotate the groups through test and val as far as the
             class constraint allows; no two folds are identical.
         seed: seeds the group permutation and the search; same inputs and seed → same splits.
-        fractions: target image fractions (train, val, test), positive, summing to 1.
+        fractions: target fractions (train, val, test) of the masked images, positive, summing to 1.
         class_names: optional names used in error messages.
+        masked: (N,) whether each record has a mask (default: all, as in ``dspseg simulate``).
 
     Raises:
-        ValueError: naming the classes that cannot be placed (found in fewer than 3 groups, or no
-            assignment of groups works) and the fix, or when fewer distinct folds exist than asked.
+        DatasetError: naming the classes that cannot be placed, the groups holding them and the fix
+            (no assignment keeps them in every part), or when fewer distinct folds exist than asked.
+        OptionError: for a bad ``n_splits`` or ``fractions``.
     """
     n = len(groups)
-    if len(class_sets) != n:
-        raise ValueError(f"class_sets: expected one set per record ({n}), got {len(class_sets)}")
+    masked = [True] * n if masked is None else [bool(m) for m in masked]
+    if len(class_sets) != n or len(masked) != n:
+        raise ValueError(f"class_sets, masked: expected one entry per record ({n}), got {len(class_sets)}, {len(masked)}")
     if n_splits < 1:
-        raise ValueError(f"n_splits: expected at least 1, got {n_splits}")
+        raise OptionError(f"--n-splits: expected at least 1, got {n_splits}")
     if n_classes < 1:
         raise ValueError(f"n_classes: expected at least 1, got {n_classes}")
     frac = np.asarray(fractions, dtype=float)
     if frac.shape != (3,) or np.any(frac <= 0) or abs(frac.sum() - 1) > 1e-6:
-        raise ValueError(f"fractions: expected three positive numbers (train, val, test) summing to 1, got {fractions}")
-    name = (lambda c: f"{c} ({class_names[c]!r})") if class_names is not None else str
-
+        raise OptionError(f"fractions: expected three positive numbers (train, val, test) summing to 1, got {fractions}")
     names = list(dict.fromkeys(groups))  # first-appearance order: independent of hashing
     gid = {g: i for i, g in enumerate(names)}
     rec_group = np.array([gid[g] for g in groups], dtype=np.int64)
-    n_groups = len(names)
-    member = np.zeros((n_groups, n_classes), dtype=bool)
+    scored = np.zeros((len(names), n_classes), dtype=bool)  # a mask of group g holds class c
+    known = np.zeros_like(scored)  # any annotation of group g holds class c
     for i, cs in enumerate(class_sets):
         for c in cs:
             if not 0 <= c < n_classes:
                 raise ValueError(f"class_sets[{i}]: class id {c} outside 0..{n_classes - 1}")
-            member[rec_group[i], c] = True
-    sizes = np.bincount(rec_group, minlength=n_groups).astype(float)
+            known[rec_group[i], c] = True
+            scored[rec_group[i], c] |= masked[i]
+    sizes = np.bincount(rec_group[np.asarray(masked, dtype=bool)], minlength=len(names)).astype(float)
+    searched = np.flatnonzero(sizes > 0)  # groups without masks stay in train
+    why = _Explain(names, scored, known, class_names)
+    why.check_counts(searched)
 
-    per_class = member.sum(0)
-    rare = np.flatnonzero(per_class < 3)
-    if rare.size:
-        detail = "; ".join(f"class {name(c)} in {per_class[c]} group(s)"
-                           + (f" ({', '.join(names[g] for g in np.flatnonzero(member[:, c]))})" if per_class[c] else "")
-                           for c in rare)
-        raise ValueError(f"cannot split {n_groups} group(s) so that train, val and test each hold every class: "
-                         f"{detail}; each class must occur in at least 3 groups. Fix: add annotated groups "
-                         f"(sub-volumes) containing these classes, or drop or merge these classes")
-
-    search = _Search(member, sizes, frac)
+    search = GroupSearch(scored[searched], known[searched], known[sizes == 0].any(0), sizes[searched], frac)
+    n_groups = len(searched)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n_groups)
     n_test = max(1, round(frac[TEST] * n_groups))
     n_val = max(1, round(frac[VAL] * n_groups))
-    while n_test + n_val > n_groups - 1:  # train keeps at least one group
+    while n_test + n_val > n_groups - 1 and n_test + n_val > 2:  # train keeps a masked group if it can
         if n_val >= n_test:
             n_val -= 1
         else:
             n_test -= 1
-    times_test = np.zeros(n_groups)
-    times_val = np.zeros(n_groups)
+    times_test, times_val = np.zeros(n_groups), np.zeros(n_groups)
     previous: list[np.ndarray] = []
     splits = []
     for k in range(n_splits):
@@ -162,102 +168,126 @@ def make_splits(groups: Sequence[str], class_sets: Sequence[frozenset[int]], n_c
         preferred[perm[np.arange(start + n_test, start + n_test + n_val) % n_groups]] = VAL
         best = search.best(preferred, times_test, times_val, previous, np.random.default_rng([seed, k]))
         if best is None:
-            missing = search.least_missing_classes()
-            raise ValueError(f"cannot split the {n_groups} groups so that train, val and test each hold every "
-                             f"class: no assignment found; at best class(es) {', '.join(name(c) for c in missing)} "
-                             f"are missing from a part (they share too few groups). Fix: add annotated groups "
-                             f"(sub-volumes) containing them, or drop or merge these classes")
+            raise why.no_assignment(search.closest_missing(), searched)
         if any(np.array_equal(best, p) for p in previous):
-            raise ValueError(f"n_splits: only {k} distinct split(s) of the {n_groups} groups keep every class in "
-                             f"train, val and test, {n_splits} were asked. Fix: use --n-splits {k} or fewer, "
-                             f"or add groups")
+            raise DatasetError(f"--n-splits: only {k} distinct split(s) of the {n_groups} groups with masks keep "
+                               f"every class in train, val and test, {n_splits} were asked. Fix: use --n-splits "
+                               f"{k} or fewer, or add groups")
         previous.append(best)
         times_test += best == TEST
         times_val += best == VAL
-        idx = [np.flatnonzero(best[rec_group] == p).tolist() for p in (TRAIN, VAL, TEST)]
+        part = np.full(len(names), TRAIN, dtype=np.int8)
+        part[searched] = best
+        idx = [np.flatnonzero(part[rec_group] == p).tolist() for p in (TRAIN, VAL, TEST)]
         splits.append(Split(train=idx[0], val=idx[1], test=idx[2]))
     return splits
 
 
-class _Search:
-    """Scores assignments ``a`` (A, G) int8 and finds the cheapest valid one (see module docstring)."""
+class _Explain:
+    """The sentences of an impossible split: which classes, which groups hold them, and the fix."""
 
-    def __init__(self, member: np.ndarray, sizes: np.ndarray, frac: np.ndarray):
-        self.member = member.astype(np.float32)  # (G, C)
-        self.sizes = sizes / sizes.sum()  # (G,)
-        self.frac = frac
-        self.n_groups = member.shape[0]
-        self.exhaustive = self.n_groups <= EXHAUSTIVE_MAX_GROUPS
-        self._closest: np.ndarray | None = None
-        if self.exhaustive:
-            every = np.array(list(itertools.product(range(3), repeat=self.n_groups)), dtype=np.int8)
-            base = self.base_cost(every)
-            self._closest = every[int(np.argmin(base))]
-            keep = base < _W_MISSING
-            self.valid, self.valid_base = every[keep], base[keep]
+    FIX = ("Fix: annotate masks of these classes in more groups (sub-volumes), or drop or merge these classes "
+           "in dataset.json")
 
-    def missing(self, a: np.ndarray) -> np.ndarray:
-        """(A, 3, C) True where part p of assignment a lacks class c."""
-        onehot = (a[:, None, :] == np.arange(3, dtype=np.int8)[None, :, None]).astype(np.float32)  # (A, 3, G)
-        return (onehot @ self.member) == 0
+    def __init__(self, names: list[str], scored: np.ndarray, known: np.ndarray, class_names):
+        self.names, self.scored, self.known = names, scored, known
+        self.label = (lambda c: f"{c} ({class_names[c]!r})") if class_names is not None else str
 
-    def base_cost(self, a: np.ndarray) -> np.ndarray:
-        """Fold-independent part of the cost: missing (part, class) pairs and size deviation, (A,)."""
-        onehot = (a[:, None, :] == np.arange(3, dtype=np.int8)[None, :, None]).astype(np.float32)
-        miss = ((onehot @ self.member) == 0).sum((1, 2))
-        dev = np.abs(onehot @ self.sizes - self.frac).sum(1)
-        return _W_MISSING * miss + _W_SIZE * dev
+    def _groups(self, holds: np.ndarray, c: int) -> str:
+        where = [self.names[g] for g in np.flatnonzero(holds[:, c])]
+        shown = ", ".join(where[:6]) + (f" and {len(where) - 6} more" if len(where) > 6 else "")
+        return f"{len(where)} group(s)" + (f" ({shown})" if where else "")
 
-    def cost(self, a, base, preferred, times_test, times_val, previous) -> np.ndarray:
-        reuse = ((a == TEST) * times_test).sum(1) + 0.5 * ((a == VAL) * times_val).sum(1)
-        dup = np.zeros(len(a), dtype=bool)
-        for p in previous:
-            dup |= (a == p).all(1)
-        return base + reuse + _W_DUP * dup + _W_PREF * (a != preferred).sum(1)
+    def where(self, c: int) -> str:
+        return (f"class {self.label(c)} in the masks of {self._groups(self.scored, c)}"
+                + ("" if (self.known[:, c] == self.scored[:, c]).all() else
+                   f", annotated in {self._groups(self.known, c)} in all"))
 
-    def best(self, preferred, times_test, times_val, previous, rng) -> np.ndarray | None:
-        """Cheapest valid assignment (G,) for one fold, or None when none was found."""
-        args = (preferred, times_test, times_val, previous)
-        if self.exhaustive:
-            if not len(self.valid):
-                return None
-            return self.valid[int(np.argmin(self.cost(self.valid, self.valid_base, *args)))].copy()
-        # Start from the rotation; random restarts (same part sizes) only while nothing valid is found.
-        for attempt in range(1 + _RESTARTS):
-            start = preferred if attempt == 0 else rng.permutation(preferred)
-            a, c = self._descend(start.copy(), rng, args)
-            if c < _W_MISSING:
-                return a
-            if self._closest is None or self.base_cost(a[None])[0] < self.base_cost(self._closest[None])[0]:
-                self._closest = a
+    def check_counts(self, searched: np.ndarray) -> None:
+        """Raise when a class some mask holds is in the masks of fewer than 2 groups or in fewer than 3
+        groups in all (val and test need a masked group each, train a third group)."""
+        if len(searched) == 0:
+            raise DatasetError("field 'mask': no record has a mask, so no image could be scored in val or test. "
+                               "Fix: add masks (e.g. dspseg convert labels ... --into DATA) to images of at least "
+                               "3 groups")
+        n_scored, n_known = self.scored.sum(0), self.known.sum(0)
+        rare = np.flatnonzero((n_scored > 0) & ((n_scored < 2) | (n_known < 3)))
+        if len(searched) < 2 or rare.size:
+            detail = "; ".join(self.where(c) for c in rare) or f"only {len(searched)} group(s) hold masks"
+            raise DatasetError(f"cannot split the {len(self.names)} group(s) so that val and test each hold masked "
+                               f"images of every class some mask holds and train holds every class: {detail}; each "
+                               f"such class must be in the masks of 2 groups and in 3 groups in all. {self.FIX}")
+
+    def no_assignment(self, lacking: dict[int, list[int]], searched: np.ndarray) -> DatasetError:
+        part = {TRAIN: "train", VAL: "val", TEST: "test"}
+        detail = "; ".join(f"{part[p]} lacks {', '.join(self.where(c) for c in cs)}" for p, cs in lacking.items())
+        return DatasetError(f"cannot split the {len(searched)} groups with masks so that val and test each hold "
+                            f"masked images of every class some mask holds and train holds every class: no "
+                            f"assignment found; at best {detail} (they share too few groups). {self.FIX}")
+
+
+@dataclass
+class WrittenSplit:
+    """What :func:`write_split` did: the fold, its parts' sizes, and how many records changed part."""
+
+    path: str
+    split: int
+    n_splits: int
+    seed: int
+    sizes: dict[str, tuple[int, int, int]]  # part → (images, masked images, groups)
+    changed: int  # records whose 'split' was absent or different before
+    unused_classes: list[str]  # classes no mask holds: val and test cannot score them
+
+
+def write_split(data, n_splits: int, split: int, seed: int = 0) -> WrittenSplit:
+    """Set every record's ``split`` in ``dataset.json`` to fold ``split`` of :func:`make_splits`.
+
+    Only the ``split`` fields change; every other key and value of the file stays as it was (the raw
+    JSON is edited, not re-serialised from the schema). The file is replaced atomically (temporary
+    file + rename), so an interrupted write leaves the old file. Raises :class:`OptionError` for a
+    ``split`` outside ``0..n_splits-1`` and :class:`DatasetError` when no split is possible.
+    """
+    import json
+
+    from dspseg.data.manifest import load_manifest, manifest_path
+    from dspseg.fsutil import write_text_atomic
+
+    if n_splits < 1 or not 0 <= split < n_splits:
+        raise OptionError(f"--split: expected 0..{n_splits - 1} for --n-splits {n_splits}, got {split}. Fix: pick a "
+                          f"split below --n-splits")
+    manifest = load_manifest(data)
+    path = manifest_path(data)
+    masked = masked_flags(manifest)
+    sets = image_class_sets(manifest)
+    fold = make_splits([r.group_name for r in manifest.images], sets, manifest.n_classes, n_splits, seed=seed,
+                       class_names=manifest.classes, masked=masked)[split]
+    part_of = fold.part_of()
+    raw = json.loads(path.read_text(encoding="utf-8-sig"))
+    changed = 0
+    for i, entry in enumerate(raw["images"]):
+        changed += entry.get("split") != part_of[i]
+        entry["split"] = part_of[i]
+    write_text_atomic(path, json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
+    sizes = {}
+    for name in PARTS:
+        idx = getattr(fold, name)
+        sizes[name] = (len(idx), sum(masked[i] for i in idx), len({manifest.images[i].group_name for i in idx}))
+    in_masks = set().union(*(s for s, m in zip(sets, masked) if m))
+    unused = [c for k, c in enumerate(manifest.classes) if k not in in_masks]
+    return WrittenSplit(str(path), split, n_splits, seed, sizes, changed, unused)
+
+
+def missing_split_fix(manifest: Manifest, data, part: str = "test") -> str | None:
+    """What to run when ``part`` holds no masked image to score (None when it holds some).
+
+    One sentence for ``train``'s closing hint and ``evaluate``'s error: split the dataset with
+    ``dspseg split`` and train again, since the images it moves to val and test must stay unseen.
+    """
+    if any(r.split == part and r.mask is not None for r in manifest.images):
         return None
-
-    def _descend(self, a: np.ndarray, rng: np.random.Generator, args) -> tuple[np.ndarray, float]:
-        """Best-improvement local search over single-group moves and two-group swaps."""
-        g = self.n_groups
-        current = self.cost(a[None], self.base_cost(a[None]), *args)[0]
-        for _ in range(20 * g):
-            moves = np.repeat(a[None], 2 * g, 0)
-            moves[np.arange(g), np.arange(g)] = (a + 1) % 3
-            moves[g + np.arange(g), np.arange(g)] = (a + 2) % 3
-            i, j = np.triu_indices(g, 1)
-            diff = a[i] != a[j]
-            i, j = i[diff], j[diff]
-            if len(i) > 3000:
-                pick = rng.choice(len(i), 3000, replace=False)
-                i, j = i[pick], j[pick]
-            swaps = np.repeat(a[None], len(i), 0)
-            rows = np.arange(len(i))
-            swaps[rows, i], swaps[rows, j] = a[j], a[i]
-            cand = np.concatenate([moves, swaps])
-            costs = self.cost(cand, self.base_cost(cand), *args)
-            k = int(np.argmin(costs))
-            if costs[k] >= current - 1e-9:
-                break
-            a, current = cand[k], costs[k]
-        return a, float(current)
-
-    def least_missing_classes(self) -> list[int]:
-        """Classes missing from some part in the assignment closest to valid (for error messages)."""
-        a = self._closest if self._closest is not None else np.zeros(self.n_groups, np.int8)
-        return np.flatnonzero(self.missing(a[None])[0].any(0)).tolist()
+    has_any = any(r.split is not None for r in manifest.images)
+    what = (f"no '{part}' record of {data} has a mask" if has_any else
+            f"the records of {data} have no 'split', so every image is a training image")
+    return (f"{what}; run `dspseg split {data} --n-splits 3 --split 0` (val and test get masked images of every "
+            f"class, by group), train again so those images stay unseen, then `dspseg evaluate RUN {data} "
+            f"--split {part}`")

@@ -66,6 +66,8 @@ def train(
                                             "torchrun or SLURM (default: {default})."),
 ) -> None:
     def run() -> None:
+        from dspseg.data.manifest import load_manifest
+        from dspseg.data.splits import missing_split_fix
         from dspseg.engine.runfolder import RunFolder
         from dspseg.engine.trainer import resolve_run_config
         from dspseg.engine.trainer import train as run_training
@@ -80,7 +82,9 @@ def train(
         run = RunFolder(out)
         console.print(f"run folder: {out}  (progress plot: {run.progress}, metrics: {run.metrics})",
                       highlight=False, soft_wrap=True)
-        console.print(f"next: dspseg evaluate {out} {data}", highlight=False, soft_wrap=True)
+        fix = missing_split_fix(load_manifest(data), data)
+        console.print(f"next: {fix}" if fix else f"next: dspseg evaluate {out} {data} --split test",
+                      highlight=False, soft_wrap=True)
         return result
 
     guarded(run, interrupted="interrupted; the run can continue from its last checkpoint with --resume")

@@ -123,6 +123,7 @@ def evaluate_run(run: str | Path, data: str | Path, split: str = "test", json_pa
 
     from dspseg.data.dataset import SegmentationDataset
     from dspseg.data.manifest import load_manifest
+    from dspseg.data.splits import missing_split_fix
     from dspseg.engine.checkpoint import load_run
     from dspseg.errors import DatasetError
     from dspseg.fsutil import write_text_atomic
@@ -135,8 +136,9 @@ def evaluate_run(run: str | Path, data: str | Path, split: str = "test", json_pa
                                   derive_weak=False)
     n_masked = sum(1 for it in dataset.items if it.kind == "mask")
     if n_masked == 0:
-        raise DatasetError(f"{data} has no {split} images with a mask ({len(dataset)} {split} image(s) in all); "
-                           "give --split or a dataset whose records have 'split' and 'mask' (see dspseg simulate)")
+        fix = missing_split_fix(manifest, data, split) or "give another --split"
+        raise DatasetError(f"{data} has no {split} images with a mask ({len(dataset)} {split} image(s) in all). "
+                           f"Fix: {fix}")
     result = dice_on_dataset(loaded.model, dataset, tile=tile or loaded.tile, batch_size=batch_size)
     console.print(dice_table(result, manifest.classes, f"Dice on {split} ({n_masked} images, step {loaded.step})"))
     console.print(f"background included in the mean: yes (mean over the {manifest.n_classes} classes, "
