@@ -4,8 +4,10 @@ One home for the error classes, below every package (it imports nothing of dspse
 raises the same classes as ``engine/`` and ``study/`` without importing them. Each class carries its
 ``exit_code``; :func:`dspseg.cli_errors.guarded` prints ``error: <sentence>`` and exits with it:
 
-    1 — the data cannot be used (bad dataset, unreadable image, a run stopped by a non-finite loss)
-    2 — a bad option, path, configuration or run folder
+    1 — the data cannot be used (bad dataset, unreadable image, a run stopped by a non-finite loss),
+        or the disk is full (:class:`DiskFullError`)
+    2 — a bad option, path, configuration or run folder; a folder another process is writing
+        (:class:`FolderLockedError`)
     130 — interrupted (``KeyboardInterrupt``; not a class here)
 
 Messages are one sentence naming the file or option, the field, and the fix. Every user error is a
@@ -59,6 +61,23 @@ class OutputFolderError(UserError):
     """An output folder that would overwrite something dspseg did not write."""
 
 
+class FolderLockedError(OutputFolderError):
+    """Another process is writing the folder (run, sweep or output folder); the sentence names it
+    (pid, host, command, start time). Raised by :func:`dspseg.fslock.folder_lock`."""
+
+
+class DiskFullError(UserError):
+    """No space left (or a quota reached) while writing a file; the sentence names the file and what
+    was kept (the previous version, or nothing). Raised by :mod:`dspseg.fsutil`'s writers whatever
+    exception class the writing library raised (exit code 1)."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, path: str | Path = ""):
+        self.path = str(path)
+        super().__init__(message)
+
+
 # --------------------------------------------------------------------------------------- data
 
 
@@ -89,6 +108,16 @@ class ImageReadError(DataError):
 
 class DatasetError(DataError):
     """A dataset that cannot be used for this purpose (no images in a split, bad file...)."""
+
+
+class InputsFailed(DataError):
+    """Some inputs of a batch command (``predict`` on a folder) could not be used; the others were done.
+    ``failures`` holds ``(path, reason)`` pairs; the message lists them all."""
+
+    def __init__(self, failures: list[tuple[str, str]], done: str, fix: str):
+        self.failures = list(failures)
+        lines = "\n".join(f"  - {path}: {reason}" for path, reason in self.failures)
+        super().__init__(f"{len(self.failures)} input(s) failed ({done}):\n{lines}\nFix: {fix}")
 
 
 class ConvertError(UserError):

@@ -3,6 +3,8 @@
 
     launch           threads, Fabric (devices, precision); ``is_main``: rank 0 alone prints and writes
     read_dataset     validate the dataset (stop on errors, note warnings); its manifest
+    check_resume     --resume: config.yaml, last.pt and the dataset agree (method, head, width, levels,
+                     classes; the channels are checked by the dataset), else one sentence saying which differs
     build_method     the method, its options fully resolved (config.yaml records them all)
     build_data       train/val sets (normalisation from the checkpoint when resuming), the batch plan
                      (:mod:`dspseg.data.sampling`), the step budget
@@ -30,7 +32,7 @@ from dspseg.engine import checkpoint as ckpt
 from dspseg.engine.config import TrainConfig
 from dspseg.engine.runfolder import RunFolder
 from dspseg.engine.runlog import MetricsLog
-from dspseg.errors import DatasetError, UserError
+from dspseg.errors import CheckpointError, DatasetError, UserError
 
 
 class Assembly:
@@ -50,8 +52,10 @@ class Assembly:
         """Assemble the run: the named steps of the module docstring, in order."""
         self.launch()
         manifest = self.read_dataset()
-        self.build_method(manifest)
         state = ckpt.load_checkpoint(self.run.last) if self.resume else None
+        if state is not None:
+            self.check_resume(state, manifest)
+        self.build_method(manifest)
         self.build_data(manifest, state)
         model = self.build_model(manifest)
         self.build_optimiser(model)
@@ -70,7 +74,7 @@ class Assembly:
         except (ValueError, RuntimeError, TypeError) as e:
             raise UserError(f"cannot use accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, "
                             f"num_nodes={cfg.num_nodes}, "
-                            f"precision={cfg.precision!r}: {str(e).splitlines()[0]}") from None
+                            f"precision={cfg.precision!r}: {(str(e).strip() or type(e).__name__).splitlines()[0]}") from None
         self.fabric.launch()
         self.is_main = self.fabric.is_global_zero  # rank 0 speaks for the run and writes its folder
         if not self.is_main:
@@ -89,6 +93,15 @@ class Assembly:
             self.console.print(f"note: {len(report.warnings)} warning(s) about {self.data}; "
                                f"`dspseg validate {self.data}` lists them", highlight=False)
         return report.manifest  # complete: a manifest that did not parse whole is an error
+
+    def check_resume(self, state: dict[str, Any], manifest: Any) -> None:
+        """CheckpointError when ``config.yaml`` (with the flags) or the dataset differ from ``last.pt``."""
+        cfg = self.cfg
+        ckpt.check_agreement(state, self.run.last, f"{self.run.config} (with the flags given)", "restore "
+                             "config.yaml to the checkpoint's values, or start a new run with a new --out",
+                             method=cfg.method, head=ckpt.method_head(cfg.method), width=cfg.width, levels=cfg.levels)
+        ckpt.check_agreement(state, self.run.last, f"the dataset {self.data}", "resume with the dataset the run "
+                             "was trained on, or start a new run with a new --out", classes=list(manifest.classes))
 
     def build_method(self, manifest: Any) -> None:
         """``self.method`` from ``cfg.method`` and its options; ``cfg.method_options`` fully resolved."""
@@ -154,12 +167,18 @@ class Assembly:
             if self.cfg.init:
                 self._init_from(RunFolder(self.cfg.init))
             return
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.method.load_state_dict(state.get("method_state") or {})
+        try:
+            self.raw_model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.method.load_state_dict(state.get("method_state") or {})
+            rng = state["rng"]
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:  # weights of another model, no optimiser
+            raise CheckpointError(f"{self.run.last} does not fit the run its config.yaml describes ({type(e).__name__}: "
+                                  "weights, optimiser or method state); it was changed after training: "
+                                  f"{ckpt.OTHER}") from None
         self.step = int(state["step"])
         self.best_metric, self.best_step = state.get("best_metric"), state.get("best_step")
-        ckpt.set_rng_state(state["rng"])
+        ckpt.set_rng_state(rng)
         self.metrics.load(up_to_step=self.step)
         self.console.print(f"resuming {self.out} at step {self.step}")
 

@@ -24,8 +24,8 @@ full disk mid-save leaves the previous file intact.
 
 from __future__ import annotations
 
-import errno
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,32 +43,85 @@ FORMAT = "dspseg-checkpoint/1"
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically and durably (temporary file, fsync, rename).
 
-    A full disk (or quota) raises :class:`CheckpointError` saying so; the previous file at ``path``
-    is left intact either way.
+    A full disk (or quota) raises :class:`~dspseg.errors.DiskFullError` saying so, whatever torch
+    raised (``RuntimeError: [enforce fail at inline_container.cc...]`` for a write that fails inside
+    its zip writer); the previous file at ``path`` is left intact either way.
     """
-    try:
-        return atomic_write(path, lambda f: torch.save(state, f), binary=True, durable=True)
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        kept = f"the previous {Path(path).name} is intact" if Path(path).exists() else "no earlier checkpoint exists"
-        raise CheckpointError(f"no space left on the disk while saving {path} ({e.strerror}); {kept}. "
-                              "Free some space, then continue with --resume") from None
+    kept = f"the previous {Path(path).name} is intact" if Path(path).exists() else "no earlier checkpoint exists"
+    return atomic_write(path, lambda f: torch.save(state, f), binary=True, durable=True, kept=kept,
+                        fix="continue with --resume")
+
+
+OTHER = "use the run's other checkpoint (predict and export take --checkpoint last) or train again"
+#: what every consumer reads from a checkpoint (resume also reads optimizer, rng, step)
+REQUIRED = ("model", "config", "classes", "in_channels", "model_args", "normalisation", "step")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint on the CPU with ``weights_only=True``; CheckpointError naming the file otherwise."""
+    """Read a checkpoint on the CPU with ``weights_only=True``; CheckpointError naming the file otherwise.
+
+    A missing, empty (0-byte), truncated or foreign file, or a dspseg checkpoint missing an entry of
+    :data:`REQUIRED`, gets one sentence saying which and what to do.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; is this a dspseg run folder whose training got that far?")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"the checkpoint {path} is empty (0 bytes; a save was cut short, e.g. by a full disk); "
+                              f"{OTHER}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, or not a torch file
-        raise CheckpointError(f"cannot read the checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                              "it may be truncated or not a dspseg checkpoint") from None
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the sentence below says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated, or not a torch file
+        raise CheckpointError(f"cannot read the checkpoint {path} (torch.load raised {type(e).__name__}); it is "
+                              f"truncated or not a dspseg checkpoint: {OTHER}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a dspseg checkpoint (format {FORMAT} expected)")
+        raise CheckpointError(f"{path} is not a dspseg checkpoint (format {FORMAT} expected); give the run "
+                              f"folder of a `dspseg train` run, or {OTHER[4:]}")
+    missing = [k for k in REQUIRED if k not in state]
+    args = state.get("model_args")
+    if not missing and not (isinstance(args, dict) and all(k in args for k in ("width", "levels", "head"))):
+        missing = ["model_args.width/levels/head"]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete dspseg checkpoint (no {', '.join(missing)}); {OTHER}")
     return state
+
+
+def run_config(folder: RunFolder) -> dict[str, Any] | None:
+    """The run's ``config.yaml`` as a mapping (``None`` when the folder has none)."""
+    from dspseg.engine.config import read_yaml
+
+    return read_yaml(folder.config) if folder.config.is_file() else None
+
+
+def disagreements(state: dict[str, Any], **have: Any) -> list[str]:
+    """What differs between a checkpoint ``state`` and the values in ``have`` (``None`` = not checked).
+
+    Keys: ``method`` and ``width``/``levels`` (against ``state["config"]``), ``head`` (``model_args``),
+    ``classes`` (list), ``in_channels`` (int). Each entry reads ``"method: 'dsp' in the checkpoint,
+    'pseudolabel' here"``.
+    """
+    cfg, args = state.get("config") or {}, state.get("model_args") or {}
+    theirs = {"method": cfg.get("method"), "width": args.get("width", cfg.get("width")),
+              "levels": args.get("levels", cfg.get("levels")), "head": args.get("head"),
+              "classes": list(state.get("classes") or []), "in_channels": state.get("in_channels")}
+    out = []
+    for key, mine in have.items():
+        if mine is None or key not in theirs:
+            continue
+        if (list(mine) if key == "classes" else mine) != theirs[key]:
+            out.append(f"{key}: {theirs[key]!r} in the checkpoint, {mine!r} here")
+    return out
+
+
+def check_agreement(state: dict[str, Any], path: Path, here: str, fix: str, **have: Any) -> None:
+    """CheckpointError naming every :func:`disagreements` between ``path``'s ``state`` and ``here``."""
+    diff = disagreements(state, **have)
+    if diff:
+        raise CheckpointError(f"{here} and the checkpoint {path} disagree ({'; '.join(diff)}); {fix}")
 
 
 # ------------------------------------------------------------------------------------------- RNG
@@ -126,7 +179,7 @@ def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
 AUX_PREFIX = "aux."
 
 
-def build_model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
+def build_model_from_checkpoint(state: dict[str, Any], path: str | Path = "the checkpoint") -> torch.nn.Module:
     """The model described by ``state["model_args"]`` with the checkpoint's weights, in eval mode.
 
     This is the inference model (evaluate, predict): backbone + head. The weights of auxiliary
@@ -138,7 +191,11 @@ def build_model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
     args = state["model_args"]
     model = build_model(int(state["in_channels"]), len(state["classes"]), width=int(args["width"]),
                         head=str(args["head"]), levels=int(args["levels"]), **dict(args.get("head_kwargs") or {}))
-    model.load_state_dict({k: v for k, v in state["model"].items() if not k.startswith(AUX_PREFIX)})
+    try:
+        model.load_state_dict({k: v for k, v in state["model"].items() if not k.startswith(AUX_PREFIX)})
+    except (RuntimeError, KeyError, TypeError) as e:  # weights of another architecture
+        raise CheckpointError(f"the weights in {path} do not fit the model its model_args describe "
+                              f"({type(e).__name__}); it was changed after training: {OTHER}") from None
     return model.eval()
 
 
@@ -188,16 +245,41 @@ class LoadedRun:
             raise DatasetError(f"{data} has classes {list(classes)} but the run {self.folder.root} was trained on "
                                f"{self.classes}; evaluate on a dataset with the same classes in the same order")
 
+    def check_channels(self, channels: int, where: str | Path) -> None:
+        """DatasetError unless an image (``where``) has the run's number of input channels."""
+        from dspseg.errors import DatasetError
+
+        if int(channels) != self.in_channels:
+            raise DatasetError(f"{where} has {channels} channel(s) but the run {self.folder.root} was trained on "
+                               f"{self.in_channels}; give images with the channels of the training images")
+
 
 def load_run(run: str | Path | RunFolder, which: str = "best", device: str | torch.device = "auto") -> LoadedRun:
     """The ``which`` (``best`` or ``last``) checkpoint of the run folder ``run`` and its inference model.
 
     ``device="auto"`` is the GPU when there is one, else the CPU. CheckpointError (a UserError) for
-    a missing run folder or checkpoint, or a file that is not a dspseg checkpoint.
+    a missing run folder or checkpoint, a file that is not a complete dspseg checkpoint, or a
+    ``config.yaml`` whose method, head, width or levels differ from the checkpoint's (a hand edit).
+    Callers check the dataset's side with :meth:`LoadedRun.check_classes` / ``check_channels``.
     """
     folder = run if isinstance(run, RunFolder) else RunFolder(run)
     path = folder.existing_checkpoint(which)
     state = load_checkpoint(path)
+    saved = run_config(folder)
+    if saved is not None:
+        method = saved.get("method")
+        head = method_head(method)
+        check_agreement(state, path, f"{folder.config}", "restore config.yaml to the values the run was "
+                        "trained with (the checkpoint's), or train a new run", method=method, head=head,
+                        width=saved.get("width"), levels=saved.get("levels"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return LoadedRun(folder, which, path, state, build_model_from_checkpoint(state).to(device))
+    return LoadedRun(folder, which, path, state, build_model_from_checkpoint(state, path).to(device))
+
+
+def method_head(method: Any) -> str | None:
+    """The head a method trains (``None`` for an unknown method name: the method check reports it)."""
+    from dspseg.methods import METHODS
+
+    cls = METHODS.get(method) if isinstance(method, str) else None
+    return cls.head if cls is not None else None
