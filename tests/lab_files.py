@@ -167,3 +167,16 @@ def write_lab_files(root: Path, groups: int = 6, size: tuple[int, int] = (48, 64
     if napari_default_name:
         _points_csv(lab.points / "Points.csv", [(3, 4)], rng)
     return lab
+
+
+def convert_commands(lab: LabFiles, data: Path) -> list[list[str]]:
+    """The ``dspseg convert`` arguments that build one dataset ``data`` from every source of ``lab``
+    (README "Bring your own data"): class-id labels first (they fix the classes and the groups), then
+    the instance labels, QuPath boxes and napari points, each ``--into`` the same dataset."""
+    common = ["--images", str(lab.images), "--into", str(data)]
+    return [
+        ["labels", str(lab.labels), *common, "--classes", ",".join(CLASSES), "--group-pattern", r"^(cell\d+)_"],
+        ["labels", str(lab.instances), *common, "--instances", "nucleus"],
+        ["qupath", str(lab.qupath), *common, "--background", "background"],
+        ["napari", str(lab.points), *common, "--background", "background"],
+    ]

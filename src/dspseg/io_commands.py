@@ -78,8 +78,12 @@ openorganelle.__doc__ = OPENORGANELLE_HELP + "\n".join(class_map_lines())
 import_app.command("openorganelle")(openorganelle)
 
 
+#: exit code of a conversion that wrote the dataset but skipped inputs naming no image (--on-unmatched skip)
+EXIT_SKIPPED = 3
+
 CONVERT_HELP = (
-    "Turn annotations made elsewhere into a dspseg dataset (images are hard-linked or copied, never changed).\n\n"
+    "Turn annotations made elsewhere into a dspseg dataset, or add them to one (images are hard-linked or "
+    "copied, never changed).\n\n"
     "FORMAT and INPUT:\n\n"
     "coco: a COCO JSON file. bbox -> box; keypoints (or a bbox of at most 1x1 pixel) -> points; an annotation "
     "without geometry -> image-level label (the image's label list is then complete). Images are found in "
@@ -91,8 +95,14 @@ CONVERT_HELP = (
     "qupath: a GeoJSON file or folder (Export objects as GeoJSON), named like the image. Point/MultiPoint -> "
     "points, Polygon rectangles -> boxes (other polygons by their bounding box), a rectangle over the whole "
     "image or an object without geometry -> image-level label; class = the classification name.\n\n"
-    "labels: a folder of label images (class ids per pixel, --ignore-index for unannotated) named like the "
-    "images (cell01.tif, cell01_mask.png); --classes names the ids 0, 1, 2, ...\n\n"
+    "labels: a folder of label images named like the images (cell01.tif, cell01_mask.png): class ids "
+    "(--classes names the ids 0, 1, 2, ...; --ignore-index for unannotated), or with --instances CLASS one id "
+    "per object (a table <label image>.csv with id,class columns may give objects other classes).\n\n"
+    "--into DATA adds the records to a dataset (or creates it): the annotations of one image from several "
+    "conversions make one record; a conflict (a second mask, a box or point the mask contradicts, a class "
+    "the record's labels lack) is reported and nothing is written. Class names match the dataset's ignoring "
+    "case; --class-map renames the others. Exit codes: 0 written, 1 the dataset has errors, 2 nothing "
+    f"written (the message says why), {EXIT_SKIPPED} written but inputs naming no image were skipped.\n\n"
     "Step by step: docs/bring-your-own-data.md."
 )
 
@@ -102,13 +112,30 @@ def convert(
     input: Path = typer.Argument(..., help="Annotation file or folder (see above).", show_default=False),
     images: Path = typer.Option(..., "--images", "-i", help="Folder holding the images the annotations refer to.",
                                 show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) dataset folder to write.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="New (or empty) dataset folder to write.",
+                                       show_default=False),
+    into: Optional[Path] = typer.Option(None, "--into", help="Dataset folder to add the records to (created if "
+                                        "absent); instead of --out.", show_default=False),
     classes: Optional[str] = typer.Option(None, "--classes", "-c",
-                                          help="Class names in id order, comma-separated (required for labels; "
-                                          "otherwise taken from the annotations)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default: the --out folder's name)."),
-    ignore_index: int = typer.Option(255, "--ignore-index", min=0, max=65535,
-                                     help="Mask value meaning 'not annotated'."),
+                                          help="Class names in id order, comma-separated (required for labels "
+                                          "without --instances; otherwise taken from the annotations or the "
+                                          "--into dataset)."),
+    class_map: Optional[str] = typer.Option(None, "--class-map", help="Rename a tool's classes, e.g. "
+                                            "'Nuc=nucleus,Cyto=cytoplasm' (names differing only in case "
+                                            "match without it).", show_default=False),
+    background: Optional[str] = typer.Option(None, "--background", help="The class never drawn in box/point "
+                                             "sources (QuPath, napari): it joins those images' labels. For "
+                                             "--instances: the class of the pixels between objects.",
+                                             show_default=False),
+    instances: Optional[str] = typer.Option(None, "--instances", help="labels: the label images hold one id per "
+                                            "object, each of this class (default: class ids).",
+                                            show_default=False),
+    on_unmatched: str = typer.Option("skip", "--on-unmatched", help="An input naming no image of --images: "
+                                     f"skip (reported; exit code {EXIT_SKIPPED}) or fail."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default: the folder's name)."),
+    ignore_index: Optional[int] = typer.Option(None, "--ignore-index", min=0, max=65535,
+                                               help="Label-image value meaning 'not annotated' (default: the "
+                                               "--into dataset's, else 255).", show_default=False),
     class_column: Optional[str] = typer.Option(None, "--class-column",
                                                help="napari: CSV column holding the class (default: class or label)."),
     group_pattern: Optional[str] = typer.Option(None, "--group-pattern",
@@ -117,18 +144,26 @@ def convert(
 ) -> None:
     def run() -> None:
         from dspseg.data.convert import convert_dataset
-        from dspseg.data.validate import render_report, validate_dataset
+        from dspseg.data.validate import render_report
 
         result = convert_dataset(format, input, images, out, classes=split_list(classes), name=name,
-                                 ignore_index=ignore_index, class_column=class_column, group_pattern=group_pattern)
+                                 ignore_index=ignore_index, class_column=class_column, group_pattern=group_pattern,
+                                 into=into, class_map=class_map, background=background, on_unmatched=on_unmatched,
+                                 instances=instances)
+        data = out if out is not None else into
         for w in result.warnings:
             console.print(f"[yellow]note:[/] {escape(w)}", soft_wrap=True)
-        report = validate_dataset(out)
-        render_report(report, console)
-        console.print(f"wrote {len(result.manifest.images)} records to {out}; next: dspseg validate {out}",
-                      highlight=False, soft_wrap=True)
-        if not report.ok:
+        for s in result.skipped:
+            console.print(f"[yellow]skipped:[/] {escape(s)}", soft_wrap=True)
+        render_report(result.report, console)
+        console.print(f"wrote {len(result.manifest.images)} records to {data} ({result.added} new, {result.merged} "
+                      f"matched existing records); next: dspseg validate {data}", highlight=False, soft_wrap=True)
+        if not result.report.ok:
             raise typer.Exit(1)
+        if result.skipped:
+            console.print(f"{len(result.skipped)} input(s) named no image and were skipped (exit code "
+                          f"{EXIT_SKIPPED}); rename them or pass --on-unmatched fail", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_SKIPPED)
 
     guarded(run)
 

@@ -113,8 +113,11 @@ def test_napari_points_and_rectangles_row_first(images: Path, tmp_path: Path) ->
     with pytest.raises(ConvertError, match="no class"):
         convert_dataset("napari", csvs / "cell03.csv", images, tmp_path / "d3")
     (csvs / "other.csv").write_text("index,axis-0,axis-1\n0,3,4\n")
-    with pytest.raises(ConvertError, match="no image .* matches"):
+    with pytest.raises(ConvertError, match="no input names an image.*other.csv: no image .* matches"):
         convert_dataset("napari", csvs / "other.csv", images, tmp_path / "d4")
+    with pytest.raises(ConvertError, match="other.csv: no image .* matches.*--on-unmatched skip"):
+        convert_dataset("napari", csvs / "other.csv", images, tmp_path / "d4", on_unmatched="fail")
+    assert not (tmp_path / "d4").exists()
 
 
 def test_qupath_geojson(images: Path, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ Rules, per annotation (class = its category's ``name``; coordinates in the corne
 
 An image with at least one image-level label gets ``labels`` = those tags plus the classes of its
 boxes and points (the complete set of classes present); otherwise ``labels`` stays unset. Every image
-listed in ``images`` becomes a record (unlabeled if nothing refers to it). The ``width``/``height`` of
+listed in ``images`` becomes a record (unlabeled if nothing refers to it); an image not found in
+``--images`` is reported and skipped with its annotations (``--on-unmatched fail``: refused). The ``width``/``height`` of
 an image must match its file, which catches swapped x/y.
 """
 
@@ -60,11 +61,17 @@ def read_coco(path: Path, col: Collected) -> None:
     for cid in sorted(categories, key=lambda c: (0, c, "") if isinstance(c, int) else (1, 0, str(c))):
         col.note_class(categories[cid], f"{path}: categories")  # class order = category ids
     images: dict[Any, str] = {}
+    skipped: set[Any] = set()
     for i, img in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
         if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
             raise ConvertError(f"{where} needs an 'id' and a 'file_name'")
         rel = col.index.find(img["file_name"], where)
+        if rel is None:
+            col.unmatched(f"{where}: no image '{img['file_name']}' in --images {col.index.root}"
+                          f"{col.index.closest_hint(Path(img['file_name']).stem)} (check --images)")
+            skipped.add(img["id"])
+            continue
         h, w = col.index.size(rel)
         if "width" in img and "height" in img and (img["width"], img["height"]) != (w, h):
             swap = " (swapped: x must be the column, y the row)" if (img["width"], img["height"]) == (h, w) else ""
@@ -76,6 +83,8 @@ def read_coco(path: Path, col: Collected) -> None:
         where = f"{path}: annotations[{i}]"
         if not isinstance(ann, dict):
             raise ConvertError(f"{where} must be a JSON object")
+        if ann.get("image_id") in skipped:
+            continue  # its image is not in --images: reported once, above
         if ann.get("image_id") not in images:
             raise ConvertError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
         if ann.get("category_id") not in categories:

@@ -1,4 +1,4 @@
-"""What every converter shares: finding images, collecting annotations in pixel units, writing the dataset.
+"""What every converter shares: finding images, collecting annotations in pixel units, checking label images.
 
 Pixel conventions (arrays are ``[row, col]``; x = column, y = row):
 
@@ -15,18 +15,18 @@ Boxes are clipped to the image; a box left empty and a point outside the image a
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from dspseg.cli_support import closest, refuse_used_folder
-from dspseg.data.io import image_size, read_mask_stored, write_mask
-from dspseg.data.manifest import Box, ImageRecord, Manifest, Point, save_manifest
+from dspseg.data.convert.classes import ClassNames
+from dspseg.data.io import image_size, read_mask_stored
+from dspseg.data.manifest import Box, Point
 from dspseg.data.rules import box_empty, clip_box, invalid_mask_values, point_inside
 from dspseg.errors import ConvertError
-from dspseg.fsutil import new_folder
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SEPARATORS = "_-. "
@@ -64,8 +64,9 @@ class ImageIndex:
             self._sizes[rel] = (h, w)
         return self._sizes[rel]
 
-    def find(self, name: str, where: str) -> str:
-        """The image named ``name`` (relative path, then unique file name, then unique stem)."""
+    def find(self, name: str, where: str) -> str | None:
+        """The image named ``name`` (relative path, then unique file name, then unique stem); ``None``
+        when no image has that name."""
         name = name.replace("\\", "/")
         while name.startswith("./"):
             name = name[2:]
@@ -79,13 +80,12 @@ class ImageIndex:
             if len(hits) > 1:
                 raise ConvertError(f"{where}: '{name}' matches several images ({', '.join(hits[:4])}); "
                                    "give unique file names")
-        raise ConvertError(f"{where}: no image '{name}' in --images {self.root}"
-                           f"{self._closest(Path(name).stem)}; check --images")
+        return None
 
-    def match_prefix(self, stem: str, where: str) -> tuple[str, str]:
-        """The image whose stem ``stem`` starts with (longest first, then a separator) and the rest.
+    def prefix_matches(self, stem: str) -> list[str]:
+        """The images whose stem ``stem`` starts with (then a separator), longest stems only.
 
-        ``cell01_mito`` → (``cell01.tif``, ``mito``); ``cell01`` → (``cell01.tif``, ``""``).
+        ``cell01_mito`` → [``cell01.tif``]; several hits mean the name is ambiguous.
         """
         best: list[str] = []
         best_len = -1
@@ -96,48 +96,88 @@ class ImageIndex:
                     best, best_len = [rel], len(s)
                 elif len(s) == best_len:
                     best.append(rel)
-        if not best:
-            raise ConvertError(f"{where}: no image in --images {self.root} matches this file's name{self._closest(stem)}; "
-                               "name annotation files after their image (cell01.csv, cell01_mito.csv)")
-        if len(best) > 1:
-            raise ConvertError(f"{where}: the name matches several images ({', '.join(best[:4])}); "
-                               "give the images unique names")
-        return best[0], stem[best_len:].lstrip(SEPARATORS)
+        return best
 
-    def _closest(self, stem: str) -> str:
+    def rest(self, stem: str, rel: str) -> str:
+        """What follows the image's name in an annotation file's name (``cell01_mito`` → ``mito``)."""
+        return stem[len(Path(rel).stem):].lstrip(SEPARATORS)
+
+    def closest_hint(self, stem: str) -> str:
+        """`` (closest: 'cell01')`` for the image name ``stem`` most likely means, else ``""``."""
         close = closest(stem, [Path(r).stem for r in self.files])
         return f" (closest: '{close}')" if close else ""
 
 
 @dataclass
+class MaskSource:
+    """A label image and what its stored values mean: ``names[value]`` is a class name, or ``None`` for
+    unannotated. Values not in ``names`` do not occur (the reader checked)."""
+
+    path: Path
+    names: dict[int, str | None]
+
+    def read(self, classes: list[str], ignore_index: int) -> np.ndarray:
+        """The (H, W) int64 mask in the dataset's values: class ids of ``classes``, ``ignore_index``."""
+        stored = read_mask_stored(self.path).astype(np.int64)
+        values, inverse = np.unique(stored, return_inverse=True)
+        lut = np.array([ignore_index if self.names.get(int(v)) is None else classes.index(self.names[int(v)])
+                        for v in values], np.int64)
+        return lut[inverse].reshape(stored.shape)
+
+
+@dataclass
 class Annotation:
+    """What the input says about one image; ``*_where`` name the file (and entry) of each box and point."""
+
     boxes: list[Box] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     tags: set[str] = field(default_factory=set)
-    mask: Path | None = None
+    mask: MaskSource | None = None
+    box_where: list[str] = field(default_factory=list)
+    point_where: list[str] = field(default_factory=list)
+    tag_where: str = ""
 
 
 @dataclass
 class Collected:
-    """Annotations per image (relative path), classes in order of first appearance, and notes."""
+    """Annotations per image (relative path), their class names (:class:`ClassNames`), and notes.
+
+    ``on_unmatched`` says what an annotation file or entry naming no image of ``--images`` does:
+    ``skip`` (noted in ``skipped``) or ``fail`` (a :class:`ConvertError`).
+    """
 
     index: ImageIndex
+    names: ClassNames = field(default_factory=lambda: ClassNames(None))
+    on_unmatched: str = "skip"
     records: dict[str, Annotation] = field(default_factory=dict)
-    class_order: list[str] = field(default_factory=list)
-    first_seen: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def image(self, rel: str) -> Annotation:
         return self.records.setdefault(rel, Annotation())
 
     def note_class(self, cls: str, where: str) -> str:
-        cls = str(cls).strip()
-        if not cls:
-            raise ConvertError(f"{where}: the class name is empty; give every annotation a class")
-        if cls not in self.first_seen:
-            self.first_seen[cls] = where
-            self.class_order.append(cls)
-        return cls
+        """The dataset's name of the class ``cls`` (see :class:`ClassNames`)."""
+        return self.names.name(cls, where)
+
+    def unmatched(self, message: str) -> None:
+        """An input that names no image: noted and skipped, or refused with ``--on-unmatched fail``."""
+        if self.on_unmatched == "fail":
+            raise ConvertError(f"{message}; fix the name, or pass --on-unmatched skip to leave it out")
+        self.skipped.append(f"{message}; skipped")
+
+    def match_file(self, path: Path) -> str | None:
+        """The image an annotation file belongs to by name, or ``None`` (reported) when none does."""
+        hits = self.index.prefix_matches(path.stem)
+        if not hits:
+            hint = napari_default_hint(path.stem) or "name annotation files after their image: cell01.csv, cell01_mito.csv"
+            self.unmatched(f"{path}: no image in --images {self.index.root} matches this file's name"
+                           f"{self.index.closest_hint(path.stem)} ({hint})")
+            return None
+        if len(hits) > 1:
+            raise ConvertError(f"{path}: the name matches several images ({', '.join(hits[:4])}); "
+                               "give the images unique names")
+        return hits[0]
 
     def add_box(self, rel: str, cls: str, box: tuple[int, int, int, int], where: str) -> None:
         h, w = self.index.size(rel)
@@ -145,98 +185,65 @@ class Collected:
         if box_empty(clipped):
             self.warnings.append(f"{where}: box {list(box)} lies outside the {w}x{h} image {rel}; dropped")
             return
-        self.image(rel).boxes.append(Box(cls=self.note_class(cls, where), xyxy=clipped))
+        ann = self.image(rel)
+        ann.boxes.append(Box(cls=self.note_class(cls, where), xyxy=clipped))
+        ann.box_where.append(where)
 
     def add_point(self, rel: str, cls: str, x: int, y: int, where: str) -> None:
         h, w = self.index.size(rel)
         if not point_inside((x, y), h, w):
             self.warnings.append(f"{where}: point [{x}, {y}] lies outside the {w}x{h} image {rel}; dropped")
             return
-        self.image(rel).points.append(Point(cls=self.note_class(cls, where), xy=(x, y)))
+        ann = self.image(rel)
+        ann.points.append(Point(cls=self.note_class(cls, where), xy=(x, y)))
+        ann.point_where.append(where)
 
     def add_tag(self, rel: str, cls: str, where: str) -> None:
-        self.image(rel).tags.add(self.note_class(cls, where))
+        ann = self.image(rel)
+        ann.tags.add(self.note_class(cls, where))
+        ann.tag_where = ann.tag_where or where
 
 
-def resolve_classes(col: Collected, classes: list[str] | None) -> list[str]:
-    """``classes`` if given (every class used must be in it), else the classes in order of appearance."""
-    if classes is None:
-        if not col.class_order:
-            raise ConvertError("the annotations name no class; pass --classes")
-        return list(col.class_order)
-    if len(set(classes)) != len(classes) or not classes:
-        raise ConvertError(f"--classes must list distinct names, got {classes}")
-    for cls in col.class_order:
-        if cls not in classes:
-            close = closest(cls, classes)
-            hint = f" (did you mean '{close}'?)" if close else ""
-            raise ConvertError(f"{col.first_seen[cls]}: class '{cls}' is not in --classes{hint}; add it to --classes")
-    return list(classes)
+#: napari's default layer names ("Points", "Shapes [1]"): a layer saved under one names no image
+NAPARI_DEFAULT_NAMES = ("points", "shapes", "labels", "image")
+
+
+def napari_default_hint(stem: str) -> str:
+    """A hint when ``stem`` is napari's default name of a layer, else ``""``."""
+    base = re.sub(r"\s*\[\d+\]$", "", stem).strip().lower()
+    if base not in NAPARI_DEFAULT_NAMES:
+        return ""
+    return (f"'{stem}' is napari's default layer name: rename the layer after its image "
+            "(e.g. cell01_nucleus) before saving it")
+
+
+def looks_like_instances(values: np.ndarray, bad: list[int]) -> bool:
+    """Whether a label image with distinct ``values`` whose ``bad`` ones are no class ids is more likely
+    an instance labelling (0 = no object, one positive id per object) than a class-id image."""
+    return bool(bad) and int(values.min()) == 0 and min(bad) > 0
 
 
 def check_mask_values(path: Path, n_classes: int, ignore_index: int, size: tuple[int, int]) -> None:
     """Raise ConvertError unless ``path`` is an (H, W) mask of values 0..n_classes-1 or ignore_index."""
-    import numpy as np
-
     mask = read_mask_stored(path)
-    if mask.shape != size:
-        raise ConvertError(f"{path}: the label image is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
-                           f"{size[1]}x{size[0]}; label images must match their images pixel for pixel")
+    check_mask_shape(path, mask, size)
     values = np.unique(mask).astype(np.int64)
     bad = values[invalid_mask_values(values, n_classes, ignore_index)].tolist()
     if bad:
+        hint = (f"; it looks like an instance labelling (one id per object): pass --instances CLASS to give "
+                f"every object one class" if looks_like_instances(values, bad) else "")
         raise ConvertError(f"{path}: values {bad[:8]} are neither class ids 0..{n_classes - 1} (--classes names "
-                           f"{n_classes}) nor the ignore index {ignore_index}; extend --classes or set --ignore-index")
+                           f"{n_classes}) nor the ignore index {ignore_index}; extend --classes or set "
+                           f"--ignore-index{hint}")
 
 
-def _group(stem: str, pattern: re.Pattern | None) -> str | None:
-    if pattern is None:
-        return None
-    m = pattern.search(stem)
-    if m is None:
-        return None
-    return m.group(1) if m.groups() else m.group(0)
+def check_mask_shape(path: Path, mask: np.ndarray, size: tuple[int, int]) -> None:
+    """Raise ConvertError unless the label image ``mask`` read from ``path`` has its image's (H, W) ``size``."""
+    if mask.shape != size:
+        raise ConvertError(f"{path}: the label image is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
+                           f"{size[1]}x{size[0]}; label images must match their images pixel for pixel")
 
 
 def check_out(out: Path) -> None:
     """Refuse an ``out`` that exists and is not an empty folder (nothing is ever overwritten)."""
     refuse_used_folder(out, ConvertError)
-
-
-def write_dataset(col: Collected, out: Path, classes: list[str], name: str, ignore_index: int,
-                  group_pattern: str | None) -> tuple[Manifest, bool]:
-    """Write ``out`` (must be new or empty): images hard-linked (copied across file systems), masks as
-    TIFF, ``dataset.json``. Returns the manifest and whether the images are hard links."""
-    try:
-        pattern = re.compile(group_pattern) if group_pattern else None
-    except re.error as e:
-        raise ConvertError(f"--group-pattern '{group_pattern}' is not a regular expression ({e})") from None
-    check_out(out)
-    linked = True
-    with new_folder(out, "convert") as tmp:
-        records = []
-        for rel in sorted(col.records):
-            ann = col.records[rel]
-            dst = tmp / "images" / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if linked:
-                try:
-                    os.link(col.index.files[rel], dst)
-                except OSError:
-                    linked = False
-            if not linked:
-                shutil.copy2(col.index.files[rel], dst)
-            mask = None
-            if ann.mask is not None:
-                mask = f"masks/{Path(rel).with_suffix('.tif').as_posix()}"
-                write_mask(tmp / mask, read_mask_stored(ann.mask))
-            labels = None
-            if ann.tags:
-                present = ann.tags | {b.cls for b in ann.boxes} | {p.cls for p in ann.points}
-                labels = [c for c in classes if c in present]
-            records.append(ImageRecord(file=f"images/{rel}", group=_group(Path(rel).stem, pattern), mask=mask,
-                                       boxes=ann.boxes or None, points=ann.points or None, labels=labels))
-        manifest = Manifest(name=name, classes=classes, ignore_index=ignore_index, images=records)
-        save_manifest(manifest, tmp)
-    manifest.root = out
-    return manifest, linked

@@ -10,7 +10,9 @@ the leading ones must be 0 (one 2D image per file). Pixel centres sit at integer
 * a ``rectangle`` (also ``polygon`` and ``ellipse``, by their vertices' bounding box) → the box of the
   pixels whose centres lie inside; ``line`` and ``path`` shapes are skipped with a note.
 
-Which image: the CSV's name starts with the image's name (``cell01.csv``, ``cell01_mito.csv``).
+Which image: the CSV's name starts with the image's name (``cell01.csv``, ``cell01_mito.csv``); a file
+that names no image (``Points.csv``: a layer saved under napari's default name) is reported and
+skipped, or refused with ``--on-unmatched fail``.
 Which class: the column ``--class-column`` (default: a ``class``, ``label`` or ``category`` column),
 else the rest of the file name after the image name (``cell01_mito.csv`` → ``mito``).
 """
@@ -67,7 +69,10 @@ def _read_file(path: Path, col: Collected, class_column: str | None) -> None:
     if len(axes) < 2:
         raise ConvertError(f"{path}: not a napari layer CSV (needs columns axis-0 and axis-1; found "
                            f"{', '.join(header) or 'none'})")
-    rel, rest = col.index.match_prefix(path.stem, str(path))
+    rel = col.match_file(path)
+    if rel is None:
+        return
+    rest = col.index.rest(path.stem, rel)
     cls_col = _class_column(header, class_column, path)
     if cls_col is None and not rest:
         raise ConvertError(f"{path}: no class: add a class column or name the file <image>_<class>.csv")

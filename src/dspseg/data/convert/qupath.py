@@ -12,7 +12,8 @@ QuPath writes a ``FeatureCollection`` (older versions: a plain list of features)
 * unclassified objects and lines are skipped with a note.
 
 Which image: the GeoJSON file's name starts with the image's name (``cell01.geojson``,
-``cell01.tif.geojson``, ``cell01_annotations.json``).
+``cell01.tif.geojson``, ``cell01_annotations.json``); a file naming no image is reported and skipped
+(``--on-unmatched fail``: refused).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def _xy(value: Any, where: str) -> tuple[float, float]:
 
 
 def _read_file(path: Path, col: Collected) -> None:
-    rel, _ = col.index.match_prefix(path.stem, str(path))
+    rel = col.match_file(path)
+    if rel is None:
+        return
     h, w = col.index.size(rel)
     skipped = 0
     for i, feat in enumerate(_features(path)):
