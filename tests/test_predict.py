@@ -34,7 +34,8 @@ def test_non_square_image_larger_than_a_tile(run: Path, tmp_path: Path) -> None:
     assert wide.shape == (45, 70) and wide.dtype == np.uint8 and wide.max() < 3
     assert tifffile.imread(tmp_path / "out" / "small.tif").shape == (20, 26)
     ov = iio.imread(tmp_path / "out" / "wide_overlay.png")
-    assert ov.shape == (45, 70, 3) and ov.dtype == np.uint8
+    # enlarged 6x (45 * 6 >= 256, nearest neighbour) with the class legend to its right
+    assert ov.shape[0] == 45 * 6 and ov.shape[1] > 70 * 6 and ov.shape[2] == 3 and ov.dtype == np.uint8
 
 
 def test_outputs_are_safe(run: Path, tmp_path: Path) -> None:

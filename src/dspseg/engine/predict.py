@@ -11,7 +11,8 @@ For every input image (a TIFF/PNG file, or every such file directly inside a giv
    uint8 when the run has at most 256 classes, else uint16; values are class ids (the order of
    ``classes`` in the run's ``config`` / checkpoint);
 4. with ``overlay``: ``DIR/<name>_overlay.png``, the image in grey with each class in its colour
-   (class 0 left uncoloured, alpha 0.45).
+   (class 0 left uncoloured, alpha 0.45), enlarged to at least 256 pixels a side (nearest
+   neighbour) beside a legend of class names and colours (:mod:`dspseg.engine.overlay`).
 
 Input files are only read. An existing output file is refused unless ``overwrite``; an output that
 would replace an input is always refused.
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dspseg.engine.overlay import overlay_picture
 from dspseg.errors import UserError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -140,6 +142,7 @@ def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path
         tifffile.imwrite(lab_path, labels, photometric="minisblack", compression="zlib")
         written.append(lab_path)
         if overlay:
-            iio.imwrite(ov_path, overlay_rgb(image, labels, n_classes))
+            iio.imwrite(ov_path, overlay_picture(overlay_rgb(image, labels, n_classes), labels, loaded.classes,
+                                                 palette(n_classes)))
         console.print(f"{src} → {lab_path}" + (f" (+ {ov_path.name})" if overlay else ""), highlight=False)
     return written

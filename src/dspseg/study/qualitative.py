@@ -1,7 +1,7 @@
 """The report's qualitative panel, like the paper's Fig. 4: one test image, its truth, every run's prediction.
 
-The image is the first test record of the split-0 dataset named in the ``data`` column (the same
-image for every panel). Top row: the image and its ground-truth mask. Then one row per method
+The image is the test record of the split-0 dataset named in the ``data`` column whose mask holds
+the most classes (the first of equals; the same image for every panel). Top row: the image and its ground-truth mask. Then one row per method
 (and scenario) and one column per ACR, each panel the prediction of that split-0 run's
 ``checkpoints/best.pt``. Classes use the colours of ``dspseg predict --overlay``
 (:func:`dspseg.engine.predict.palette`); pixels without truth are white. A run without a checkpoint
@@ -19,17 +19,27 @@ import numpy as np
 from dspseg.study.plots import new_figure, save_figure
 
 
+def richest(masks: Sequence[np.ndarray], ignore_index: int) -> int:
+    """Index of the mask holding the most classes (ignore pixels aside); the first of equals."""
+    counts = [int(np.setdiff1d(np.unique(m), [ignore_index]).size) for m in masks]
+    return int(np.argmax(counts)) if counts else -1
+
+
 def _test_record(dir: Path, data: str) -> tuple[Any, Any]:
-    """(manifest holding only the first test record, that record) of the dataset ``DIR/data``."""
+    """(manifest holding only one test record, that record) of the dataset ``DIR/data``: the test
+    record whose mask holds the most classes (:func:`richest`), so the panel shows every method on
+    as many classes as one image has."""
+    from dspseg.data.io import read_mask
     from dspseg.data.manifest import load_manifest
 
     manifest = load_manifest(dir / data)
     tests = [r for r in manifest.images if r.split == "test" and r.mask is not None]
     if not tests:
         raise ValueError(f"{dir / data} has no test image with a mask")
-    single = manifest.model_copy(update={"images": [tests[0]]})
+    pick = tests[richest([read_mask(manifest.path(r.mask)) for r in tests], manifest.ignore_index)]
+    single = manifest.model_copy(update={"images": [pick]})
     single.root = manifest.root
-    return single, tests[0]
+    return single, pick
 
 
 def _truth(manifest: Any) -> tuple[np.ndarray, np.ndarray]:
