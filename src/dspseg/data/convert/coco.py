@@ -13,8 +13,8 @@ Rules, per annotation (class = its category's ``name``; coordinates in the corne
 An image with at least one image-level label gets ``labels`` = those tags plus the classes of its
 boxes and points (the complete set of classes present); otherwise ``labels`` stays unset. Every image
 listed in ``images`` becomes a record (unlabeled if nothing refers to it); an image not found in
-``--images`` is reported and skipped with its annotations (``--on-unmatched fail``: refused). The ``width``/``height`` of
-an image must match its file, which catches swapped x/y.
+``--images`` is reported and skipped with its annotations (``--on-unmatched fail``: refused). The
+``width``/``height`` of an image must match its file, which catches swapped x/y.
 """
 
 from __future__ import annotations
