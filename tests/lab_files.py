@@ -173,10 +173,10 @@ def convert_commands(lab: LabFiles, data: Path) -> list[list[str]]:
     """The ``dspseg convert`` arguments that build one dataset ``data`` from every source of ``lab``
     (README "Bring your own data"): class-id labels first (they fix the classes and the groups), then
     the instance labels, QuPath boxes and napari points, each ``--into`` the same dataset."""
-    common = ["--images", str(lab.images), "--into", str(data)]
+    images, into = ["--images", str(lab.images)], ["--into", str(data)]
     return [
-        ["labels", str(lab.labels), *common, "--classes", ",".join(CLASSES), "--group-pattern", r"^(cell\d+)_"],
-        ["labels", str(lab.instances), *common, "--instances", "nucleus"],
-        ["qupath", str(lab.qupath), *common, "--background", "background"],
-        ["napari", str(lab.points), *common, "--background", "background"],
+        ["labels", str(lab.labels), *images, "--classes", ",".join(CLASSES), "--group-pattern", r"^(cell\d+)_", *into],
+        ["labels", str(lab.instances), *images, "--instances", "nucleus", *into],
+        ["qupath", str(lab.qupath), *images, "--background", "background", *into],
+        ["napari", str(lab.points), *images, "--background", "background", *into],
     ]

@@ -209,3 +209,23 @@ def test_instance_label_images_without_instances_say_so(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "cell01_z1_nuclei.tif: values [7" in text
     assert "looks like an instance labelling (one id per object): pass --instances CLASS" in text
     assert not (tmp_path / "data").exists()
+
+
+def documented_converts(doc: Path) -> list[list[str]]:
+    """The ``dspseg convert ... --into`` commands of a document, continuation lines joined, as argument lists."""
+    import shlex
+
+    text = doc.read_text().replace("\\\n", " ")
+    return [shlex.split(line.strip())[2:] for line in text.splitlines()
+            if line.strip().startswith("dspseg convert") and "--into" in line]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/bring-your-own-data.md"])
+def test_the_docs_say_exactly_the_tested_commands(doc: str, tmp_path: Path) -> None:
+    lab = write_lab_files(tmp_path / "lab", groups=1)
+    root = Path(__file__).resolve().parents[2]
+    tested = [[a.replace(f"{lab.root}/", "").replace(str(tmp_path / "data"), "data/").replace("data//", "data/")
+               for a in args] for args in convert_commands(lab, tmp_path / "data")]
+    documented = [[a.rstrip("/") if a.endswith("/") and a != "data/" else a for a in args]
+                  for args in documented_converts(root / doc)]
+    assert documented == tested
