@@ -17,7 +17,7 @@ from dspseg.engine import checkpoint as ckpt
 from dspseg.engine.config import resolve_config
 from dspseg.engine.runfolder import RunFolder
 from dspseg.engine.trainer import Trainer, TrainingError, resolve_run_config, train
-from dspseg.errors import UserError
+from dspseg.errors import DiskFullError, UserError
 from dspseg.methods import METHODS, register
 from dspseg.methods.base import Method
 from dspseg.losses.ce import masked_cross_entropy
@@ -290,7 +290,7 @@ def test_full_disk_while_saving_is_reported_and_keeps_the_checkpoint(tmp_path: P
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", no_space)
-    with pytest.raises(ckpt.CheckpointError, match="no space left.*previous last.pt is intact.*--resume"):
+    with pytest.raises(DiskFullError, match="no space left.*previous last.pt is intact.*--resume"):
         ckpt.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}

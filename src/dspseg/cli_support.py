@@ -105,8 +105,11 @@ def closest_class(name: str, classes: Iterable[str]) -> str | None:
 
 
 def holds_anything(folder: Path) -> bool:
-    """Whether ``folder`` is a folder with at least one entry."""
-    return folder.is_dir() and any(folder.iterdir())
+    """Whether ``folder`` is a folder with at least one entry (its lock files, :mod:`dspseg.fslock`,
+    do not count)."""
+    from dspseg.fslock import entries
+
+    return bool(entries(folder))
 
 
 def refuse_used_folder(out: Path, error: type[UserError] = OutputFolderError, note: str = "") -> None:

@@ -10,6 +10,7 @@
                          without a val split)
       eval/<split>.json  written by `dspseg evaluate`
       result.json        a sweep run's result row (written last: the run is done)
+      .dspseg.lock       held by the one process writing the run (:meth:`RunFolder.lock`)
 
 Every module that reads or writes one of these takes its path from :class:`RunFolder`; the
 contents are described where they are written (:mod:`~dspseg.engine.runlog`,
@@ -22,9 +23,12 @@ contents are described where they are written (:mod:`~dspseg.engine.runlog`,
 
 from __future__ import annotations
 
+import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from dspseg.errors import CheckpointError, UserError
+from dspseg.fslock import check_free, entries, folder_lock
 
 #: the checkpoints a run keeps: ``last`` to resume, ``best`` for evaluation, prediction and export
 CHECKPOINTS = ("best", "last")
@@ -96,15 +100,29 @@ class RunFolder:
         return self.last.is_file() and self.config.is_file()
 
     def check_resumable(self) -> None:
-        """UserError unless :meth:`can_resume`."""
+        """UserError unless :meth:`can_resume`; FolderLockedError while another process writes the run."""
+        check_free(self.root)
         if not self.can_resume():
             raise UserError(f"nothing to resume in {self.root}: it has no checkpoints/last.pt and config.yaml; "
                             "give the --out folder of an earlier run, or drop --resume to start a new one")
 
-    def check_new(self, resume: bool) -> None:
-        """UserError if the folder cannot take a run: a file, or (unless ``resume``) a non-empty folder."""
+    def lock(self) -> AbstractContextManager:
+        """Hold the run folder for one writer (:func:`dspseg.fslock.folder_lock`, re-entrant): ``train``
+        and a sweep's run take it for their whole work; a second writer gets FolderLockedError naming
+        the first. Under ``torch.distributed`` only rank 0 writes the folder, so only rank 0 locks it."""
+        rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+        if rank not in ("", "0"):
+            return nullcontext(self.root)
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"--out {self.root} is a file; give a folder for the run")
-        if not resume and self.root.is_dir() and any(self.root.iterdir()):
+        return folder_lock(self.root)
+
+    def check_new(self, resume: bool) -> None:
+        """UserError if the folder cannot take a run: a file, or (unless ``resume``) a non-empty folder
+        (its lock files do not count); FolderLockedError while another process writes it."""
+        check_free(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root} is a file; give a folder for the run")
+        if not resume and entries(self.root):
             raise UserError(f"the run folder {self.root} is not empty; choose a new --out folder, or add --resume "
                             "to continue the run saved there")

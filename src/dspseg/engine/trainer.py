@@ -244,5 +244,7 @@ class Trainer(Assembly):
 
 
 def train(data: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = False, console: Any = None) -> TrainResult:
-    """Train ``cfg.method`` on ``data`` into the run folder ``out`` (see :class:`Trainer`)."""
-    return Trainer(data, out, cfg, resume=resume, console=console).fit()
+    """Train ``cfg.method`` on ``data`` into the run folder ``out`` (see :class:`Trainer`), holding the
+    folder's lock throughout (:meth:`RunFolder.lock`: a second writer is refused with one sentence)."""
+    with RunFolder(out).lock():
+        return Trainer(data, out, cfg, resume=resume, console=console).fit()

@@ -8,6 +8,11 @@ the error, and the full traceback is in the run's log file.
 Re-running is safe: a run whose ``result.json`` says done is returned as it is; a run with a
 ``checkpoints/last.pt`` continues from it (``dspseg train --resume``); a run folder left without a
 checkpoint (killed before its first save) holds nothing worth keeping and is started again.
+
+The run folder has one writer: :func:`execute` holds its lock (:meth:`RunFolder.lock`) from start to
+end, so a second sweep (or a worker left over from one) gets a failed row naming the holder instead
+of training the run twice. A full disk gives a failed row with ``disk_full: True``, which stops the
+sweep (:func:`dspseg.study.sweep.run_sweep`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dspseg.engine.runfolder import RunFolder
+from dspseg.fslock import entries
 from dspseg.study.costs import annotation_counts
 from dspseg.study.plan import RunSpec, StudySpec
 
@@ -56,31 +62,54 @@ def _relative(path: str | Path, root: str | Path) -> str:
 
 
 def execute(p: dict[str, Any]) -> dict[str, Any]:
-    """Run ``p`` (from :func:`payload`) to the end; return its result row (done or failed)."""
+    """Run ``p`` (from :func:`payload`) to the end, holding its run folder; return its result row
+    (done or failed; never raises but for an interrupt)."""
     out, root = Path(p["out"]), Path(p["root"])
     done = read_result(out)
     if done is not None:
         return {**done, "skipped": True}
+    t0 = time.perf_counter()
+    try:
+        with RunFolder(out).lock():
+            return _execute(p, out, root, t0)
+    except Exception as e:  # the lock is held elsewhere, or the log or result.json cannot be written
+        return _failure(p, e, root, out, t0)
+
+
+def _failure(p: dict[str, Any], e: BaseException, root: Path, out: Path, t0: float, log: Any = None) -> dict[str, Any]:
+    """The failed row of a run that raised ``e`` (its traceback goes to the run's log when it can)."""
+    from dspseg.fsutil import is_disk_full
+
+    full = is_disk_full(e, out if out.is_dir() else root)
+    if log is not None:
+        try:
+            log.write(traceback.format_exc())
+            log.flush()
+        except OSError:
+            pass  # a full disk: the row still says what happened
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    name = "DiskFullError" if full else type(e).__name__
+    if full and "no space left" not in message:
+        message = f"no space left on the disk while running {p['key']} ({message})"
+    return result_row(p, status="failed", error=f"{name}: {message} (log: {_relative(p['log'], root)})",
+                      seconds=round(time.perf_counter() - t0, 1), disk_full=full)
+
+
+def _execute(p: dict[str, Any], out: Path, root: Path, t0: float) -> dict[str, Any]:
+    from rich.console import Console
+
+    from dspseg.fsutil import write_text_atomic
+
     log_path = Path(p["log"])
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     with open(log_path, "a", encoding="utf-8") as log:
-        from rich.console import Console
-
         console = Console(file=log, force_terminal=False, width=120, soft_wrap=True)
         console.rule(f"{p['key']}  ({time.strftime('%Y-%m-%d %H:%M:%S')})")
         try:
             row = _train_and_evaluate(p, out, root, console)
-        except BaseException as e:  # every failure becomes a row; the sweep goes on
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            log.write(traceback.format_exc())
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return result_row(p, status="failed", error=f"{type(e).__name__}: {message} (log: {_relative(log_path, root)})",
-                        seconds=round(time.perf_counter() - t0, 1))
+        except Exception as e:  # every failure becomes a row; the sweep goes on (an interrupt stops it)
+            return _failure(p, e, root, out, t0, log)
     row["seconds"] = round(time.perf_counter() - t0, 1)
-    from dspseg.fsutil import write_text_atomic
-
     write_text_atomic(RunFolder(out).result, json.dumps(row, indent=1) + "\n")
     return row
 
@@ -102,8 +131,8 @@ def _train_and_evaluate(p: dict[str, Any], out: Path, root: Path, console: Any) 
     from dspseg.engine.trainer import resolve_run_config, train
 
     resume = RunFolder(out).can_resume()
-    if not resume and out.exists():
-        shutil.rmtree(out)  # killed before its first checkpoint: nothing to keep
+    for leftover in ([] if resume else entries(out)):  # killed before its first checkpoint: nothing to keep
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()  # (the lock we hold stays)
     if p["init"] and read_result(p["init"]) is None:
         raise RuntimeError(f"the run it starts from ({_relative(p['init'], root)}) has not finished")
     flags = {**p["train"], "method": p["method_name"], "method_options": p["method_options"],

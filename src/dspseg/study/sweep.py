@@ -7,6 +7,11 @@
    U-Net is submitted when that run is done. A run already done is not run again; an interrupted
    one resumes from its last checkpoint; a failed run is tried once more, then recorded as failed,
    and the sweep goes on. ``DIR/results.csv`` is rewritten (atomically) after every run.
+
+One sweep writes a folder at a time (both steps hold ``DIR``'s lock, :mod:`dspseg.fslock`; each run
+holds its run folder's). SIGTERM, SIGHUP and Ctrl-C stop the workers at once and exit 130: every
+interrupted run keeps its last checkpoint and resumes when the same command runs again; a full disk
+stops the sweep with one sentence (exit 1) instead of failing run after run.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from typing import Any
 import yaml
 
 from dspseg.cli_support import holds_anything, not_ours
-from dspseg.errors import UserError
+from dspseg.errors import DiskFullError, UserError
+from dspseg.fslock import folder_lock
 from dspseg.study import RESULT_COLUMNS
 from dspseg.study.costs import annotation_hours
+from dspseg.study.eta import duration_text, remaining_seconds
 from dspseg.study.plan import RunSpec, StudySpec, acr_name, data_dir
 from dspseg.study.runner import payload, read_result, result_row
 
@@ -71,12 +78,17 @@ def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
     """Write or check ``study.yaml``; simulate the datasets ``spec`` needs; return the folder's study:
     ``spec`` joined with the methods, scenarios, ACRs and splits of earlier sweeps there (results.csv
     and ``dspseg report`` cover all of them; a sweep command runs only its own grid)."""
-    from dspseg.data.acr.writer import simulate_dataset
-    from dspseg.fsutil import write_text_atomic
-
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a folder for the sweep")
+    with folder_lock(root):
+        return _prepare(spec, root, console)
+
+
+def _prepare(spec: StudySpec, root: Path, console: Any) -> StudySpec:
+    from dspseg.data.acr.writer import simulate_dataset
+    from dspseg.fsutil import write_text_atomic
+
     if (root / STUDY_FILE).is_file():
         old = load_study(root)
         mine = spec.model_copy(update={"train": with_new_defaults(spec.train)})
@@ -173,9 +185,16 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
 
     ``study`` is the folder's whole study (from :func:`prepare`; default ``spec``): results.csv
     lists all of its finished runs, also those an earlier, different sweep command made there.
+    An interrupt (Ctrl-C, SIGTERM, SIGHUP) or a full disk stops the workers at once (``backend.close(stop=True)``).
     """
     root = Path(root)
-    study = study or spec
+    from dspseg.study.backends import stop_on_signals
+
+    with folder_lock(root), stop_on_signals():
+        return _run_sweep(spec, root, backend, console, study or spec)
+
+
+def _run_sweep(spec: StudySpec, root: Path, backend: Any, console: Any, study: StudySpec) -> dict[str, dict[str, Any]]:
     runs = spec.runs()
     rows: dict[str, dict[str, Any]] = {}
     children: dict[str, list[RunSpec]] = collections.defaultdict(list)
@@ -201,15 +220,22 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
     attempts: collections.Counter[str] = collections.Counter()
     in_flight: dict[Any, RunSpec] = {}
     finished = 0
+    started: dict[str, float] = {}  # run key → when it was last submitted
     t0 = time.perf_counter()
+    stopped = True  # until the loop ends normally: an interrupt or a full disk stops the workers at once
     try:
         while ready or in_flight:
             while ready and len(in_flight) < backend.slots:
                 r = ready.popleft()
                 attempts[r.key] += 1
                 in_flight[backend.submit(payload(spec, root, r, threads=backend.threads))] = r
+                started[r.key] = time.perf_counter()
             handle, row = backend.wait_one(list(in_flight))
             r = in_flight.pop(handle)
+            if row.get("disk_full"):  # every other run would fail the same way
+                raise DiskFullError(f"{row.get('error')}; the sweep stopped: finished runs are in "
+                                    f"{root / RESULTS_FILE} and interrupted ones resume from their last checkpoint "
+                                    "— free some space, then run the same sweep command again")
             if row.get("status") != "done" and attempts[r.key] < 2:
                 console.print(f"[yellow]failed[/] {r.key}: {row.get('error')} — trying once more", highlight=False)
                 ready.appendleft(r)
@@ -221,7 +247,9 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
                     ready.append(child)
                 if row.get("seconds"):
                     seconds[r.method.label].append(float(row["seconds"]))
-                left = remaining_seconds([x for x in runs if x.key not in rows], seconds, backend.slots)
+                now = time.perf_counter()
+                left = remaining_seconds([x for x in runs if x.key not in rows], seconds, backend.slots,
+                                         {x.key: now - started[x.key] for x in in_flight.values()}, spec.init_parent)
                 eta = f", about {duration_text(left)} left" if left is not None and finished < todo else ""
                 console.print(f"[{finished}/{todo}] {r.key}: test mean Dice {row.get('mean_dice') or float('nan'):.3f} "
                               f"in {row.get('seconds', 0):.0f} s  ({duration_text(time.perf_counter() - t0)} so far{eta})",
@@ -233,31 +261,11 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
                                                  error=f"the run it starts from ({r.key}) failed")
                     finished += 1
             write_results(study, root, rows)
+        stopped = False
     finally:
-        backend.close()
+        backend.close(stop=True) if stopped else backend.close()
     write_results(study, root, rows)
     return rows
-
-
-def remaining_seconds(todo: list[RunSpec], seconds: dict[str, list[float]], slots: int) -> float | None:
-    """Wall seconds the runs ``todo`` should still take, ``slots`` at a time: each run costs the mean
-    ``seconds`` of finished runs of its method (of any method when its own has none yet).
-    None when no run has finished yet."""
-    every = [x for xs in seconds.values() for x in xs]
-    if not every:
-        return None
-    overall = sum(every) / len(every)
-    total = sum(sum(seconds[r.method.label]) / len(seconds[r.method.label]) if seconds.get(r.method.label)
-                else overall for r in todo)
-    return total / max(1, slots)
-
-
-def duration_text(seconds: float) -> str:
-    """``3725`` → ``"1 h 02 min"``, ``300`` → ``"5 min"``, ``20`` → ``"under a minute"``."""
-    minutes = round(seconds / 60)
-    if minutes < 1:
-        return "under a minute"
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _descendants(children: dict[str, list[RunSpec]], key: str) -> list[RunSpec]:

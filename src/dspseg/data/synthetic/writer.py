@@ -4,14 +4,20 @@ Image ``i`` belongs to group ``g = floor(i * G / N)`` (contiguous blocks of near
 named ``gXX_iYYYY.tif`` (group, global index). Every group draws its :class:`GroupStyle` from its
 own seed sequence and every image from another, both derived from ``seed``, so the output is
 byte-identical for the same arguments. A marker file ``.dspseg-synthetic.json`` records the
-arguments and the group styles; it is written first, and only a folder carrying it (or an empty
-one) is ever written into, so an interrupted run can simply be repeated.
+arguments and the group styles; only a folder carrying it (or an empty one) is ever written into.
+
+The dataset is built whole in a hidden sibling folder and then moved into place (its ``images/``,
+``masks/``, ``dataset.json`` and marker replace those of a previous synthetic dataset; other files
+stay), so an interrupt or a full disk leaves the folder as it was: never a partial dataset. The
+command holds the folder's lock (:func:`dspseg.fslock.folder_lock`) meanwhile.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +28,8 @@ from dspseg.cli_support import holds_anything, not_ours
 from dspseg.data.manifest import MANIFEST_NAME, ImageRecord, Manifest, save_manifest
 from dspseg.data.synthetic.scene import generate_image
 from dspseg.data.synthetic.style import SYNTH_CLASSES, GroupStyle
+from dspseg.fslock import folder_lock, sibling_lock_file
+from dspseg.fsutil import disk_full, is_disk_full
 
 MARKER = ".dspseg-synthetic.json"
 _OWN_FILE = re.compile(r"^(images|masks)/g\d+_i\d+\.tif$")
@@ -100,26 +108,59 @@ def write_synthetic_dataset(out: str | Path, n_images: int = 256, size: int = 12
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     out = Path(out)
-    stale = _previous_files(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, sibling_lock_file(out)):
+        _previous_files(out)  # refuses a folder holding anything else
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.synth."))
+        try:
+            manifest = _write_into(tmp, n_images, size, seed, groups, name)
+            _move_in(tmp, out)
+        except BaseException as e:
+            full = is_disk_full(e, out.parent)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if full:
+                kept = (f"the previous dataset in {out} is intact" if (out / MANIFEST_NAME).is_file()
+                        else f"nothing was written to {out}")
+                raise disk_full(out, e, kept=f"{kept} (the partial one was removed)") from None
+            raise
+    manifest.root = out
+    return manifest
+
+
+def _write_into(tmp: Path, n_images: int, size: int, seed: int, groups: int, name: str) -> Manifest:
+    """The whole dataset in the (new, empty) folder ``tmp``."""
+    (tmp / "images").mkdir()
+    (tmp / "masks").mkdir()
     styles = group_styles(seed, groups)
     marker = {"generator": "dspseg.data.synthetic", "n_images": n_images, "size": size, "seed": seed,
               "groups": groups, "styles": [s.to_dict() for s in styles]}
-    (out / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-
+    (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
     records: list[ImageRecord] = []
-    written: set[Path] = set()
     for i, g, image, mask in iter_synthetic(n_images, size, seed, groups):
         stem = f"g{g:02d}_i{i:04d}.tif"
         for sub, array in (("images", image), ("masks", mask)):
-            _write_tif(out / sub / stem, array)
-            written.add(out / sub / stem)
+            _write_tif(tmp / sub / stem, array)
         records.append(ImageRecord(file=f"images/{stem}", group=f"g{g:02d}", mask=f"masks/{stem}"))
-    for old in stale:
-        if old not in written and old.is_file():
-            old.unlink()
     manifest = Manifest(name=name, classes=list(SYNTH_CLASSES), ignore_index=255, images=records)
-    manifest.root = out
-    save_manifest(manifest, out)
+    manifest.root = tmp
+    save_manifest(manifest, tmp)
     return manifest
+
+
+def _move_in(tmp: Path, out: Path) -> None:
+    """Put the finished dataset ``tmp`` in place: its entries replace those of the same name in
+    ``out``; files a user put into ``out`` (or into its ``images/``, ``masks/``) stay."""
+    if not out.exists():
+        tmp.replace(out)
+        return
+    for sub in ("images", "masks"):
+        for old in (out / sub).iterdir() if (out / sub).is_dir() else []:
+            if not _OWN_FILE.match(f"{sub}/{old.name}") and not (tmp / sub / old.name).exists():
+                old.replace(tmp / sub / old.name)  # not ours: it moves along
+    trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+    for entry in sorted(tmp.iterdir()):
+        if (out / entry.name).exists():
+            (out / entry.name).replace(trash / entry.name)
+        entry.replace(out / entry.name)
+    tmp.rmdir()
+    shutil.rmtree(trash, ignore_errors=True)
