@@ -42,8 +42,13 @@ def test_outputs_are_safe(run: Path, tmp_path: Path) -> None:
     src = tmp_path / "a.tif"
     write_image(src, np.zeros((16, 16), np.float32))
     predict_files(run, [src], tmp_path / "out")
-    with pytest.raises(UserError, match="already exists.*--overwrite"):
-        predict_files(run, [src], tmp_path / "out")
+    assert predict_files(run, [src], tmp_path / "out") == [tmp_path / "out" / "a.tif"]  # kept: same run
+    with pytest.raises(UserError, match="already exists and was not written by this run's last.*--overwrite"):
+        predict_files(run, [src], tmp_path / "out", checkpoint="last")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.tif").write_bytes(b"a user's file")
+    with pytest.raises(UserError, match="already exists"):
+        predict_files(run, [src], tmp_path / "other")
     predict_files(run, [src], tmp_path / "out", overwrite=True)
     with pytest.raises(UserError, match="would replace an input"):
         predict_files(run, [src], tmp_path, overwrite=True)
@@ -55,6 +60,8 @@ def test_input_errors(run: Path, tmp_path: Path) -> None:
     write_image(tmp_path / "y" / "a.png", np.zeros((16, 16), np.uint8))
     with pytest.raises(UserError, match="would both be written as a.tif"):
         collect_inputs([tmp_path / "x", tmp_path / "y"])
+    with pytest.raises(UserError, match="no input images"):
+        collect_inputs([])
     with pytest.raises(UserError, match="does not exist"):
         collect_inputs([tmp_path / "nope.tif"])
     (tmp_path / "empty").mkdir()
@@ -63,10 +70,10 @@ def test_input_errors(run: Path, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="not a TIFF or PNG"):
         collect_inputs([tmp_path / "notes.txt"])
-    assert collect_inputs([tmp_path / "x", tmp_path / "x" / "a.tif"]) == [tmp_path / "x" / "a.tif"]
+    assert collect_inputs([tmp_path / "x", tmp_path / "x" / "a.tif"]) == ([tmp_path / "x" / "a.tif"], [])
     write_image(tmp_path / "rgb.tif", np.zeros((3, 16, 16), np.float32))
     with pytest.raises(UserError, match="3 channel.*trained on 1"):
-        predict_files(run, [tmp_path / "rgb.tif"], tmp_path / "out")
+        predict_files(run, [tmp_path / "rgb.tif"], tmp_path / "out2")
 
 
 def test_label_dtype_palette_overlay() -> None:
@@ -80,3 +87,36 @@ def test_label_dtype_palette_overlay() -> None:
     rgb = overlay_rgb(np.linspace(0, 1, 20, dtype=np.float32).reshape(1, 4, 5), labels, 3)
     assert rgb.shape == (4, 5, 3) and rgb[1, 1, 0] == rgb[1, 1, 1] == rgb[1, 1, 2]  # class 0 stays grey
     assert len(set(rgb[0, 0].tolist())) > 1  # class 1 is tinted
+
+
+def test_a_folder_with_bad_inputs_writes_the_good_ones_and_lists_the_bad(run: Path, tmp_path: Path) -> None:
+    import os
+
+    from dspseg.errors import InputsFailed
+
+    folder = tmp_path / "in"
+    for name in ("a", "c"):
+        write_image(folder / f"{name}.tif", np.zeros((16, 16), np.float32))
+    (folder / "b.tif").write_bytes(b"junk")  # unreadable
+    write_image(folder / "rgb.tif", np.zeros((3, 16, 16), np.float32))  # wrong channels
+    (folder / "dir.tif").mkdir()
+    (folder / "gone.tif").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(folder / "pipe.tif")  # never opened: reading it would hang
+    with pytest.raises(InputsFailed) as err:
+        predict_files(run, [folder], tmp_path / "out")
+    assert err.value.exit_code == 1
+    reasons = dict(err.value.failures)
+    assert set(reasons) == {str(folder / n) for n in ("b.tif", "rgb.tif", "dir.tif", "gone.tif", "pipe.tif")}
+    assert "corrupt" in reasons[str(folder / "b.tif")] and "trained on 1" in reasons[str(folder / "rgb.tif")]
+    assert "folder" in reasons[str(folder / "dir.tif")] and "broken" in reasons[str(folder / "gone.tif")]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tif")) == ["a.tif", "c.tif"]
+    # the same command again, after removing the bad entries: a.tif and c.tif are kept, the rest done
+    for n in ("b.tif", "rgb.tif", "gone.tif", "pipe.tif"):
+        (folder / n).unlink()
+    (folder / "dir.tif").rmdir()
+    write_image(folder / "d.tif", np.zeros((16, 16), np.float32))
+    before = (tmp_path / "out" / "a.tif").stat().st_mtime_ns
+    written = predict_files(run, [folder], tmp_path / "out")
+    assert [p.name for p in written] == ["a.tif", "c.tif", "d.tif"]
+    assert (tmp_path / "out" / "a.tif").stat().st_mtime_ns == before
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]

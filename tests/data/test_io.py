@@ -244,3 +244,55 @@ def test_writer_input_checks(tmp_path):
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         write_mask(tmp_path / "m.tif", np.zeros((2, H, W), np.uint8))
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+# ------------------------------------------------------------------- TIFF series, pages as channels
+
+
+def test_multi_series_ome_tiff_reads_the_full_resolution_series(tmp_path):
+    from dspseg.data.io import image_header, read_image_stored
+
+    path = tmp_path / "two.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as w:
+        w.write(np.zeros((16, 16), np.uint8))  # a thumbnail first
+        w.write(np.full((64, 48), 7, np.uint8))
+    notes: list[str] = []
+    assert read_image_stored(path, notes).shape == (1, 64, 48) and read_image_stored(path).max() == 7
+    assert len(notes) == 1 and "read series 1" in notes[0] and "(16, 16)" in notes[0]
+    assert image_header(path) == ((1, 64, 48), np.dtype("uint8"))
+
+
+def test_ambiguous_multi_series_tiff_is_refused_with_the_fix(tmp_path):
+    from dspseg.data.io import image_size
+
+    path = tmp_path / "fields.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as w:
+        w.write(np.zeros((32, 32), np.uint8))
+        w.write(np.ones((32, 32), np.uint8))
+    for read in (read_image, image_size):
+        with pytest.raises(ImageReadError, match="2 image series.*ambiguous.*Fix: save each series"):
+            read(path)
+
+
+def test_pyramid_in_one_series_reads_level_0(tmp_path):
+    path = tmp_path / "pyramid.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as w:
+        w.write(np.full((64, 64), 9, np.uint8), subifds=1)
+        w.write(np.zeros((32, 32), np.uint8), subfiletype=1)
+    notes: list[str] = []
+    assert read_image(path, notes).shape == (1, 64, 64) and notes == []
+
+
+def test_pages_without_axis_names_become_channels_with_a_note(tmp_path):
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as w:
+        for k in range(3):
+            w.write(np.full((32, 32), k, np.uint8), metadata=None)
+    notes: list[str] = []
+    assert read_image(path, notes).shape == (3, 32, 32)
+    assert len(notes) == 1 and "3 pages" in notes[0] and "save each as its own file" in notes[0]
+    named = tmp_path / "named.tif"
+    write_image(named, np.zeros((3, 32, 32), np.float32))  # axes CYX: no note
+    notes = []
+    read_image(named, notes)
+    assert notes == []

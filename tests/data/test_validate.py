@@ -441,7 +441,7 @@ def test_test_image_without_mask(tmp_path):
 def test_class_never_annotated(tmp_path):
     build(tmp_path, [rec(tmp_path, labels=["bg"])], base=False)
     r = validate_dataset(tmp_path)
-    assert sorted(p.field for p in r.problems) == ["classes[1]", "classes[2]"]
+    assert sorted(p.field for p in r.problems) == ["classes[1]", "classes[2]", "images"]  # + only one class
     assert all(p.severity == "warning" for p in r.problems) and r.ok
 
 
@@ -625,3 +625,35 @@ def test_a_dataset_that_validates_never_gives_a_wrong_tensor(tmp_path, recs):
         assert ((a.points[:, 1] >= 0) & (a.points[:, 1] < H) & (a.points[:, 2] >= 0) & (a.points[:, 2] < W)).all()
         assert ((a.boxes[:, 1] >= 0) & (a.boxes[:, 3] <= W) & (a.boxes[:, 2] >= 0) & (a.boxes[:, 4] <= H)).all()
         assert ((a.boxes[:, 3] > a.boxes[:, 1]) & (a.boxes[:, 4] > a.boxes[:, 2])).all()
+
+
+# ------------------------------------------------------------------------------ untrainable, intensities
+
+
+def test_untrainable_datasets_are_warned_about(tmp_path):
+    ignored = put_mask(tmp_path, "masks/a.tif", np.full((H, W), 255, np.uint8))
+    build(tmp_path, [rec(tmp_path, mask=ignored)], base=False)
+    r = validate_dataset(tmp_path)
+    assert r.ok and any(p.field == "images" and "name no class" in p.message and "refuses" in p.message
+                        for p in r.warnings)
+
+
+def test_mixed_pixel_scales_are_warned_about(tmp_path):
+    import tifffile
+
+    records = []
+    for k in range(4):
+        rel = f"images/u{k}.tif"
+        (tmp_path / "images").mkdir(exist_ok=True)
+        tifffile.imwrite(tmp_path / rel, np.full((H, W), 200, np.uint8))
+        records.append({"file": rel})
+    tifffile.imwrite(tmp_path / "images/f.tif", np.full((H, W), 200.0, np.float32))  # 0..255 as float
+    tifffile.imwrite(tmp_path / "images/w.tif", np.full((H, W), 4000, np.uint16))  # 12-bit in uint16
+    tifffile.imwrite(tmp_path / "images/g.tif", np.full((H, W), 60000, np.uint16))
+    records += [{"file": "images/f.tif"}, {"file": "images/w.tif"}, {"file": "images/g.tif"}]
+    build(tmp_path, records, base=False)
+    warned = {p.where.split(" ")[0]: p.message for p in validate_dataset(tmp_path).warnings if "brighter" in p.message
+              or "darker" in p.message}
+    assert set(warned) == {"images[4]", "images[5]"}  # the float in 0..255, the 12-bit uint16; not g.tif
+    assert "float32" in warned["images[4]"] and "255× brighter" in warned["images[4]"]
+    assert "uint16" in warned["images[5]"] and "darker" in warned["images[5]"]

@@ -10,9 +10,12 @@ with ``derive_weak=True``, so mask images also carry their boxes, points and ima
 the dataset is built; the per-step work is slicing tensors (memory: about 4 · Cin + C + 16 bytes per
 pixel; a crop that is the whole image is handed out without copying).
 
-**Normalisation.** ``(x - mean_c) / std_c`` per input channel, with mean and std over every pixel of
-the training images (:func:`compute_normalisation`). It is saved in checkpoints and applied again at
-prediction time.
+**Normalisation.** Stored pixels become the input by the one rule of :mod:`dspseg.data.intensity`
+(integers divided by their type's maximum, floats as stored), then ``(x - mean_c) / std_c`` per input
+channel, with mean and std over every pixel of the training images (:func:`compute_normalisation`),
+which also records the training images' pixel types. It is saved in checkpoints, applied again at
+evaluation and prediction time, and written to an export's ``model.json``. What the reader noted
+(a series chosen, pages read as channels) is kept in ``notes`` for the trainer to print.
 
 **Crops (training).** A ``crop × crop`` window at a random offset; the offset comes from a generator
 seeded by the key the sampler passes (seed, epoch, position), so an epoch's crops are reproducible
@@ -37,7 +40,8 @@ import torch
 from torch.utils.data import Dataset
 
 from dspseg.data.batch import ARRAYS, PIXELS, array_fields, fill_value, item_array
-from dspseg.data.io import read_image, read_mask
+from dspseg.data.intensity import to_unit
+from dspseg.data.io import read_image_stored, read_mask
 from dspseg.data.manifest import ImageRecord, Manifest
 from dspseg.data import rules
 from dspseg.data.rasterise import rasterise
@@ -56,10 +60,13 @@ def select_records(manifest: Manifest, split: str) -> list[tuple[int, ImageRecor
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Per-channel ``mean`` and ``std`` (each length Cin): ``x_norm = (x - mean) / std``."""
+    """Per-channel ``mean`` and ``std`` (each length Cin): ``x_norm = (x - mean) / std``, for ``x`` scaled
+    by :func:`dspseg.data.intensity.to_unit`; ``dtypes``: the training images' stored pixel types
+    (empty for checkpoints written before they were recorded)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    dtypes: tuple[str, ...] = ()
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """(Cin, H, W) float → normalised float32; ValueError if Cin differs from len(mean)."""
@@ -69,16 +76,18 @@ class Normalisation:
         std = np.asarray(self.std, np.float32)[:, None, None]
         return ((image - mean) / std).astype(np.float32)
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "std": list(self.std)}
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {"mean": list(self.mean), "std": list(self.std), "dtypes": list(self.dtypes)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Sequence[float]]) -> Normalisation:
-        return cls(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
+    def from_dict(cls, d: dict[str, Sequence[Any]]) -> Normalisation:
+        return cls(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]),
+                   tuple(str(v) for v in d.get("dtypes", ())))
 
 
-def compute_normalisation(images: Sequence[np.ndarray]) -> Normalisation:
-    """Mean and std per channel over all pixels of ``images`` (each (Cin, H, W)); std < 1e-6 → 1."""
+def compute_normalisation(images: Sequence[np.ndarray], dtypes: Sequence[str] = ()) -> Normalisation:
+    """Mean and std per channel over all pixels of ``images`` (each (Cin, H, W), scaled); std < 1e-6 → 1.
+    ``dtypes``: the stored pixel types of those images (recorded, sorted and unique)."""
     if not images:
         raise DatasetError("no training images to compute the intensity normalisation from")
     n = sum(im.shape[1] * im.shape[2] for im in images)
@@ -87,7 +96,7 @@ def compute_normalisation(images: Sequence[np.ndarray]) -> Normalisation:
     ss = sum(((im.reshape(im.shape[0], -1) - mean[:, None]) ** 2).sum(1, dtype=np.float64) for im in images)
     std = np.sqrt(ss / n)
     std = np.where(std < 1e-6, 1.0, std)
-    return Normalisation(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    return Normalisation(tuple(float(v) for v in mean), tuple(float(v) for v in std), tuple(sorted(set(dtypes))))
 
 
 @dataclass
@@ -142,9 +151,11 @@ class SegmentationDataset(Dataset):
         self.crop_size = crop_size
         self.derive_weak = derive_weak
         self.records = select_records(manifest, split)
+        self.notes: list[str] = []  # what the reader noted (a TIFF series chosen, pages read as channels)
+        self.dtypes: list[str] = []  # stored pixel type per image
         raw = self._read_images(progress)
         self.in_channels = raw[0].shape[0] if raw else 0
-        self.normalisation = normalisation or (compute_normalisation(raw) if raw else None)
+        self.normalisation = normalisation or (compute_normalisation(raw, self.dtypes) if raw else None)
         if raw and len(self.normalisation.mean) != self.in_channels:
             raise DatasetError(f"the {split} images have {self.in_channels} channel(s) but the normalisation "
                                f"(from the training images or the model) has {len(self.normalisation.mean)}")
@@ -158,9 +169,11 @@ class SegmentationDataset(Dataset):
         out = []
         for i, (_, record) in enumerate(self.records):
             try:
-                image = read_image(self.manifest.path(record.file))
+                stored = read_image_stored(self.manifest.path(record.file), self.notes)
             except (ValueError, OSError) as e:
                 raise DatasetError(f"{self._where(i)}: {e}") from None
+            image = to_unit(stored)
+            self.dtypes.append(stored.dtype.name)
             if out and image.shape[0] != out[0].shape[0]:
                 raise DatasetError(f"{self._where(i)}: the image has {image.shape[0]} channel(s) but "
                                    f"{self.records[0][1].file} has {out[0].shape[0]}; all images need the same channels")
@@ -188,6 +201,18 @@ class SegmentationDataset(Dataset):
     def kinds(self) -> list[str]:
         """Annotation kind of every item (``mask``, ``box``, ``point``, ``image``, ``none``)."""
         return [it.kind for it in self.items]
+
+    def annotated_classes(self) -> set[int]:
+        """Class ids that some annotation of this split names: mask pixels (not ``ignore_index``),
+        points, boxes, image labels. Fewer than two: nothing to tell apart (the trainer refuses)."""
+        found: set[int] = set()
+        for it in self.items:
+            t = it.arrays["target"]
+            found.update(np.unique(t[t != self.ignore_index]).tolist())
+            found.update(it.arrays["points"][:, POINT.c].tolist())
+            found.update(it.arrays["boxes"][:, BOX.c].tolist())
+            found.update(it.arrays["image_labels"].reshape(-1).tolist())
+        return {int(c) for c in found if 0 <= c < self.n_classes}
 
     def indices_of_kinds(self, kinds: set[str] | frozenset[str]) -> list[int]:
         """Items whose kind is in ``kinds`` (the batch policy's usable images)."""

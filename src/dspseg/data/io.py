@@ -2,13 +2,20 @@
 
 Layouts (arrays are ``[row, col]``):
 
-* image: returned as ``(C, H, W)`` float32. Integer files are scaled to [0, 1] by the largest value
-  of their type (``uint8 / 255``, ``uint16 / 65535``, ``int16 / 32767``...); float files are kept as is.
-  A file holds ``(H, W)`` (C = 1), ``(H, W, C)`` (channels last, PNG/JPEG and RGB TIFF) or ``(C, H, W)``
+* image: returned as ``(C, H, W)`` float32 by the one intensity rule of :mod:`dspseg.data.intensity`
+  (integers divided by their type's maximum, ``uint8 / 255``, ``uint16 / 65535``; floats as stored);
+  :func:`read_image_stored` keeps the stored type. A file holds ``(H, W)`` (C = 1), ``(H, W, C)`` (channels last, PNG/JPEG and RGB TIFF) or ``(C, H, W)``
   (channels first, TIFF). Where the TIFF names its axes (ImageJ, OME, tifffile metadata) the names
   decide; otherwise a first axis of at most 8 entries, shorter than both others, is channels, else a
-  last axis of at most 8 entries, shorter than both others. Axes of length 1 are dropped. Volumes
-  (Z or T axes, or three long axes) are refused: dspseg works on 2D sections.
+  last axis of at most 8 entries, shorter than both others (a *note* says so: a multi-page TIFF
+  without axis names becomes channels). Axes of length 1 are dropped. Volumes (Z or T axes, or three
+  long axes) are refused: dspseg works on 2D sections.
+* TIFF series (:mod:`dspseg.data.tiffseries`): a file of several series is read from its largest,
+  with a note naming it; several of the largest size are refused as ambiguous; a pyramid inside one
+  series is read at full resolution (level 0).
+
+Readers take an optional ``notes`` list and append to it what the caller should tell the user
+(train and predict print them, ``dspseg validate`` lists them as warnings).
 * mask: returned as ``(H, W)`` int64 class ids; the file must be a single-channel integer image
   (palette PNGs give their palette indices).
 
@@ -21,7 +28,6 @@ writers would put the two halves of each convention in different files.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -29,6 +35,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from dspseg.data.intensity import to_unit
+from dspseg.data.tiffseries import check_tiff_bytes, pick_series
 from dspseg.errors import ImageReadError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -75,10 +83,11 @@ def _squeeze(shape: tuple[int, ...], axes: str) -> tuple[tuple[int, ...], str]:
     return tuple(shape[i] for i in keep), "".join(axes[i] for i in keep)
 
 
-def _layout(shape: tuple[int, ...], axes: str, path: Path) -> str:
+def _layout(shape: tuple[int, ...], axes: str, path: Path, notes: list[str] | None = None) -> str:
     """Decide how ``shape`` (already squeezed) maps to (C, H, W): ``'2d'``, ``'first'`` or ``'last'``.
 
-    ``axes`` uses tifffile's letters (Y, X, C/S = channels, Z/T = volume or time, Q/I = unknown).
+    ``axes`` uses tifffile's letters (Y, X, C/S = channels, Z/T = volume or time, Q/I = unknown); a
+    short unnamed axis taken as channels adds a note to ``notes``.
     """
     named = set(axes) & set("CSZTR")
     found = f"found an array of shape {shape}" + (f" with axes '{axes}'" if named else "")
@@ -99,6 +108,12 @@ def _layout(shape: tuple[int, ...], axes: str, path: Path) -> str:
     else:
         raise ImageReadError(path, f"{found}, which looks like a volume (no axis is a short channel "
                              f"axis of at most {MAX_CHANNELS})", SLICE_FIX)
+    guessed = layout != "2d" and axes not in ("CYX", "SYX", "YXS", "YXC")
+    if guessed and notes is not None:
+        n = shape[0] if layout == "first" else shape[2]
+        what = "pages" if layout == "first" else "entries of the last axis"
+        notes.append(f"{path}: the {n} {what} of the file (its axes are not named) are read as {n} channels of "
+                     "one image; if they are sections or time points, save each as its own file")
     h, w = {"2d": shape, "first": shape[1:], "last": shape[:2]}[layout]
     if h < 2 or w < 2:
         raise ImageReadError(path, f"{found}: an image needs at least 2 rows and 2 columns",
@@ -114,34 +129,16 @@ def _to_chw_shape(shape: tuple[int, ...], layout: str) -> tuple[int, int, int]:
     return (shape[2], shape[0], shape[1])
 
 
-def _tiff_series(tif: tifffile.TiffFile, path: Path) -> tifffile.TiffPageSeries:
-    if not tif.series:
-        raise ImageReadError(path, "the TIFF holds no image data", "re-export the image")
-    return tif.series[0]
-
-
-def _check_tiff_bytes(series: tifffile.TiffPageSeries, path: Path) -> None:
-    """Cheap truncation test: every strip/tile of the series must lie inside the file."""
-    size = os.path.getsize(path)
-    for page in series.pages:
-        if page is None:
-            continue
-        for off, n in zip(page.dataoffsets, page.databytecounts):
-            if off + n > size:
-                raise ImageReadError(path, f"the file is truncated (data up to byte {off + n}, file has "
-                                     f"{size} bytes)", "copy or export the file again")
-
-
-def _read_raw(path: Path) -> tuple[np.ndarray, str]:
+def _read_raw(path: Path, notes: list[str] | None = None) -> tuple[np.ndarray, str]:
     """The stored array and its axis letters (squeezed), with every library error made readable."""
     _check_exists(path)
     suffix = _suffix(path)
     try:
         if suffix in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
-                series = _tiff_series(tif, path)
-                _check_tiff_bytes(series, path)
-                arr, axes = series.asarray(), series.axes
+                series = pick_series(tif, path, notes)
+                check_tiff_bytes(series, path)
+                arr, axes = series.asarray(level=0), series.axes
         else:
             arr = iio.imread(path)
             axes = "YX" if arr.ndim == 2 else ("YXS" if arr.ndim == 3 else "Q" * arr.ndim)
@@ -155,27 +152,34 @@ def _read_raw(path: Path) -> tuple[np.ndarray, str]:
     return arr.reshape(shape), axes
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a 2D image as ``(C, H, W)`` float32 (scaling described in the module docstring)."""
+def read_image_stored(path: str | Path, notes: list[str] | None = None) -> np.ndarray:
+    """Read a 2D image as ``(C, H, W)`` in its stored pixel type (layout in the module docstring).
+
+    ImageReadError for a pixel type dspseg does not read, or float pixels that are NaN or infinite.
+    """
     path = Path(path)
-    arr, axes = _read_raw(path)
-    layout = _layout(arr.shape, axes, path)
+    arr, axes = _read_raw(path, notes)
+    layout = _layout(arr.shape, axes, path, notes)
     if layout == "2d":
         arr = arr[None]
     elif layout == "last":
         arr = np.moveaxis(arr, -1, 0)
-    if arr.dtype == np.bool_:
-        out = arr.astype(np.float32)
-    elif np.issubdtype(arr.dtype, np.integer):
-        out = arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
-    elif np.issubdtype(arr.dtype, np.floating):
-        out = arr.astype(np.float32)
-        if not np.isfinite(out).all():
-            raise ImageReadError(path, f"{int((~np.isfinite(out)).sum())} pixel(s) are NaN or infinite",
-                                 "replace them with finite values before training")
-    else:
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise _unsupported(path, arr.dtype)
-    return np.ascontiguousarray(out)
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ImageReadError(path, f"{int((~np.isfinite(arr)).sum())} pixel(s) are NaN or infinite",
+                             "replace them with finite values before training")
+    return np.ascontiguousarray(arr)
+
+
+def read_image(path: str | Path, notes: list[str] | None = None) -> np.ndarray:
+    """Read a 2D image as ``(C, H, W)`` float32, scaled by :func:`dspseg.data.intensity.to_unit`."""
+    path = Path(path)
+    stored = read_image_stored(path, notes)
+    try:
+        return np.ascontiguousarray(to_unit(stored))
+    except ValueError:
+        raise _unsupported(path, stored.dtype) from None
 
 
 def _palette_indices(path: Path) -> np.ndarray | None:
@@ -217,8 +221,9 @@ def read_mask(path: str | Path) -> np.ndarray:
     return read_mask_stored(path).astype(np.int64)
 
 
-def image_size(path: str | Path) -> tuple[int, int, int]:
-    """``(C, H, W)`` of an image without decoding it where the format allows.
+def image_header(path: str | Path, notes: list[str] | None = None) -> tuple[tuple[int, int, int], np.dtype]:
+    """``((C, H, W), stored pixel type)`` of an image without decoding it where the format allows
+    (notes as for reading).
 
     TIFF: shape from the page headers, plus a truncation check (every strip inside the file).
     PNG: header, plus a chunk checksum pass (no decoding). JPEG: decoded (rare in microscopy).
@@ -228,26 +233,33 @@ def image_size(path: str | Path) -> tuple[int, int, int]:
     _check_exists(path)
     suffix = _suffix(path)
     if suffix in JPEG_SUFFIXES:
-        return tuple(read_image(path).shape)  # type: ignore[return-value]
+        arr = read_image_stored(path, notes)
+        return tuple(arr.shape), arr.dtype  # type: ignore[return-value]
     try:
         if suffix in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
-                series = _tiff_series(tif, path)
-                _check_tiff_bytes(series, path)
-                shape, axes = tuple(series.shape), series.axes
-                if series.dtype is None or series.dtype.kind not in "biuf":
-                    raise _unsupported(path, series.dtype)
+                series = pick_series(tif, path, notes)
+                check_tiff_bytes(series, path)
+                shape, axes, dtype = tuple(series.shape), series.axes, series.dtype
+                if dtype is None or dtype.kind not in "biuf":
+                    raise _unsupported(path, dtype)
         else:
             with Image.open(path) as im:
                 im.verify()
-            shape = tuple(iio.improps(path).shape)
+            props = iio.improps(path)
+            shape, dtype = tuple(props.shape), np.dtype(props.dtype)
             axes = "YX" if len(shape) == 2 else "YXS"
     except ImageReadError:
         raise
     except Exception as e:  # noqa: BLE001
         raise _corrupt(path, e) from None
     shape, axes = _squeeze(shape, axes)
-    return _to_chw_shape(shape, _layout(shape, axes, path))
+    return _to_chw_shape(shape, _layout(shape, axes, path, notes)), np.dtype(dtype)
+
+
+def image_size(path: str | Path, notes: list[str] | None = None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of an image (:func:`image_header` without the pixel type)."""
+    return image_header(path, notes)[0]
 
 
 def _prepare_path(path: str | Path) -> tuple[Path, str]:

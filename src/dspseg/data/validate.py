@@ -22,6 +22,8 @@ and reads once.
 from __future__ import annotations
 
 from collections import Counter
+
+import numpy as np
 from pathlib import Path
 
 from dspseg.cli_support import closest_class
@@ -236,6 +238,7 @@ class DatasetChecker(FileChecks):
     # -- whole dataset ------------------------------------------------------------------------
 
     def _check_dataset(self) -> None:
+        self._check_scales()
         total = sum(self.channels.values())
         if len(self.channels) > 1:
             common, n_common = self.channels.most_common(1)[0]
@@ -261,6 +264,12 @@ class DatasetChecker(FileChecks):
                          f"put every image of group '{g}' in one split: sections of one sub-volume are "
                          "near-duplicates, so cutting it leaks test data into training")
         annotated = sum(v for t, v in self.per_type.items() if t != "none")
+        shown = [self.m.classes[c] for c in np.flatnonzero(self.class_images)]
+        if annotated and self.presence_known and self.check_files and len(shown) < 2:  # masks read: counts complete
+            self.add("manifest", "images", f"the annotations name {'only ' + repr(shown[0]) if shown else 'no class'} "
+                     f"(masks all ignore_index {self.m.ignore_index} or one class): `dspseg train` refuses it, as "
+                     "there is nothing to tell apart", "annotate at least two classes (often the background and "
+                     "one object class)", "warning")
         if annotated and self.presence_known:
             for c, name in enumerate(self.m.classes):
                 if self.class_images[c] == 0 and self.ids.get(name) == c:

@@ -2,7 +2,7 @@
 
 :class:`FileChecks` holds what every check shares (the manifest, the problems found so far, the
 counts the summary reports, what was read) and runs the checks that need a file opened: the image
-exists and is readable (its ``(C, H, W)`` from the header only, :func:`~dspseg.data.io.image_size`),
+exists and is readable (its ``(C, H, W)`` from the header only, :func:`~dspseg.data.io.image_header`),
 boxes and points lie inside it, the all-boxed coverage rule, and the mask (read fully): its shape,
 values, and agreement with labels, boxes and points. The rules themselves live in
 :mod:`dspseg.data.rules`; this module only phrases their findings as Problems naming file, field and
@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from dspseg.data import rules
-from dspseg.data.io import ImageReadError, image_size, read_mask_stored
+from dspseg.data.intensity import scale_findings
+from dspseg.data.io import ImageReadError, image_header, read_image, read_mask_stored
 from dspseg.data.manifest import ImageRecord, Manifest, Problem
 from dspseg.vocabulary import KINDS
 
@@ -77,6 +78,7 @@ class FileChecks:
         self.channel_of: list[tuple[str, str, int]] = []  # (where, image path, C)
         self.read_sizes: dict[str, tuple[int, int, int]] = {}  # record file -> (C, H, W)
         self.read_masks: dict[str, np.ndarray] = {}  # record mask -> stored mask (keep_masks only)
+        self.pixel_types: list[tuple[str, str, str]] = []  # (where, image path, stored dtype name)
 
     def add(self, where: str, field: str, message: str, fix: str, severity: str = "error",
             file: str | None = None) -> None:
@@ -88,11 +90,17 @@ class FileChecks:
             self.add(where, "file", f"the image file does not exist (looked for {self.m.root / rel})",
                      "check the spelling; paths are relative to the folder holding dataset.json")
             return None
+        notes: list[str] = []
         try:
-            c, h, w = image_size(path)
+            (c, h, w), dtype = image_header(path, notes)
         except ImageReadError as e:
             self.add(where, "file", e.reason, e.fix, file=str(self.m.root / rel))
             return None
+        for note in notes:  # the reader's choices: a TIFF series, pages read as channels
+            self.add(where, "file", note.split(": ", 1)[-1], "check that this is how the image is meant; if not, "
+                     "save it as a plain 2D TIFF (one series; channels named, e.g. by tifffile's axes 'CYX')",
+                     "warning", str(self.m.root / rel))
+        self.pixel_types.append((where, str(self.m.root / rel), dtype.name))
         self.read_sizes[rel] = (c, h, w)
         self.sizes[(h, w)] += 1
         self.channels[c] += 1
@@ -102,6 +110,24 @@ class FileChecks:
                      f"use images of at least {MIN_SIDE}x{MIN_SIDE}; the U-Net halves the size 4 times",
                      "warning", str(self.m.root / rel))
         return c, h, w
+
+    def _check_scales(self) -> None:
+        """Warn about images the intensity rule puts on another scale than the rest
+        (:func:`dspseg.data.intensity.scale_findings`). Images are read only where a scale can differ:
+        when the dataset mixes pixel types, or holds float images (used as stored)."""
+        types = {t for _, _, t in self.pixel_types}
+        if len(self.pixel_types) < 2 or (len(types) == 1 and not types.pop().startswith("float")):
+            return
+        maxima, kept = [], []
+        for where, path, dtype in self.pixel_types:
+            try:
+                maxima.append((dtype, float(np.abs(read_image(path)).max())))
+                kept.append((where, path))
+            except ImageReadError:
+                continue  # already reported by the header check, or unreadable past the header
+        for f in scale_findings(maxima):
+            where, path = kept[f.index]
+            self.add(where, "file", f.message, f.fix, "warning", path)
 
     def _read_mask(self, where: str, rel: str, path: Path) -> np.ndarray | None:
         """The (H, W) mask as stored, or ``None`` (reported) if it cannot be read."""

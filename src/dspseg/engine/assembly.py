@@ -6,7 +6,8 @@
     check_resume     --resume: config.yaml, last.pt and the dataset agree (method, head, width, levels,
                      classes; the channels are checked by the dataset), else one sentence saying which differs
     build_method     the method, its options fully resolved (config.yaml records them all)
-    build_data       train/val sets (normalisation from the checkpoint when resuming), the batch plan
+    build_data       train/val sets (normalisation from the checkpoint when resuming), notes of the image
+                     reader, refusal of untrainable data (fewer than two annotated classes), the batch plan
                      (:mod:`dspseg.data.sampling`), the step budget
     build_model      seeded weights (the global RNGs are seeded here), the method's auxiliary heads included
     build_optimiser  AdamW (paper defaults); Fabric wraps model and optimiser
@@ -54,6 +55,7 @@ class Assembly:
         manifest = self.read_dataset()
         state = ckpt.load_checkpoint(self.run.last) if self.resume else None
         if state is not None:
+            ckpt.check_complete(state, self.run.last)
             self.check_resume(state, manifest)
         self.build_method(manifest)
         self.build_data(manifest, state)
@@ -123,6 +125,12 @@ class Assembly:
             raise DatasetError(f"{self.data} has no training images (records with split 'train')")
         self.val_set = SegmentationDataset(manifest, "val", normalisation=self.train_set.normalisation,
                                            crop_size=None, derive_weak=False)
+        notes = self.train_set.notes + self.val_set.notes
+        for note in notes[:5]:
+            self.console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        if len(notes) > 5:
+            self.console.print(f"note: {len(notes) - 5} more like these; `dspseg validate {self.data}` lists them all",
+                               highlight=False)
         kinds = self.train_set.kinds()
         self.plan = plan_batches(kinds, self.method.uses, cfg.batch_size, cfg.seed, cfg.mask_share,
                                  rank=self.fabric.global_rank, world_size=self.fabric.world_size)
@@ -130,12 +138,30 @@ class Assembly:
             have = {k: kinds.count(k) for k in sorted(set(kinds))}
             raise DatasetError(f"method '{cfg.method}' learns from {sorted(self.method.uses)} annotations but the "
                                f"training images of {self.data} have {have}; choose another --method")
+        self.check_trainable()
         note = self.plan.describe(cfg.mask_share)
         if note:
             self.console.print(note)
         self.batches_per_epoch = self.plan.batches_per_epoch
         self.total = (cfg.steps if cfg.steps is not None
                       else max(1, cfg.epochs * self.batches_per_epoch // cfg.accumulate))
+
+    def check_trainable(self) -> None:
+        """DatasetError when the training images annotate fewer than two classes: with none, every loss
+        is 0; with one, the network learns to answer that class everywhere (and scores Dice 1.000)."""
+        found = sorted(self.train_set.annotated_classes())
+        if len(found) >= 2:
+            return
+        ii = self.train_set.ignore_index
+        if not found:
+            raise DatasetError(f"the training images of {self.data} annotate nothing (every mask pixel is ignore_index "
+                               f"{ii}, and no record has boxes, points or labels), so there is nothing to learn; "
+                               f"annotate some pixels, or check 'ignore_index' in dataset.json and the mask values")
+        name = self.train_set.classes[found[0]]
+        raise DatasetError(f"the training images of {self.data} annotate a single class ('{name}'; every other "
+                           f"pixel is ignore_index {ii} or unannotated), so the network could only learn to answer "
+                           f"'{name}' everywhere; annotate at least one more class (often the background), or "
+                           "check the masks' values against 'classes'")
 
     def build_model(self, manifest: Any) -> torch.nn.Module:
         """The seeded model (global RNGs seeded here), the method's auxiliary heads included."""

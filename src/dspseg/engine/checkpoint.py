@@ -60,8 +60,8 @@ REQUIRED = ("model", "config", "classes", "in_channels", "model_args", "normalis
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint on the CPU with ``weights_only=True``; CheckpointError naming the file otherwise.
 
-    A missing, empty (0-byte), truncated or foreign file, or a dspseg checkpoint missing an entry of
-    :data:`REQUIRED`, gets one sentence saying which and what to do.
+    A missing, empty (0-byte), truncated or foreign file gets one sentence saying which and what to do
+    (:func:`check_complete` checks the entries).
     """
     path = Path(path)
     if not path.is_file():
@@ -81,13 +81,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dspseg checkpoint (format {FORMAT} expected); give the run "
                               f"folder of a `dspseg train` run, or {OTHER[4:]}")
+    return state
+
+
+def check_complete(state: dict[str, Any], path: Path) -> None:
+    """CheckpointError unless ``state`` has every entry of :data:`REQUIRED` (load_run and resume call it)."""
     missing = [k for k in REQUIRED if k not in state]
     args = state.get("model_args")
     if not missing and not (isinstance(args, dict) and all(k in args for k in ("width", "levels", "head"))):
         missing = ["model_args.width/levels/head"]
     if missing:
         raise CheckpointError(f"{path} is an incomplete dspseg checkpoint (no {', '.join(missing)}); {OTHER}")
-    return state
 
 
 def run_config(folder: RunFolder) -> dict[str, Any] | None:
@@ -265,6 +269,7 @@ def load_run(run: str | Path | RunFolder, which: str = "best", device: str | tor
     folder = run if isinstance(run, RunFolder) else RunFolder(run)
     path = folder.existing_checkpoint(which)
     state = load_checkpoint(path)
+    check_complete(state, path)
     saved = run_config(folder)
     if saved is not None:
         method = saved.get("method")
