@@ -5,10 +5,19 @@ Every export folder holds the model file and ``model.json`` (format ``dspseg-exp
     {"format": "dspseg-export/1", "dspseg_version": str, "model_format": "onnx", "file": "model.onnx",
      "classes": [str] (output channel c = class c), "ignore_index": int, "in_channels": int,
      "normalisation": {"mean": [float] * Cin, "std": [float] * Cin, "applied_inside": bool},
-     "input": {"layout": "NCHW", "dtype": "float32", "scaling": str, "multiple": int},
+     "input": {"layout": "NCHW", "dtype": "float32", "multiple": int,
+               "scaling": {"rule": str, "divide_by": {pixel type: float}, "trained_on": [pixel type]}},
      "output": {"name": "logits", "layout": "NCHW", "labels": str},
      "tile_size": int, "tile_overlap": 0.25, "model_args": {...}, "method": str,
-     "source": {"run": str, "checkpoint": "best" | "last", "step": int, "best_metric": float | None}}
+     "source": {"run": str, "checkpoint": "best" | "last", "step": int, "best_metric": float | None},
+     "files": {name: what it holds}}
+
+**The input** is the one rule of :mod:`dspseg.data.intensity`, the same in train, evaluate, predict and
+here: ``x = float32(stored) / float32(divide_by[stored.dtype])`` (integers by their type's maximum,
+floats as stored), then ``(x - mean) / std`` per channel (inside the ONNX and pt2 programs).
+
+**Files** (``files`` in model.json lists those written): ``model.json``; the model file; for ONNX,
+``model.onnx.data`` when the exporter stores the weights beside the graph (keep both in one folder).
 
 * ``safetensors`` — the inference weights (backbone + head) as ``model.safetensors``; rebuild with
   :func:`load_safetensors_model` (or ``dspseg.models.build_model(**model_args)``) and normalise
@@ -37,13 +46,18 @@ from torch import Tensor, nn
 
 from dspseg import __version__
 from dspseg.cli_support import refuse_used_folder
+from dspseg.data.intensity import scaling_description
 from dspseg.engine.checkpoint import build_model_from_checkpoint, load_run
 from dspseg.errors import ExportError
 from dspseg.fsutil import new_folder
 
 FORMATS = {"safetensors": "model.safetensors", "pt2": "model.pt2", "onnx": "model.onnx"}
 EXPORT_FORMAT = "dspseg-export/1"
-SCALING = "integer images divided by the maximum of their type (uint8 / 255, uint16 / 65535); floats as stored"
+FILE_ROLES = {"model.json": "this description: classes, input scaling and normalisation, tile size",
+              "model.safetensors": "the inference weights (backbone + head)",
+              "model.pt2": "the torch.export program: scaled image in, logits out",
+              "model.onnx": "the ONNX graph: scaled image in, logits out",
+              "model.onnx.data": "the ONNX graph's weights (external data; keep beside model.onnx)"}
 
 
 class NormalisedModel(nn.Module):
@@ -75,9 +89,10 @@ def describe(state: dict[str, Any], fmt: str, run: Path, checkpoint: str) -> dic
         "format": EXPORT_FORMAT, "dspseg_version": __version__, "model_format": fmt, "file": FORMATS[fmt],
         "classes": list(state["classes"]), "ignore_index": int(state.get("ignore_index", 255)),
         "in_channels": int(state["in_channels"]),
-        "normalisation": {**state["normalisation"], "applied_inside": inside},
-        "input": {"layout": "NCHW", "dtype": "float32", "scaling": SCALING,
-                  "multiple": 2 ** (int(args["levels"]) - 1)},
+        "normalisation": {"mean": list(state["normalisation"]["mean"]), "std": list(state["normalisation"]["std"]),
+                          "applied_inside": inside},
+        "input": {"layout": "NCHW", "dtype": "float32", "multiple": 2 ** (int(args["levels"]) - 1),
+                  "scaling": scaling_description(state["normalisation"].get("dtypes", ()))},
         "output": {"name": "logits", "layout": "NCHW",
                    "labels": "argmax over dim 1 gives class ids (index into classes)"},
         "tile_size": int(cfg.get("tile", 256)), "tile_overlap": 0.25,
@@ -158,8 +173,10 @@ def export_run(run: str | Path, format: str, out: str | Path, checkpoint: str = 
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ExportError(f"the {format} exporter of torch {torch.__version__} failed ({type(e).__name__}: "
                                   f"{first}); the safetensors format always works") from None
+        names = sorted(p.name for p in tmp.iterdir()) + ["model.json"]
+        desc["files"] = {n: FILE_ROLES.get(n, "written by torch's exporter") for n in names}
         (tmp / "model.json").write_text(json.dumps(desc, indent=1) + "\n")
-    return ExportResult([out / FORMATS[format], out / "model.json"], desc)
+    return ExportResult([out / FORMATS[format]] + [out / n for n in names if n != FORMATS[format]], desc)
 
 
 def load_safetensors_model(folder: str | Path) -> nn.Module:
