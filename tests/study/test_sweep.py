@@ -271,7 +271,8 @@ def test_time_left_is_estimated_from_finished_runs_per_method():
     study = StudySpec(data="d", methods=["basic", "dsp"], acrs=[1, 8], splits=1, step_budget="added")
     runs = study.runs()  # basic × 2, dsp × 2
     assert remaining_seconds(runs, {}, 2) is None
-    assert remaining_seconds(runs, {"basic": [100.0, 140.0]}, 1) == pytest.approx(4 * 120.0)  # dsp: mean of all
+    # dsp has no finished run yet: basic's mean times dsp's two network passes per step (weak and strong views)
+    assert remaining_seconds(runs, {"basic": [100.0, 140.0]}, 1) == pytest.approx(2 * 120.0 + 2 * 240.0)
     assert remaining_seconds(runs, {"basic": [120.0], "dsp": [300.0, 360.0]}, 2) == pytest.approx((2 * 120 + 2 * 330) / 2)
     assert duration_text(20) == "under a minute" and duration_text(300) == "5 min"
     assert duration_text(3725) == "1 h 02 min"

@@ -30,7 +30,7 @@ from dspseg.errors import DiskFullError, UserError
 from dspseg.fslock import folder_lock
 from dspseg.study import RESULT_COLUMNS
 from dspseg.study.costs import annotation_hours
-from dspseg.study.eta import duration_text, remaining_seconds
+from dspseg.study.eta import duration_text, remaining_seconds, run_progress
 from dspseg.study.plan import RunSpec, StudySpec, acr_name, data_dir
 from dspseg.study.runner import payload, read_result, result_row
 
@@ -248,8 +248,10 @@ def _run_sweep(spec: StudySpec, root: Path, backend: Any, console: Any, study: S
                 if row.get("seconds"):
                     seconds[r.method.label].append(float(row["seconds"]))
                 now = time.perf_counter()
+                logged = {x.key: p for x in in_flight.values() if (p := run_progress(x.run_dir(root))) is not None}
                 left = remaining_seconds([x for x in runs if x.key not in rows], seconds, backend.slots,
-                                         {x.key: now - started[x.key] for x in in_flight.values()}, spec.init_parent)
+                                         {x.key: now - started[x.key] for x in in_flight.values()}, spec.init_parent,
+                                         progress=logged)
                 eta = f", about {duration_text(left)} left" if left is not None and finished < todo else ""
                 console.print(f"[{finished}/{todo}] {r.key}: test mean Dice {row.get('mean_dice') or float('nan'):.3f} "
                               f"in {row.get('seconds', 0):.0f} s  ({duration_text(time.perf_counter() - t0)} so far{eta})",
