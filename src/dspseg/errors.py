@@ -106,6 +106,15 @@ class ImageReadError(DataError):
         super().__init__(f"cannot use {self.path}: {reason}. Fix: {fix}")
 
 
+class VolumeError(DataError):
+    """A volume reference that cannot be used (no such array, index out of range, axes that do not
+    match); ``where`` (the file or URL), ``field``, ``reason`` and ``fix`` are kept separately."""
+
+    def __init__(self, where: str | Path, field: str, reason: str, fix: str):
+        self.where, self.field, self.reason, self.fix = str(where), field, reason, fix
+        super().__init__(f"volume {self.where}, field '{field}': {reason}. Fix: {fix}")
+
+
 class DatasetError(DataError):
     """A dataset that cannot be used for this purpose (no images in a split, bad file...)."""
 

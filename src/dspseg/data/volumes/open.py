@@ -1,0 +1,41 @@
+"""``open_volume``: a :class:`~dspseg.data.volumes.ref.VolumeRef` (or a URL / dict) -> a :class:`Volume`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dspseg.data.volumes.base import Volume
+from dspseg.data.volumes.cache import ChunkCache
+from dspseg.data.volumes.ref import VolumeRef
+from dspseg.data.volumes.stores import detect_format
+from dspseg.errors import VolumeError
+
+
+def open_volume(ref: VolumeRef | str | dict[str, Any], cache: ChunkCache | None = None) -> Volume:
+    """Open the array a reference names, reading only its metadata (no voxels).
+
+    ``cache`` defaults to the process-wide :func:`~dspseg.data.volumes.cache.shared_cache`. Raises
+    :class:`~dspseg.errors.VolumeError` (one sentence: URL, field, fix) when the reference does not
+    name a readable array; a missing optional package is named with its ``pip install``.
+    """
+    ref = ref if isinstance(ref, VolumeRef) else VolumeRef.parse(ref)
+    fmt = detect_format(ref)
+    try:
+        if fmt in ("zarr", "ome-zarr"):
+            from dspseg.data.volumes.zarrs import open_zarr
+
+            return open_zarr(ref, cache)
+        if fmt == "n5":
+            from dspseg.data.volumes.n5 import N5Volume
+
+            return N5Volume(ref, cache)
+        if fmt == "hdf5":
+            from dspseg.data.volumes.hdf5 import HDF5Volume
+
+            return HDF5Volume(ref, cache)
+        from dspseg.data.volumes.tiff import TiffVolume
+
+        return TiffVolume(ref, cache)
+    except ModuleNotFoundError as err:
+        raise VolumeError(ref.url, "format", f"reading {fmt} needs the package '{err.name}'",
+                          "pip install 'dspseg[volumes]'") from None
