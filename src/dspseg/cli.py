@@ -63,10 +63,24 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
     groups: int = typer.Option(8, "--groups", "-g", min=1,
                                help="Number of sub-volumes (groups sharing cell appearance, used for splits)."),
+    volume: bool = typer.Option(False, "--volume", help="Write one 3D volume instead: OUT becomes an OME-Zarr "
+                                "image (--depth x --size x --size voxels) with an NGFF label image."),
+    depth: int = typer.Option(64, "--depth", min=16, help="With --volume: number of z sections."),
 ) -> None:
     """Make a synthetic FIB-SEM-like organelle dataset with full masks (the built-in default data)."""
     from dspseg.data.synthetic import write_synthetic_dataset
 
+    if volume:
+        from dspseg.data.synthetic.volume import write_synthetic_volume
+
+        t0 = time.perf_counter()
+        try:
+            write_synthetic_volume(out, shape=(depth, size, size), seed=seed)
+        except (ValueError, OSError) as e:
+            fail(str(e))
+        console.print(f"wrote a {depth}x{size}x{size} volume (OME-Zarr, labels/organelles) to {out} "
+                      f"in {time.perf_counter() - t0:.1f} s")
+        return
     if groups > images:
         fail(f"--groups {groups} is larger than --images {images}; use at most one group per image.")
     t0 = time.perf_counter()
