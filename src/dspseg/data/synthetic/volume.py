@@ -78,7 +78,8 @@ def write_synthetic_volume(out: str | Path, shape: tuple[int, int, int] = (64, 2
     """Write the OME-Zarr image ``out`` (see the module docstring); ``out`` must be new or empty.
 
     ``shape`` is (Z, Y, X) voxels of ``voxel_size`` nm; the style is drawn from ``seed`` unless
-    given (cells kept small enough for a few to fit: radius 60-140 px). Returns ``out``.
+    given (cells kept small enough for a few to fit: radius 60-140 px; extracellular pockets
+    of at most 12 px, since a cleft cut obliquely already shows wide). Returns ``out``.
     """
     import zarr
 
@@ -94,7 +95,8 @@ def write_synthetic_volume(out: str | Path, shape: tuple[int, int, int] = (64, 2
     rng = np.random.default_rng([seed, 0])
     if style is None:
         style = GroupStyle.sample(rng)
-        style = dataclasses.replace(style, cell_radius=float(np.exp(rng.uniform(np.log(60), np.log(140)))))
+        style = dataclasses.replace(style, cell_radius=float(np.exp(rng.uniform(np.log(60), np.log(140)))),
+                                    ecs_pocket=min(style.ecs_pocket, 12.0))
     scene = plan_volume(shape, style, int(seed))
     fmt = FormatV05()
     with new_folder(out, "volume") as tmp:

@@ -16,7 +16,9 @@ axis. Coordinates are voxels ``(z, y, x)`` (isotropic). The pieces are the 2D ge
   cytosol only, last).
 
 A body is accepted only where it fits: inside one cell, clear of its membrane and nucleus, and not
-overlapping another body (bounding spheres), so painting in order never stacks organelles.
+overlapping another body (bounding spheres), so painting in order never stacks organelles. Every
+class is drawn in every volume (the 2D ``*_presence`` rolls are per image; in a volume, sections
+without a class come from where the bodies are); counts are ``rate * sections / DEPTH[kind]``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from dspseg.data.synthetic.style import GroupStyle
 
 #: organelle counts per volume: rate (per 128 x 128 section, as in GroupStyle) * sections / DEPTH
-DEPTH = {"mito": 24.0, "er": 10.0, "vesicle": 8.0, "lipid": 16.0}
+DEPTH = {"mito": 16.0, "er": 3.0, "vesicle": 8.0, "lipid": 16.0}
 
 
 def rotation(rng: np.random.Generator) -> np.ndarray:
@@ -107,10 +109,10 @@ def _fits(scene: VolumeScene, c: np.ndarray, r: float, nuclei: dict[int, Body]) 
 
 def _er_curve(rng: np.random.Generator, start: np.ndarray, length: float) -> np.ndarray:
     """Points (m, 3) 1 px apart along a smooth curve mostly parallel to the sections."""
-    heading, slope, turn = rng.uniform(0, 2 * np.pi), rng.normal(0, 0.12), rng.uniform(0.03, 0.08)
+    heading, slope, turn = rng.uniform(0, 2 * np.pi), rng.normal(0, 0.04), rng.uniform(0.03, 0.08)
     steps = np.arange(int(length))
     angle = heading + np.cumsum(rng.normal(0, turn, len(steps)))
-    dz = np.cumsum(np.full(len(steps), slope) + rng.normal(0, 0.03, len(steps)))
+    dz = np.cumsum(np.full(len(steps), slope) + rng.normal(0, 0.01, len(steps)))
     pts = np.stack([dz, np.cumsum(np.sin(angle)), np.cumsum(np.cos(angle))], 1)
     return pts - pts[len(pts) // 2] + start
 
@@ -136,8 +138,8 @@ def plan_volume(shape: tuple[int, int, int], style: GroupStyle, seed: int) -> Vo
     volume = np.array(shape, dtype=float)
     sections = shape[1] * shape[2] / 128.0 ** 2 * shape[0]
 
-    def place(kind: str, rate: float, presence: float, make) -> None:
-        n = int(rng.poisson(rate * sections / DEPTH[kind])) if rng.random() < presence else 0
+    def place(kind: str, rate: float, make) -> None:
+        n = int(rng.poisson(rate * sections / DEPTH[kind]))
         for _ in range(n):
             for _ in range(10):
                 body = make(rng.uniform(0, 1, 3) * volume)
@@ -146,14 +148,14 @@ def plan_volume(shape: tuple[int, int, int], style: GroupStyle, seed: int) -> Vo
                     break
 
     o = s.organelle_scale
-    place("mito", s.mito_rate, s.mito_presence, lambda c: Body(
+    place("mito", s.mito_rate, lambda c: Body(
         "mito", c, rotation(rng), np.array([rng.uniform(9, 19) * o, rng.uniform(5.5, 8.5) * o, rng.uniform(5, 8) * o]),
         {"spacing": rng.uniform(3.8, 5.0), "phase": rng.uniform(0, 1), "curled": rng.random() < 0.25,
          "extent": np.where(rng.random(64) < 0.3, 2.0, rng.uniform(0.9, 1.6, 64)), "side": rng.choice([-1.0, 1.0], 64)}))
-    place("lipid", s.lipid_rate, s.lipid_presence, lambda c: Body(
+    place("lipid", s.lipid_rate, lambda c: Body(
         "lipid", c, np.eye(3), np.full(3, rng.uniform(4.5, 10.0) * o)))
-    place("er", s.er_rate, s.er_presence, lambda c: Body(
+    place("er", s.er_rate, lambda c: Body(
         "er", c, np.eye(3), np.full(3, 1.0), {"pts": _er_curve(rng, c, rng.uniform(30, 90)), "half": rng.uniform(1.2, 1.6)}))
-    place("vesicle", s.vesicle_rate, s.vesicle_presence, lambda c: Body(
+    place("vesicle", s.vesicle_rate, lambda c: Body(
         "vesicle", c, np.eye(3), np.full(3, rng.uniform(2.2, 4.5)), {"dense": rng.random() < 1 / 6}))
     return scene
