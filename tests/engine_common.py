@@ -18,7 +18,7 @@ TINY = {"width": 4, "levels": 3, "batch_size": 4, "crop_size": 32, "log_every": 
 def make_easy_dataset(root: Path, n: tuple[int, int, int] = (8, 4, 4), h: int = 32, w: int = 48, seed: int = 0,
                       kind: str = "mask") -> Path:
     """Dark background, a bright 10x14 rectangle and a grey disc of radius 4 per image, light noise;
-    ``n`` train/val/test images with full masks (train images get boxes instead for ``kind="box"``)."""
+    ``n`` train/val/test images with full masks (train images get a box on the rectangle and every class as labels instead for ``kind="box"``)."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
@@ -34,7 +34,9 @@ def make_easy_dataset(root: Path, n: tuple[int, int, int] = (8, 4, 4), h: int = 
             write_image(root / f"i{k}.tif", image.astype(np.float32))
             rec = {"file": f"i{k}.tif", "split": split}
             if kind == "box" and split == "train":
+                # the rectangle boxed; every class of the image named (one boxed class alone cannot be trained)
                 rec["boxes"] = [{"class": "rect", "xyxy": [int(c), int(r), int(c) + 14, int(r) + 10]}]
+                rec["labels"] = list(CLASSES)
             else:
                 write_mask(root / f"m{k}.tif", mask)
                 rec["mask"] = f"m{k}.tif"

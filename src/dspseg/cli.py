@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 
 from dspseg import __version__
-from dspseg.cli_errors import fail
+from dspseg.cli_errors import fail, fail_with
 from dspseg.cli_support import train_option
 from dspseg.study.costs import AnnotationCosts, costs_text
 
@@ -77,7 +77,7 @@ def synth(
         try:
             write_synthetic_volume(out, shape=(depth, size, size), seed=seed)
         except (ValueError, OSError) as e:
-            fail(str(e))
+            fail_with(e)
         console.print(f"wrote a {depth}x{size}x{size} volume (OME-Zarr, labels/organelles) to {out} "
                       f"in {time.perf_counter() - t0:.1f} s")
         return
@@ -87,7 +87,7 @@ def synth(
     try:
         manifest = write_synthetic_dataset(out, n_images=images, size=size, seed=seed, groups=groups)
     except (ValueError, OSError) as e:
-        fail(str(e))
+        fail_with(e)
     dt = time.perf_counter() - t0
     console.print(f"wrote {len(manifest.images)} images of {size}x{size} in {groups} groups, "
                   f"{manifest.n_classes} classes ({', '.join(manifest.classes)}) to {out} in {dt:.1f} s")
@@ -139,7 +139,7 @@ def simulate(
     except ManifestError as e:
         fail(f"{data} is not a usable dataset:\n{e}\nRun `dspseg validate {data}` for the full list.", code=1)
     except (ValueError, OSError) as e:
-        fail(str(e))
+        fail_with(e)
     _print_simulation(result)
 
 
@@ -278,11 +278,16 @@ def sweep(
             errors = getattr(e, "errors", None)
             msg = "; ".join(str(x["msg"]).removeprefix("Value error, ") for x in errors()) if errors else str(e)
             raise UserError(msg) from None
-        study = prepare(spec, out, console)
-        rows = run_sweep(spec, out, make_backend(backend, workers, address, base.get("threads")), console, study)
+        from dspseg.fslock import folder_lock
+
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder for the sweep")
+        with folder_lock(out):  # one writer from the first file to results.csv (prepare and run_sweep re-enter it)
+            study = prepare(spec, out, console)
+            rows = run_sweep(spec, out, make_backend(backend, workers, address, base.get("threads")), console, study)
+            results = write_results(study, out, rows)
         failed = summary_lines(rows)
-        console.print(f"results: {write_results(study, out, rows)}  ({len(rows) - len(failed)} done, "
-                      f"{len(failed)} failed)", highlight=False)
+        console.print(f"results: {results}  ({len(rows) - len(failed)} done, {len(failed)} failed)", highlight=False)
         for line in failed:
             console.print(f"[red]failed:[/] {line}", highlight=False)
         console.print(f"next: dspseg report {out}", highlight=False)
@@ -324,7 +329,7 @@ def demo(
     try:
         run_demo(out, settings, console)
     except (UserError, ValueError, OSError) as e:
-        fail(str(e))
+        fail_with(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

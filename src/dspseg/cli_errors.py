@@ -24,6 +24,13 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def fail_with(e: BaseException) -> None:
+    """:func:`fail` with the error's own sentence and exit code (:mod:`dspseg.errors`; 2 for an error
+    outside them, such as an ``OSError``)."""
+    sentence = getattr(e, "sentence", None)
+    fail(sentence() if callable(sentence) else str(e), getattr(e, "exit_code", 2))
+
+
 def guarded(fn: Callable[[], T], interrupted: str = "interrupted; nothing was left half-written") -> T | Any:
     """Call ``fn()``; a :class:`~dspseg.errors.UserError` or :class:`~dspseg.errors.TrainingError`
     becomes :func:`fail` with its own sentence and exit code, Ctrl-C exit code 130."""
@@ -32,6 +39,6 @@ def guarded(fn: Callable[[], T], interrupted: str = "interrupted; nothing was le
     try:
         return fn()
     except (UserError, TrainingError) as e:
-        fail(e.sentence(), e.exit_code)
+        fail_with(e)
     except KeyboardInterrupt:
         fail(interrupted, EXIT_INTERRUPTED)

@@ -8,6 +8,7 @@ raises the same classes as ``engine/`` and ``study/`` without importing them. Ea
         or the disk is full (:class:`DiskFullError`)
     2 — a bad option, path, configuration or run folder; a folder another process is writing
         (:class:`FolderLockedError`)
+    3 — done, but some inputs were skipped and reported (``EXIT_SKIPPED``)
     130 — interrupted (``KeyboardInterrupt``; not a class here)
 
 Messages are one sentence naming the file or option, the field, and the fix. Every user error is a
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 #: exit code of an interrupted command (Ctrl-C)
 EXIT_INTERRUPTED = 130
+#: exit code of a command that did its work but skipped some inputs it reported (``convert --on-unmatched skip``)
+EXIT_SKIPPED = 3
 
 
 class UserError(ValueError):

@@ -140,6 +140,10 @@ def folder_lock(folder: str | Path, lock_file: str | Path | None = None) -> Iter
                 _held.pop(key, None)
     finally:
         _owner_file(lock_file).unlink(missing_ok=True)
+        if lock_file.parent != folder:
+            # a sibling lock leaves no trace beside the folder: removed while still held; a process that
+            # opened the old file meanwhile sees it is gone once it holds it and takes the new one (_acquire)
+            lock_file.unlink(missing_ok=True)
         lock.release()
         if created and lock_file.parent == folder and not entries(folder):
             lock_file.unlink(missing_ok=True)  # left by filelock versions that keep the file
@@ -166,12 +170,28 @@ def _acquire(folder: Path, lock_file: Path) -> Any:
     """The OS lock on ``lock_file``, held (a ``filelock.FileLock``); FolderLockedError at once if taken."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(lock_file), timeout=0)
+    for _ in range(5):
+        lock = FileLock(str(lock_file), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise _refusal(folder, lock_file) from None
+        if _still_there(lock, lock_file):
+            return lock
+        lock.release()  # the file was removed by its last holder after this process opened it: open the new one
+    raise _refusal(folder, lock_file)
+
+
+def _still_there(lock: Any, lock_file: Path) -> bool:
+    """Whether the file ``lock`` holds is still the one at ``lock_file`` (a holder of a sibling lock
+    removes it on release). True where filelock does not expose its descriptor."""
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if not isinstance(fd, int):
+        return True
     try:
-        lock.acquire()
-    except Timeout:
-        raise _refusal(folder, lock_file) from None
-    return lock
+        return os.fstat(fd).st_ino == os.stat(lock_file).st_ino
+    except OSError:
+        return False
 
 
 def _take_over(folder: Path, lock_file: Path) -> None:

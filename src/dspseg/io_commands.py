@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dspseg.cli_errors import fail, guarded
+from dspseg.errors import EXIT_SKIPPED
 from dspseg.cli_support import split_list
 from dspseg.data.cosem_classes import DATASETS, DEFAULT_SOURCE, class_map_lines
 
@@ -79,7 +80,6 @@ import_app.command("openorganelle")(openorganelle)
 
 
 #: exit code of a conversion that wrote the dataset but skipped inputs naming no image (--on-unmatched skip)
-EXIT_SKIPPED = 3
 
 CONVERT_HELP = (
     "Turn annotations made elsewhere into a dspseg dataset, or add them to one (images are hard-linked or "

@@ -155,6 +155,19 @@ def _check_outputs(out: Path, targets: list[tuple[Path, ...]], inputs: set[Path]
 def predict_files(run: str | Path, inputs: Sequence[str | Path], out: str | Path, overlay: bool = False,
                   tile: int = 256, overlap: float = 0.25, batch_size: int = 4, checkpoint: str = "best",
                   overwrite: bool = False, console: Any = None) -> list[Path]:
+    """:func:`predict_into` holding ``out``'s lock (:func:`dspseg.fslock.folder_lock`): one writer per folder."""
+    from dspseg.fslock import folder_lock
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the predictions")
+    with folder_lock(out):
+        return predict_into(run, inputs, out, overlay, tile, overlap, batch_size, checkpoint, overwrite, console)
+
+
+def predict_into(run: str | Path, inputs: Sequence[str | Path], out: str | Path, overlay: bool = False,
+                 tile: int = 256, overlap: float = 0.25, batch_size: int = 4, checkpoint: str = "best",
+                 overwrite: bool = False, console: Any = None) -> list[Path]:
     """Write one label TIFF (and optionally an overlay PNG) per input; return the label files of the
     good inputs (written now, or kept from an earlier run of the same command).
 

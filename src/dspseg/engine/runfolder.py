@@ -101,7 +101,8 @@ class RunFolder:
 
     def check_resumable(self) -> None:
         """UserError unless :meth:`can_resume`; FolderLockedError while another process writes the run."""
-        check_free(self.root)
+        if _writing_rank():
+            check_free(self.root)
         if not self.can_resume():
             raise UserError(f"nothing to resume in {self.root}: it has no checkpoints/last.pt and config.yaml; "
                             "give the --out folder of an earlier run, or drop --resume to start a new one")
@@ -110,8 +111,7 @@ class RunFolder:
         """Hold the run folder for one writer (:func:`dspseg.fslock.folder_lock`, re-entrant): ``train``
         and a sweep's run take it for their whole work; a second writer gets FolderLockedError naming
         the first. Under ``torch.distributed`` only rank 0 writes the folder, so only rank 0 locks it."""
-        rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
-        if rank not in ("", "0"):
+        if not _writing_rank():
             return nullcontext(self.root)
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"--out {self.root} is a file; give a folder for the run")
@@ -119,10 +119,17 @@ class RunFolder:
 
     def check_new(self, resume: bool) -> None:
         """UserError if the folder cannot take a run: a file, or (unless ``resume``) a non-empty folder
-        (its lock files do not count); FolderLockedError while another process writes it."""
-        check_free(self.root)
+        (its lock files do not count); FolderLockedError while another process writes it (the other
+        ranks of a distributed run do not check: rank 0, which holds the lock, started them)."""
+        if _writing_rank():
+            check_free(self.root)
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"--out {self.root} is a file; give a folder for the run")
         if not resume and entries(self.root):
             raise UserError(f"the run folder {self.root} is not empty; choose a new --out folder, or add --resume "
                             "to continue the run saved there")
+
+
+def _writing_rank() -> bool:
+    """Whether this process writes run folders: rank 0 of a ``torch.distributed`` job, or the only process."""
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("", "0")

@@ -161,9 +161,6 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
     """
     from rich.console import Console
 
-    from dspseg.study.plots import dice_vs_acr, dice_vs_cost, per_class_heatmap
-    from dspseg.study.qualitative import qualitative_panel
-
     console = console or Console()
     csv_path = results_path(dir)
     dir = csv_path.parent
@@ -173,6 +170,19 @@ def write_report(dir: str | Path, out: str | Path | None = None, console: Any = 
         raise ResultsError(f"none of the {len(rows)} run(s) in {csv_path} finished; see its 'error' column, "
                            "fix the cause and rerun `dspseg sweep`")
     out = Path(out) if out is not None else dir / REPORT_FOLDER
+    from dspseg.fslock import folder_lock
+
+    with folder_lock(out):  # one writer of the report folder
+        return _write_report_into(csv_path, out, console, fraction, compare, methods, scenarios, done, rows)
+
+
+def _write_report_into(csv_path: Path, out: Path, console: Any, fraction: float, compare: Any, methods: Any,
+                       scenarios: Any, done: list, rows: list) -> dict[str, Path]:
+    """The body of :func:`write_report` once ``out`` is held."""
+    dir = csv_path.parent
+    from dspseg.study.plots import dice_vs_acr, dice_vs_cost, per_class_heatmap
+    from dspseg.study.qualitative import qualitative_panel
+
     all_done = len(done)
     done = _only(done, "method", methods, csv_path)
     done = _only(done, "scenario", scenarios, csv_path)

@@ -59,9 +59,19 @@ def simulate_dataset(data: str | Path, out: str | Path, acr: float, scenario: st
     non-empty ``out`` is refused unless it holds a previous simulation and nothing else; that one is
     replaced by building a temporary sibling folder and swapping it in.
     """
+    from dspseg.fslock import folder_lock, sibling_lock_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, sibling_lock_file(out)):  # one writer; ``out`` is replaced by a rename
+        return _simulate_into(data, out, acr, scenario, split, n_splits, seed, point_mode)
+
+
+def _simulate_into(data: str | Path, out: Path, acr: float, scenario: str, split: int, n_splits: int, seed: int,
+                   point_mode: str) -> SimulationResult:
+    """The body of :func:`simulate_dataset` once ``out`` is held."""
     check_options(acr, scenario, split, n_splits)
     source = load_manifest(data)
-    out = Path(out)
     _check_out(source.root, out)
     plan = plan_reduction(source, acr, scenario, split, n_splits, seed)
     records, warnings = reduce_records(source, plan, point_mode, seed)
