@@ -4,7 +4,7 @@ The commands are read from the README itself (and must be the same in docs/bring
 convert (label images, instance labels, QuPath GeoJSON, napari points CSVs, each ``--into`` one
 dataset) → validate → split → train → evaluate on ``test`` → predict new 16-bit, non-square images.
 The only change: ``--steps 2000`` becomes a few steps of a tiny network. ``export`` (the README's
-last line) is left to tests/test_export.py.
+last line) is left to tests/engine/test_export.py.
 """
 
 from __future__ import annotations

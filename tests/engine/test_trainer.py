@@ -1,6 +1,6 @@
 """Trainer: a tiny run learns, the run folder explains itself, resume is exact, NaN stops cleanly,
 checkpoints are atomic, OUT is protected, --init loads weights, mask_share, accumulation, bf16.
-The commands end to end: tests/test_cli_train.py."""
+The commands end to end: tests/engine/test_cli_train.py."""
 
 from __future__ import annotations
 

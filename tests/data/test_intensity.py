@@ -18,7 +18,7 @@ from dspseg.engine.predict import predict_files
 from dspseg.engine.trainer import train
 from engine_common import make_easy_dataset, tiny_cfg
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "bring-your-own-data.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "bring-your-own-data.md"
 
 
 def test_the_rule() -> None:
