@@ -98,10 +98,22 @@ def predict_tiled(
     h, w = image.shape[-2:]
     ph, pw = max(h, tile), max(w, tile)
     padded = _pad_to(image.float(), ph, pw)
+    windows = [(y, x) for y in tile_starts(ph, tile, overlap) for x in tile_starts(pw, tile, overlap)]
+    return blend_windows(model, padded, windows, tile, batch_size, device)[:, :h, :w].contiguous()
+
+
+def blend_windows(model: nn.Module, image: Tensor, windows: list[tuple[int, int]], tile: int, batch_size: int,
+                  device: torch.device) -> Tensor:
+    """Gaussian-blended class probabilities (C, H, W) of the ``tile × tile`` windows at ``windows``
+    (top-left ``(y, x)``, inside ``image`` (Cin, H, W)); pixels no window covers are nan.
+
+    :func:`predict_tiled` runs it on the whole (padded) image; whole-volume prediction
+    (:mod:`dspseg.engine.volume_blocks`) on the part of a section holding the windows that reach
+    into one block, so a block's voxels equal those of the whole section, whatever the block size.
+    """
+    ph, pw = image.shape[-2:]
     window = gaussian_window(tile).to(device)
     window_out = window.to(image.device)
-    windows = [(y, x) for y in tile_starts(ph, tile, overlap) for x in tile_starts(pw, tile, overlap)]
-
     acc: Tensor | None = None  # (C, ph, pw) weighted probability sum, created once C is known
     wsum = torch.zeros(ph, pw, device=image.device)
     was_training = model.training
@@ -110,7 +122,7 @@ def predict_tiled(
         with torch.no_grad():
             for i in range(0, len(windows), batch_size):
                 chunk = windows[i : i + batch_size]
-                batch = torch.stack([padded[:, y : y + tile, x : x + tile] for y, x in chunk]).to(device)
+                batch = torch.stack([image[:, y : y + tile, x : x + tile] for y, x in chunk]).to(device)
                 probs = torch.softmax(_logits(model, batch).float(), dim=1) * window
                 probs = probs.to(image.device)
                 if acc is None:
@@ -120,7 +132,6 @@ def predict_tiled(
                     wsum[y : y + tile, x : x + tile] += window_out
     finally:
         model.train(was_training)
-    if acc is None:  # unreachable: tile_starts always yields at least one window
-        raise RuntimeError("predict_tiled: no window was run")
-    acc /= wsum
-    return acc[:, :h, :w].contiguous()
+    if acc is None:  # unreachable: callers pass at least one window
+        raise RuntimeError("blend_windows: no window was run")
+    return acc / wsum
