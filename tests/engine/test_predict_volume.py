@@ -123,3 +123,20 @@ def test_bad_inputs_one_sentence(setup: tuple[Path, Path], tmp_path: Path, monke
         predict_volume(run, str(cell), tmp_path / "e.ome.zarr")
     assert (tmp_path / "e.ome.zarr" / "mine.txt").exists()
     shutil.rmtree(tmp_path / "e.ome.zarr")
+
+
+def test_command_line_routes_a_volume(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dspseg.cli import app
+
+    run, cell = setup
+    out = tmp_path / "cli.ome.zarr"
+    args = ["predict", str(run), str(cell), "--out", str(out), "--tile", "32", "--block", "4,32,16", "--levels", "2"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "block 22/22 (100 %)" in r.output
+    predict_volume(run, str(cell), tmp_path / "api.ome.zarr", **OPTS)
+    assert np.array_equal(_labels(out), _labels(tmp_path / "api.ome.zarr"))
+    r = CliRunner().invoke(app, [*args[:5], "--block", "4,x"])
+    assert r.exit_code == 2 and "--block must be 3 positive sizes" in r.output

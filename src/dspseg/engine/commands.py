@@ -118,25 +118,51 @@ def evaluate(
 
 def predict(
     run: Path = typer.Argument(..., help="Run folder made by `dspseg train`.", show_default=False),
-    inputs: list[Path] = typer.Argument(..., help="Image files (.tif, .png) or folders of them.", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the label images (one <name>.tif per input).",
-                             show_default=False),
+    inputs: list[str] = typer.Argument(..., help="Image files (.tif, .png) or folders of them; or one VOLUME (OME-Zarr, "
+                                       "zarr, N5, HDF5, TIFF stack; path or URL) segmented into an OME-Zarr label image.",
+                                       show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the label images (one <name>.tif per input); for a "
+                             "VOLUME the OME-Zarr to write, e.g. seg.ome.zarr.", show_default=False),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <name>_overlay.png: the image with classes in colour."),
     tile: int = typer.Option(256, "--tile", min=16, help="Tile side in pixels for images larger than it; bigger is "
                              "faster but uses more memory."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="Which weights: best (best validation Dice) or last."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace label images already in --out."),
+    array: Optional[str] = typer.Option(None, "--array", help="VOLUME: the array inside the container (zarr path, "
+                                        "N5 or HDF5 dataset)."),
+    level: Optional[str] = typer.Option(None, "--level", help="VOLUME: the OME-Zarr multiscale level (index or path; "
+                                        "default 0, the finest)."),
+    axes: str = typer.Option("xy", "--axes", help="VOLUME: section planes; xy,xz,yz averages the class probabilities "
+                             "of three orthogonal passes (isotropic data)."),
+    block: str = typer.Option("16,256,256", "--block", help="VOLUME: block size z,y,x in voxels (the output's chunks)."),
+    levels: Optional[int] = typer.Option(None, "--levels", help="VOLUME: pyramid levels (default: halve while y and x "
+                                         "stay >= 16)."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="VOLUME: also write the class probabilities "
+                                       "(float32, OUT/probabilities)."),
 ) -> None:
     """Segment new images with a trained run: one label TIFF per input, same height and width.
 
-    Pixel values of the label images are class ids in the order of the dataset's classes (see `dspseg validate DATA`). Input files are never modified.
+    Pixel values of the label images are class ids in the order of the dataset's classes (see `dspseg validate DATA`). Input files are never modified. A VOLUME is segmented block by block into an NGFF label image (OUT/labels/segmentation); run the same command again to resume a stopped one.
     """
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
 
     def run_predict() -> None:
         from dspseg.engine.predict import predict_files
+        from dspseg.engine.predict_volume import is_volume_input, predict_volume
 
+        if is_volume_input(inputs, out, array is not None or level is not None):
+            if len(inputs) != 1:
+                fail(f"give one VOLUME at a time (got {len(inputs)} inputs) when --out is an OME-Zarr", 2)
+            try:
+                sizes = tuple(int(v) for v in block.split(","))
+            except ValueError:
+                sizes = ()
+            ref = {"url": inputs[0], "array": array,
+                   "level": int(level) if level is not None and level.isdigit() else level}
+            predict_volume(run, ref, out, axes=axes, block=sizes, levels=levels, probabilities=probabilities,
+                           tile=tile, checkpoint=checkpoint, overwrite=overwrite, console=console)
+            return
         written = predict_files(run, inputs, out, overlay=overlay, tile=tile, checkpoint=checkpoint,
                                 overwrite=overwrite, console=console)
         console.print(f"wrote {len(written)} label image(s) to {out}", highlight=False)

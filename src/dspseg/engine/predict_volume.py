@@ -39,6 +39,22 @@ MARKER = ".dspseg-predict-volume.json"
 DONE = ".dspseg-blocks"
 
 
+VOLUME_SUFFIXES = (".zarr", ".n5", ".h5", ".hdf5", ".hdf")
+STORE_FILES = ("zarr.json", ".zgroup", ".zarray", "attributes.json")
+
+
+def is_volume_input(inputs: Sequence[str], out: Path, volume_options: bool) -> bool:
+    """Whether ``dspseg predict`` takes the volume path: volume options given, ``--out`` named ``*.zarr``,
+    or one input that is a URL, a zarr/N5/HDF5 name or a folder holding a zarr or N5 store's metadata."""
+    if volume_options or str(out).rstrip("/").lower().endswith(".zarr"):
+        return True
+    if len(inputs) != 1:
+        return False
+    name, p = str(inputs[0]), Path(inputs[0])
+    return ("://" in name or name.rstrip("/").lower().endswith(VOLUME_SUFFIXES)
+            or (p.is_dir() and any((p / f).exists() for f in STORE_FILES)))
+
+
 def parse_passes(axes: str) -> list[str]:
     """``"xy"`` or a comma list of ``xy``, ``xz``, ``yz`` → the passes; UserError otherwise."""
     from dspseg.engine.volume_blocks import PASS_AXIS
