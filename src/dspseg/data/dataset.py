@@ -1,5 +1,5 @@
-"""Torch dataset of a manifest split: decoded once into memory, cropped per step (then collated by
-:func:`dspseg.data.batch.collate` into a :class:`~dspseg.data.batch.Batch`).
+"""Torch dataset of a manifest split: files decoded once into memory, volume sections read per crop;
+cropped per step (then collated by :func:`dspseg.data.batch.collate` into a :class:`~dspseg.data.batch.Batch`).
 
 **Which records.** :func:`select_records` returns the records whose ``split`` is the one asked
 for. A manifest whose records carry no ``split`` at all is treated as all-training: every record is
@@ -10,9 +10,17 @@ with ``derive_weak=True``, so mask images also carry their boxes, points and ima
 the dataset is built; the per-step work is slicing tensors (memory: about 4 · Cin + C + 16 bytes per
 pixel; a crop that is the whole image is handed out without copying).
 
+**Volume sections** (records with ``volume``, :mod:`dspseg.data.volume_records`) are not read at
+start: an item is a :class:`~dspseg.data.volume_items.LazyItem` (record and (H, W) from metadata)
+and every crop reads its window from the volume through the bounded chunk cache and rasterises the
+annotation for that window only (:mod:`dspseg.data.volume_items`); the item's arrays are dropped
+after the step. Files and sections share this interface: :meth:`SegmentationDataset.window_of` cuts
+a window from the cached arrays (the fast special case) or reads it.
+
 **Normalisation.** Stored pixels become the input by the one rule of :mod:`dspseg.data.intensity`
 (integers divided by their type's maximum, floats as stored), then ``(x - mean_c) / std_c`` per input
-channel, with mean and std over every pixel of the training images (:func:`compute_normalisation`),
+channel, with mean and std over every pixel of the training images and of a sample of the training
+volume sections (:meth:`~dspseg.data.volume_items.VolumeReader.sample`; :func:`compute_normalisation`),
 which also records the training images' pixel types. It is saved in checkpoints, applied again at
 evaluation and prediction time, and written to an export's ``model.json``. What the reader noted
 (a series chosen, pages read as channels) is kept in ``notes`` for the trainer to print.
@@ -27,6 +35,9 @@ crop (a clipped box's rows (or columns) no longer all cross its object); instanc
 1..m over those present; ``image_labels`` are kept only when the crop holds the whole image (a crop
 may miss the labelled class).
 Without a crop size (validation, test) an item is the whole image.
+
+(Over 300 lines: the one item interface for files and volume sections — window, pad, bags — stays
+in one class; the volume reading itself is :mod:`dspseg.data.volume_items`.)
 """
 
 from __future__ import annotations
@@ -44,7 +55,9 @@ from dspseg.data.intensity import to_unit
 from dspseg.data.io import read_image_stored, read_mask
 from dspseg.data.manifest import ImageRecord, Manifest
 from dspseg.data import rules
-from dspseg.data.rasterise import rasterise
+from dspseg.data.rasterise import crop_instances, rasterise, shift_boxes, shift_points
+from dspseg.data.volume_items import LazyItem, VolumeReader
+from dspseg.data.volumes import ChunkCache
 from dspseg.errors import DatasetError
 from dspseg.vocabulary import BOX, POINT
 
@@ -129,6 +142,7 @@ class SegmentationDataset(Dataset):
         crop_size: side of training crops; None gives whole images.
         derive_weak: give mask images their derived boxes, points and image labels (training).
         progress: optional callback ``(done, total)`` while reading.
+        cache: chunk cache of the volume sections' reads (None = the process-wide one).
 
     Items are dicts of tensors named and shaped as the fields of :class:`~dspseg.data.batch.Batch`
     without the batch axis (:data:`~dspseg.data.batch.ARRAYS`), plus kind str, index int, file str.
@@ -140,7 +154,7 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, manifest: Manifest, split: str, normalisation: Normalisation | None = None,
                  crop_size: int | None = None, derive_weak: bool = True,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None, cache: ChunkCache | None = None) -> None:
         self.manifest = manifest
         self.split = split
         self.classes = list(manifest.classes)
@@ -153,31 +167,54 @@ class SegmentationDataset(Dataset):
         self.records = select_records(manifest, split)
         self.notes: list[str] = []  # what the reader noted (a TIFF series chosen, pages read as channels)
         self.dtypes: list[str] = []  # stored pixel type per image
+        self.reader = VolumeReader(manifest, cache)
         raw = self._read_images(progress)
-        self.in_channels = raw[0].shape[0] if raw else 0
-        self.normalisation = normalisation or (compute_normalisation(raw, self.dtypes) if raw else None)
-        if raw and len(self.normalisation.mean) != self.in_channels:
+        lazy = {i: self._lazy(i) for i, (_, r) in enumerate(self.records) if r.volume is not None}
+        sample = [] if normalisation else self.reader.sample([self.records[i][1] for i in lazy])
+        channels = {im.shape[0] for im in [*raw.values(), *sample]} | ({1} if lazy else set())
+        if len(channels) > 1:
+            raise DatasetError(f"the {split} images and volume sections of {self.manifest.root / 'dataset.json'} "
+                               f"have {sorted(channels)} channels; all need the same channels")
+        self.in_channels = channels.pop() if channels else 0
+        if normalisation is None and (raw or sample):
+            normalisation = compute_normalisation([*raw.values(), *sample], self.dtypes)
+        self.normalisation = normalisation
+        del sample
+        if (raw or lazy) and len(self.normalisation.mean) != self.in_channels:
             raise DatasetError(f"the {split} images have {self.in_channels} channel(s) but the normalisation "
                                f"(from the training images or the model) has {len(self.normalisation.mean)}")
-        self.items = [self._cache(i, image) for i, image in enumerate(raw)]
+        self.items = [lazy[i] if i in lazy else self._cache(i, raw.pop(i)) for i in range(len(self.records))]
 
     def _where(self, i: int) -> str:
         index, record = self.records[i]
-        return f"{self.manifest.root / 'dataset.json'}: images[{index}] ({record.file})"
+        return f"{self.manifest.root / 'dataset.json'}: images[{index}] ({record.source})"
 
-    def _read_images(self, progress: Callable[[int, int], None] | None) -> list[np.ndarray]:
-        out = []
+    def _lazy(self, i: int) -> LazyItem:
+        record = self.records[i][1]
+        try:
+            shape = self.reader.shape(record)
+        except (ValueError, OSError) as e:
+            raise DatasetError(f"{self._where(i)}: {e}") from None
+        self.dtypes.append(self.reader.volume(record.volume).dtype.name)
+        return LazyItem(record, shape, kind=record.annotation_type, file=record.source, owner=self)
+
+    def _read_images(self, progress: Callable[[int, int], None] | None) -> dict[int, np.ndarray]:
+        """The scaled (Cin, H, W) image of every file record, by position in ``self.records``."""
+        out: dict[int, np.ndarray] = {}
         for i, (_, record) in enumerate(self.records):
+            if record.volume is not None:
+                continue
             try:
                 stored = read_image_stored(self.manifest.path(record.file), self.notes)
             except (ValueError, OSError) as e:
                 raise DatasetError(f"{self._where(i)}: {e}") from None
             image = to_unit(stored)
             self.dtypes.append(stored.dtype.name)
-            if out and image.shape[0] != out[0].shape[0]:
+            first = next(iter(out), None)
+            if first is not None and image.shape[0] != out[first].shape[0]:
                 raise DatasetError(f"{self._where(i)}: the image has {image.shape[0]} channel(s) but "
-                                   f"{self.records[0][1].file} has {out[0].shape[0]}; all images need the same channels")
-            out.append(image)
+                                   f"{self.records[first][1].file} has {out[first].shape[0]}; all images need the same channels")
+            out[i] = image
             if progress is not None:
                 progress(i + 1, len(self.records))
         return out
@@ -207,12 +244,27 @@ class SegmentationDataset(Dataset):
         points, boxes, image labels. Fewer than two: nothing to tell apart (the trainer refuses)."""
         found: set[int] = set()
         for it in self.items:
+            if isinstance(it, LazyItem):
+                found.update(self._named_classes(it))
+                continue
             t = it.arrays["target"]
             found.update(np.unique(t[t != self.ignore_index]).tolist())
             found.update(it.arrays["points"][:, POINT.c].tolist())
             found.update(it.arrays["boxes"][:, BOX.c].tolist())
             found.update(it.arrays["image_labels"].reshape(-1).tolist())
         return {int(c) for c in found if 0 <= c < self.n_classes}
+
+    def _named_classes(self, it: LazyItem) -> set[int]:
+        """Class ids a volume section's annotation names (its mask read one window at a time)."""
+        rec, ids = it.record, {c: i for i, c in enumerate(self.classes)}
+        found = {ids[c] for c in [*(rec.labels or []), *(b.cls for b in rec.boxes or []),
+                                  *(p.cls for p in rec.points or [])] if c in ids}
+        if rec.mask is not None:
+            h, w = it.shape
+            for r0 in range(0, h, 512):
+                m = self.reader.mask(rec, (r0, 0, min(512, h - r0), w), self.ignore_index)
+                found.update(np.unique(m[m != self.ignore_index]).tolist())
+        return found
 
     def indices_of_kinds(self, kinds: set[str] | frozenset[str]) -> list[int]:
         """Items whose kind is in ``kinds`` (the batch policy's usable images)."""
@@ -230,18 +282,45 @@ class SegmentationDataset(Dataset):
             c0 = int(rng.integers(0, w - c + 1)) if w > c else 0
             arrays = self.window(index, r0, c0, c, c)
         it = self.items[index]
-        item: dict[str, Any] = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        item: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         item.update(kind=it.kind, index=index, file=it.file)
         return item
 
     def window(self, index: int, r0: int, c0: int, ch: int, cw: int) -> dict[str, np.ndarray]:
         """Arrays of the ``ch × cw`` window at (r0, c0) of item ``index``, padded past the image (see
-        the module docstring). A window that is exactly the image returns the cached arrays."""
-        it = self.items[index].arrays
-        h, w = self.items[index].shape
+        the module docstring). A window that is exactly a file's image returns the cached arrays."""
+        return self.window_of(self.items[index], r0, c0, ch, cw)
+
+    def window_of(self, item: _Cached | LazyItem, r0: int, c0: int, ch: int, cw: int) -> dict[str, np.ndarray]:
+        """:meth:`window` of an item: cut from a file's cached arrays, or read from a volume."""
+        h, w = item.shape
         vh, vw = min(ch, h - r0), min(cw, w - c0)  # the part of the window inside the image
+        if isinstance(item, LazyItem):
+            try:
+                it = self._read_window(item.record, (h, w), (r0, c0, vh, vw))
+            except (ValueError, OSError) as e:
+                raise DatasetError(f"{item.file}: {e}") from None
+            out = self._pad(it, 0, 0, vh, vw, ch, cw)
+            if (vh, vw) != (h, w):
+                out["image_labels"] = out["image_labels"][:0]
+            return out
         if (vh, vw) == (h, w) == (ch, cw):
-            return dict(it)
+            return dict(item.arrays)
+        out = self._pad(item.arrays, r0, c0, vh, vw, ch, cw)
+        if (vh, vw) != (h, w):
+            out["image_labels"] = out["image_labels"][:0]
+        return out
+
+    def _read_window(self, record: ImageRecord, shape: tuple[int, int], window: tuple[int, int, int, int]) -> dict:
+        """The (h, w) item arrays of ``window`` of a volume record's section, read and rasterised now."""
+        image = to_unit(self.reader.stored(record, window))
+        ann = self.reader.annotation(record, self.classes, self.ignore_index, shape, window, self.derive_weak)
+        arrays = {k: item_array(k, getattr(ann, k)) for k in ARRAYS if k not in ("image", "valid")}
+        arrays.update(image=self.normalisation.apply(image), valid=np.ones(image.shape[1:], dtype=bool))
+        return arrays
+
+    def _pad(self, it: dict[str, np.ndarray], r0: int, c0: int, vh: int, vw: int, ch: int, cw: int) -> dict:
+        """The ``vh × vw`` part at (r0, c0) of ``it``, padded to ``ch × cw`` with each field's fill."""
         rows, cols = slice(r0, r0 + vh), slice(c0, c0 + vw)
 
         def cut(a: np.ndarray, fill: float | int | bool) -> np.ndarray:
@@ -255,37 +334,6 @@ class SegmentationDataset(Dataset):
                for f in array_fields() if f.metadata["role"] == PIXELS}
         out["instances"], out["instance_classes"] = crop_instances(out["instances"], it["instance_classes"])
         out.update(points=shift_points(it["points"], r0, c0, vh, vw), boxes=shift_boxes(it["boxes"], r0, c0, vh, vw),
-                   image_labels=it["image_labels"] if (vh, vw) == (h, w) else it["image_labels"][:0],
-                   image_classes=it["image_classes"])
+                   image_labels=it["image_labels"], image_classes=it["image_classes"])
         return out
 
-
-def crop_instances(window: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Instance ids (1..M) of a window renumbered 1..m over those present; their classes (m,)."""
-    if classes.size == 0:
-        return window, classes
-    present = np.unique(window)
-    present = present[present > 0]
-    lut = np.zeros(classes.size + 1, dtype=np.int64)
-    lut[present] = np.arange(1, present.size + 1)
-    return lut[window], classes[present - 1]
-
-
-def shift_points(points: np.ndarray, r0: int, c0: int, vh: int, vw: int) -> np.ndarray:
-    """(P, 3) :data:`~dspseg.vocabulary.POINT` rows → moved by (-r0, -c0), keeping those inside
-    [0, vh) × [0, vw)."""
-    p = points.copy()
-    p[:, POINT.row] -= r0
-    p[:, POINT.col] -= c0
-    keep = (p[:, POINT.row] >= 0) & (p[:, POINT.row] < vh) & (p[:, POINT.col] >= 0) & (p[:, POINT.col] < vw)
-    return p[keep]
-
-
-def shift_boxes(boxes: np.ndarray, r0: int, c0: int, vh: int, vw: int) -> np.ndarray:
-    """(Nb, 5) :data:`~dspseg.vocabulary.BOX` rows (half-open, x = column) → moved by (-c0, -r0),
-    clipped to [0, vw] × [0, vh], dropping boxes left empty."""
-    b = boxes.copy()
-    xs, ys = [BOX.x0, BOX.x1], [BOX.y0, BOX.y1]
-    b[:, xs] = (b[:, xs] - c0).clip(0, vw)
-    b[:, ys] = (b[:, ys] - r0).clip(0, vh)
-    return b[~rules.box_empty(b[:, BOX.xyxy])]

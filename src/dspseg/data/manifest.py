@@ -1,4 +1,4 @@
-"""The dataset manifest ``dataset.json`` (format ``dspseg/1``): schema, loading, saving, safe paths.
+"""The dataset manifest ``dataset.json`` (formats ``dspseg/1`` and ``dspseg/2``): schema, loading, saving, safe paths.
 
 A dataset is a folder holding ``dataset.json`` and the files it names. The manifest lists every image
 with whatever annotation the expert could afford::
@@ -19,10 +19,18 @@ with whatever annotation the expert could afford::
       ]
     }
 
+Format ``dspseg/2`` adds records that name a section of a volume instead of a file (``volume``,
+``axis``, ``index``; a ``mask`` from a label volume; ``sections`` ranges of unlabeled sections) and
+the top-level ``group_every``; they are described in :mod:`dspseg.data.volume_records`. A
+``dspseg/1`` file loads unchanged; a manifest is saved as ``dspseg/2`` only when it has volume records.
+
 This module holds the schema and checks the *structure* (types, required fields, JSON syntax);
 :mod:`dspseg.data.problems` turns every mistake pydantic finds into a :class:`Problem` naming the
 file, the record, the field and the fix. Checks that need the class list or the image files (unknown
 class, box outside the image, mask shape...) live in :mod:`dspseg.data.validate`.
+
+(Over 300 lines: the record schema with its volume fields and its JSON round trip are one unit;
+the volume rules and the range expansion live in :mod:`dspseg.data.volume_records`.)
 """
 
 from __future__ import annotations
@@ -35,10 +43,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from dspseg.data.problems import Problem, problems_from_validation_error
+from dspseg.data.volume_records import (RangeOrigin, VolumeMask, collapse_sections, expand_sections,
+                                        structure_problems)
+from dspseg.data.volumes import SectionRange, VolumeRef
 from dspseg.errors import ManifestError, PathEscapeError
 from dspseg.fsutil import write_text_atomic
 
 FORMAT = "dspseg/1"
+FORMAT_VOLUMES = "dspseg/2"
 MANIFEST_NAME = "dataset.json"
 SPLITS = ("train", "val", "test")
 
@@ -71,20 +83,48 @@ class Point(_Strict):
 
 
 class ImageRecord(_Strict):
-    """One image and its (possibly empty) annotation."""
+    """One image (a ``file``, or a section of a ``volume``) and its (possibly empty) annotation."""
 
-    file: str
+    file: str | None = None
+    volume: VolumeRef | None = None
+    axis: Literal["z", "y", "x"] | None = None
+    index: int | None = Field(None, ge=0)
+    sections: SectionRange | None = None
     group: str | None = None
     split: Literal["train", "val", "test"] | None = None
-    mask: str | None = None
+    mask: str | VolumeMask | None = None
     boxes: list[Box] | None = None
     points: list[Point] | None = None
     labels: list[str] | None = None
+    _origin: RangeOrigin | None = PrivateAttr(default=None)  # set when expanded from a ``sections`` entry
+    _group_every: int | None = PrivateAttr(default=None)  # the manifest's group_every
+
+    @property
+    def section_axis(self) -> str:
+        """The axis of a volume record's section (``z`` when not given)."""
+        return self.sections.axis if self.sections is not None else (self.axis or "z")
+
+    @property
+    def source(self) -> str:
+        """What the record shows, for messages: the file, or ``url[array] z=12``."""
+        if self.volume is None:
+            return str(self.file)
+        v = self.volume
+        at = f"{self.section_axis}={self.index}" if self.index is not None else f"sections along {self.section_axis}"
+        return f"{v.url}{f'[{v.array}]' if v.array else ''} {at}"
 
     @property
     def group_name(self) -> str:
-        """The sub-volume the image belongs to; an image without ``group`` is its own group."""
-        return self.group if self.group is not None else self.file
+        """The sub-volume the image belongs to: ``group``; else, for a volume section, the volume (or
+        its block of ``group_every`` sections along the axis); else the file (its own group)."""
+        if self.group is not None:
+            return self.group
+        if self.volume is None:
+            return str(self.file)
+        name = f"{self.volume.url}{f'[{self.volume.array}]' if self.volume.array else ''}"
+        if self._group_every and self.index is not None:
+            name += f" {self.section_axis}{self.index // self._group_every}"
+        return name
 
     @property
     def annotation_type(self) -> str:
@@ -100,13 +140,18 @@ class ImageRecord(_Strict):
         return "none"
 
     def to_json(self) -> dict:
-        out: dict = {"file": self.file}
+        out: dict = {"file": self.file} if self.volume is None else {"volume": self.volume.model_dump(mode="json", exclude_defaults=True)}
+        if self.volume is not None:
+            if self.sections is not None:
+                out["sections"] = self.sections.model_dump(mode="json", exclude_defaults=True) | {"axis": self.sections.axis}
+            else:
+                out.update(axis=self.section_axis, index=self.index)
         if self.group is not None:
             out["group"] = self.group
         if self.split is not None:
             out["split"] = self.split
         if self.mask is not None:
-            out["mask"] = self.mask
+            out["mask"] = self.mask if isinstance(self.mask, str) else self.mask.to_json()
         if self.boxes is not None:
             out["boxes"] = [b.to_json() for b in self.boxes]
         if self.points is not None:
@@ -119,10 +164,11 @@ class ImageRecord(_Strict):
 class Manifest(_Strict):
     """The whole dataset description. ``root`` is the folder that relative paths start from."""
 
-    format: Literal["dspseg/1"] = FORMAT
+    format: Literal["dspseg/1", "dspseg/2"] = FORMAT
     name: str = "dataset"
     classes: list[str] = Field(min_length=1)
     ignore_index: int = 255
+    group_every: int | None = Field(None, ge=1)  # volume sections: a group per block of this many
     images: list[ImageRecord]
     # Not a JSON field: a manifest must not choose where its files are read from.
     _root: Path = PrivateAttr(default=Path("."))
@@ -147,14 +193,18 @@ class Manifest(_Strict):
         """Absolute path of a file named in the manifest (see :func:`resolve_inside`)."""
         return resolve_inside(self.root, relative)
 
+    @property
+    def has_volumes(self) -> bool:
+        """Whether some record names a volume section (the file is then ``dspseg/2``)."""
+        return any(r.volume is not None for r in self.images)
+
     def to_json(self) -> dict:
-        return {
-            "format": self.format,
-            "name": self.name,
-            "classes": list(self.classes),
-            "ignore_index": self.ignore_index,
-            "images": [r.to_json() for r in self.images],
-        }
+        out = {"format": FORMAT_VOLUMES if self.has_volumes else self.format, "name": self.name,
+               "classes": list(self.classes), "ignore_index": self.ignore_index}
+        if self.group_every is not None:
+            out["group_every"] = self.group_every
+        out["images"] = collapse_sections(self.images)
+        return out
 
     def records(self, split: str | None = None) -> list[ImageRecord]:
         return [r for r in self.images if split is None or r.split == split]
@@ -204,14 +254,21 @@ def parse_manifest(raw: object, root: Path, file: str = MANIFEST_NAME) -> Manife
     if not isinstance(raw, dict):
         raise ManifestError([Problem(file, "manifest", "", "the top level is not a JSON object",
                                      'start the file with {"format": "dspseg/1", ...}')])
-    if raw.get("format") not in (None, FORMAT):
+    if raw.get("format") not in (None, FORMAT, FORMAT_VOLUMES):
         raise ManifestError([Problem(file, "manifest", "format", f"unknown format {raw.get('format')!r}",
-                                     f'set "format": "{FORMAT}"')])
+                                     f'set "format": "{FORMAT_VOLUMES if "volume" in str(raw) else FORMAT}"')])
     try:
         m = Manifest.model_validate(raw)
     except ValidationError as err:
         raise ManifestError(problems_from_validation_error(err, file, raw, FIELDS)) from None
     m.root = root
+    problems = [p for i, r in enumerate(m.images) for p in structure_problems(i, r, file)]
+    if not problems:
+        problems = expand_sections(m, file)
+    if problems:
+        raise ManifestError(problems)
+    for r in m.images:
+        r._group_every = m.group_every
     return m
 
 
@@ -266,9 +323,11 @@ def load_partial(data: str | Path) -> tuple[Manifest | None, list[tuple[int, Ima
     records = []
     for i, rec in enumerate(raw["images"]):
         try:
-            records.append((i, ImageRecord.model_validate(rec)))
+            record = ImageRecord.model_validate(rec)
         except ValidationError:
             continue  # already reported by load_manifest
+        if not structure_problems(i, record, str(path)):
+            records.append((i, record))
     manifest.images = [r for _, r in records]
     return manifest, records, problems
 

@@ -113,11 +113,10 @@ def _points_array(record: ImageRecord, index: dict[str, int], h: int, w: int) ->
     return out
 
 
-def _image_classes(record: ImageRecord, n: int, labels: np.ndarray, boxes: np.ndarray, points: np.ndarray,
+def _image_classes(record: ImageRecord, n: int, labels: np.ndarray, named: set[int],
                    mask_present: np.ndarray | None, mask_has_ignore: bool) -> tuple[np.ndarray, np.ndarray]:
     """Return (I, shown), both (C,) bool: the image's classes (:func:`~dspseg.data.rules.image_classes`)
-    and the classes a box, point or mask pixel shows."""
-    named = set(boxes[:, BOX.c].tolist()) | set(points[:, POINT.c].tolist())
+    and the classes a box, point (``named``: their class ids) or mask pixel shows."""
     declared = rules.declared_classes(set(labels.tolist()) if record.labels is not None else None,
                                       named if named else None)
     image = rules.image_classes(n, declared, record.labels is not None, mask_present, mask_has_ignore)
@@ -165,8 +164,9 @@ def _apply_points(allowed: np.ndarray, conflict: np.ndarray, points: np.ndarray)
 
 def rasterise(record: ImageRecord, classes: list[str], ignore_index: int, shape: tuple[int, int],
               mask: np.ndarray | None = None, derive_weak: bool = False, point_mode: str = "interior",
-              rng: np.random.Generator | None = None) -> Annotation:
-    """Rasterise one record onto its (H, W) grid (rules in the module docstring).
+              rng: np.random.Generator | None = None, window: Sequence[int] | None = None) -> Annotation:
+    """Rasterise one record onto its (H, W) grid, or only onto ``window`` of it (rules in the module
+    docstring; windows in :func:`clip_boxes`).
 
     Args:
         record: the manifest record (its ``mask`` field says whether ``mask`` must be given).
@@ -176,6 +176,9 @@ def rasterise(record: ImageRecord, classes: list[str], ignore_index: int, shape:
         mask: (H, W) integer mask array, required iff ``record.mask`` is set.
         derive_weak: also put the mask's derived boxes/points and every shown class into the bags.
         point_mode, rng: how derived points are chosen (see :func:`dspseg.data.weak.derive_weak_labels`).
+        window: ``(r0, c0, h, w)`` inside the (H, W) image: every array is then (h, w) (``mask`` too:
+            the window's mask), the tables are moved into the window (boxes clipped, points outside
+            dropped) and a class boxed anywhere in the image stays excluded outside its boxes.
 
     Raises:
         ValueError naming the field and the value: shape mismatch, mask values that are neither a
@@ -190,6 +193,11 @@ def rasterise(record: ImageRecord, classes: list[str], ignore_index: int, shape:
                       np.int64)
     boxes = _boxes_array(record, index, h, w)
     points = _points_array(record, index, h, w)
+    named = set(boxes[:, BOX.c].tolist()) | set(points[:, POINT.c].tolist())  # of the whole image
+    if window is not None:
+        r0, c0, h, w = _check_window(window, h, w)
+        boxes = clip_boxes(boxes, r0, c0, h, w)  # empty ones kept: their class is still boxed
+        points = shift_points(points, r0, c0, h, w)
 
     if record.mask is not None and mask is None:
         raise ValueError(f"mask: the record names mask file {record.mask!r} but no mask array was given")
@@ -208,9 +216,10 @@ def rasterise(record: ImageRecord, classes: list[str], ignore_index: int, shape:
         ids[~annotated] = n
         onehot = ids[None] == np.arange(n, dtype=ids.dtype)[:, None, None]  # (C, H, W); False at ignore
         present = onehot.any(axis=(1, 2))
-    image_classes, shown = _image_classes(record, n, labels, boxes, points, present,
+    image_classes, shown = _image_classes(record, n, labels, named, present,
                                           bool(m is not None and not annotated.all()))
     allowed, conflict = _weak_allowed(image_classes, boxes, h, w)
+    boxes = boxes[~rules.box_empty(boxes[:, BOX.xyxy])]
     _apply_points(allowed, conflict, points)
 
     if m is None:
@@ -240,3 +249,47 @@ def rasterise(record: ImageRecord, classes: list[str], ignore_index: int, shape:
     return Annotation(allowed=allowed, target=target, instances=instances, instance_classes=instance_classes,
                       points=points, boxes=boxes, image_labels=image_labels, image_classes=image_classes,
                       kind=record.annotation_type, conflicts=int(conflict.sum()))
+
+
+def _check_window(window: Sequence[int], h: int, w: int) -> tuple[int, int, int, int]:
+    r0, c0, wh, ww = (int(v) for v in window)
+    if r0 < 0 or c0 < 0 or wh < 1 or ww < 1 or r0 + wh > h or c0 + ww > w:
+        raise ValueError(f"window: {tuple(window)} (r0, c0, h, w) does not fit the {w}x{h} (W x H) image")
+    return r0, c0, wh, ww
+
+
+def crop_instances(window: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Instance ids (1..M) of a window renumbered 1..m over those present; their classes (m,)."""
+    if classes.size == 0:
+        return window, classes
+    present = np.unique(window)
+    present = present[present > 0]
+    lut = np.zeros(classes.size + 1, dtype=np.int64)
+    lut[present] = np.arange(1, present.size + 1)
+    return lut[window], classes[present - 1]
+
+
+def shift_points(points: np.ndarray, r0: int, c0: int, vh: int, vw: int) -> np.ndarray:
+    """(P, 3) :data:`~dspseg.vocabulary.POINT` rows → moved by (-r0, -c0), keeping those inside
+    [0, vh) × [0, vw)."""
+    p = points.copy()
+    p[:, POINT.row] -= r0
+    p[:, POINT.col] -= c0
+    keep = (p[:, POINT.row] >= 0) & (p[:, POINT.row] < vh) & (p[:, POINT.col] >= 0) & (p[:, POINT.col] < vw)
+    return p[keep]
+
+
+def clip_boxes(boxes: np.ndarray, r0: int, c0: int, vh: int, vw: int) -> np.ndarray:
+    """(Nb, 5) :data:`~dspseg.vocabulary.BOX` rows (half-open, x = column) → moved by (-c0, -r0) and
+    clipped to [0, vw] × [0, vh]; boxes left empty are kept (a window's W map needs their class)."""
+    b = boxes.copy()
+    xs, ys = [BOX.x0, BOX.x1], [BOX.y0, BOX.y1]
+    b[:, xs] = (b[:, xs] - c0).clip(0, vw)
+    b[:, ys] = (b[:, ys] - r0).clip(0, vh)
+    return b
+
+
+def shift_boxes(boxes: np.ndarray, r0: int, c0: int, vh: int, vw: int) -> np.ndarray:
+    """:func:`clip_boxes`, dropping the boxes left empty."""
+    b = clip_boxes(boxes, r0, c0, vh, vw)
+    return b[~rules.box_empty(b[:, BOX.xyxy])]

@@ -29,8 +29,10 @@ from pathlib import Path
 from dspseg.cli_support import closest_class
 from dspseg.data import rules
 from dspseg.data.manifest import ImageRecord, Manifest, PathEscapeError, load_partial, manifest_path, resolve_inside
+from dspseg.data.volume_records import VolumeMask
 from dspseg.data.validate_files import MIN_SIDE, FileChecks, Pt, _Box, _quoted
 from dspseg.data.validate_report import DatasetSummary, ValidationReport, render_report
+from dspseg.data.validate_volumes import VolumeChecks
 
 __all__ = ["MIN_SIDE", "DatasetChecker", "DatasetSummary", "ValidationReport", "render_report", "validate_dataset"]
 
@@ -54,7 +56,7 @@ def validate_dataset(data: str | Path, check_files: bool = True, keep_masks: boo
 # ----------------------------------------------------------------------------------------- checker
 
 
-class DatasetChecker(FileChecks):
+class DatasetChecker(VolumeChecks, FileChecks):
     """Runs every check over the records, collecting problems and the summary statistics
     (the file-level checks and the shared state are :class:`~dspseg.data.validate_files.FileChecks`')."""
 
@@ -76,7 +78,7 @@ class DatasetChecker(FileChecks):
             try:
                 self._check_record(i, rec)
             except Exception as e:  # noqa: BLE001 - a report beats a traceback; says it is our bug
-                self.add(f"images[{i}] ({rec.file})", "", f"dspseg failed while checking this record "
+                self.add(f"images[{i}] ({rec.source})", "", f"dspseg failed while checking this record "
                          f"({type(e).__name__}: {e})", "this is a bug in dspseg: please report it with "
                          "this record; the other records were checked")
         self._check_dataset()
@@ -123,11 +125,16 @@ class DatasetChecker(FileChecks):
         return None
 
     def _check_record(self, i: int, rec: ImageRecord) -> None:
-        where = f"images[{i}] ({rec.file})"
+        where = f"images[{i}] ({rec.source})"
         self.per_type[rec.annotation_type] += 1
         self.meta.append((where, rec.group_name, rec.split))
-        img = self._path(where, "file", rec.file)
-        mask_p = self._path(where, "mask", rec.mask) if rec.mask is not None else None
+        section = mask = None
+        if rec.volume is not None:  # a section of a volume (validate_volumes): metadata and the mask section
+            section, mask = self._check_volume_record(where, rec) if self.check_files else (None, None)
+            img = (rec.volume.key(), rec.section_axis, rec.index if rec.sections is None else str(rec.sections))
+        else:
+            img = self._path(where, "file", rec.file)
+        mask_p = self._path(where, "mask", rec.mask) if isinstance(rec.mask, str) else None
         self._check_duplicates(i, where, rec, img, mask_p)
 
         boxes, boxes_ok = self._boxes(where, rec)
@@ -148,13 +155,17 @@ class DatasetChecker(FileChecks):
                      "be scored", "give val/test images a full mask, or move the image to train", "warning")
 
         present = (set(declared or ()) | {b.cid for b in boxes} | {p[1] for p in points}) - {None}
-        size = self._image(where, rec.file, img) if self.check_files and img is not None else None
+        if rec.volume is not None:
+            size = section
+        else:
+            size = self._image(where, rec.file, img) if self.check_files and img is not None else None
         if size is not None:
             boxes, points = self._check_geometry(where, rec, size, boxes, points, declared, names_ok)
         if rec.mask is not None and not self.check_files:
             self.presence_known = False
-        if self.check_files and mask_p is not None:
-            mask = self._read_mask(where, rec.mask or "", mask_p)
+        if self.check_files and (mask_p is not None or isinstance(rec.mask, VolumeMask)):
+            if mask_p is not None:
+                mask = self._read_mask(where, rec.mask or "", mask_p)
             if mask is None:
                 self.presence_known = False
             else:

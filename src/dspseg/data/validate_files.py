@@ -209,7 +209,7 @@ class FileChecks:
                     declared: set[int] | None, names_ok: bool, boxes: list[_Box], points: list[Pt]) -> set[int]:
         """Values, shape and agreement with labels/boxes/points; returns the classes the mask shows.
         A class with a box dropped as empty or outside the image is not checked against its boxes."""
-        mfile = str(self.m.root / (rec.mask or ""))
+        mfile = str(self.m.root / rec.mask) if isinstance(rec.mask, str) else rec.source
         names = self.m.classes
         pix, n_ignore = self._check_mask_values(where, mask, mfile)
         shown = set(np.flatnonzero(pix).tolist())

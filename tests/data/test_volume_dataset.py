@@ -1,0 +1,155 @@
+"""Volume-backed datasets (dataset.json dspseg/2): sections of a synthetic OME-Zarr volume with a mask
+from the label volume, boxes, points and a range of unlabeled sections load, read lazily per crop
+with bounded memory, validate, train and evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dspseg.cli import app
+from dspseg.data.dataset import SegmentationDataset
+from dspseg.data.manifest import load_manifest, save_manifest
+from dspseg.data.rasterise import rasterise
+from dspseg.data.synthetic import SYNTH_CLASSES, write_synthetic_volume
+from dspseg.data.volume_items import LazyItem
+from dspseg.data.volumes import ChunkCache, open_volume
+from dspseg.errors import ManifestError
+
+IMAGE = {"url": "cell.ome.zarr"}
+LABELS = {"url": "cell.ome.zarr", "array": "labels/organelles"}
+
+
+@pytest.fixture(scope="module")
+def volume_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("voldata")
+    write_synthetic_volume(root / "cell.ome.zarr", shape=(16, 64, 64), seed=1)
+    return root
+
+
+def _weak(labels: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """Boxes around all pixels of the two largest classes, and one point per present class."""
+    ids, counts = np.unique(labels, return_counts=True)
+    boxes = []
+    for c in ids[np.argsort(counts)[-2:]]:
+        ys, xs = np.nonzero(labels == c)
+        boxes.append({"class": SYNTH_CLASSES[c], "xyxy": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]})
+    points = []
+    for c in ids:
+        ys, xs = np.nonzero(labels == c)
+        points.append({"class": SYNTH_CLASSES[c], "xy": [int(xs[len(xs) // 2]), int(ys[len(ys) // 2])]})
+    return boxes, points
+
+
+def _manifest(root: Path, **extra) -> dict:
+    labels = open_volume({"url": str(root / "cell.ome.zarr"), "array": "labels/organelles"}, cache=ChunkCache())
+    boxes, _ = _weak(labels.section("z", 2))
+    _, points = _weak(labels.section("z", 5))
+    masked = {"mask": {"volume": LABELS}}
+    # blocks of 4 sections are the groups: train 0-7, val 8-11, test 12-15
+    return {"format": "dspseg/2", "classes": SYNTH_CLASSES, "ignore_index": 255, "group_every": 4, **extra,
+            "images": [
+        {"volume": IMAGE, "axis": "z", "index": 1, "split": "train", **masked},
+        {"volume": IMAGE, "axis": "z", "index": 2, "split": "train", "boxes": boxes},
+        {"volume": IMAGE, "axis": "z", "index": 5, "split": "train", "points": points},
+        {"volume": IMAGE, "axis": "z", "index": 9, "split": "val", **masked},
+        {"volume": IMAGE, "axis": "z", "index": 13, "split": "test", **masked},
+        {"volume": IMAGE, "axis": "z", "index": 14, "split": "test", **masked},
+        {"volume": IMAGE, "sections": {"axis": "z", "stop": 8, "exclude": [0]}, "split": "train"}]}
+
+
+@pytest.fixture(scope="module")
+def data(volume_dir: Path) -> Path:
+    (volume_dir / "dataset.json").write_text(json.dumps(_manifest(volume_dir)))
+    return volume_dir
+
+
+def test_a_range_is_one_entry_expanded_on_load_and_collapsed_on_save(data: Path, tmp_path: Path) -> None:
+    m = load_manifest(data)
+    unlabeled = [r.index for r in m.images if r.annotation_type == "none"]
+    assert unlabeled == [3, 4, 6, 7]  # 0..7 but the excluded 0 and the annotated 1, 2 and 5
+    assert len({r.group_name for r in m.images}) == 4  # blocks of group_every = 4 sections
+    out = m.to_json()
+    assert out["format"] == "dspseg/2" and len(out["images"]) == 7
+    assert out["images"][-1]["sections"] == {"axis": "z", "start": 3, "stop": 8, "exclude": [5]}
+    m.images[-1].split = "val"  # the last section moves: the entry splits in two
+    save_manifest(m, data / "copy.json")
+    again = json.loads((data / "copy.json").read_text())
+    assert [e.get("sections", {}).get("stop") for e in again["images"][-2:]] == [7, 8]
+    assert [r.index for r in load_manifest(data / "copy.json").images if r.split == "val"] == [9, 7]
+
+
+def test_groups_default_to_the_volume_or_blocks_of_it(volume_dir: Path) -> None:
+    (volume_dir / "blocks.json").write_text(json.dumps(_manifest(volume_dir, group_every=8)))
+    groups = {r.index: r.group_name for r in load_manifest(volume_dir / "blocks.json").images}
+    assert groups[1] == groups[7] != groups[9] == groups[14]
+    (volume_dir / "whole.json").write_text(json.dumps(_manifest(volume_dir, group_every=None)))
+    assert len({r.group_name for r in load_manifest(volume_dir / "whole.json").images}) == 1
+
+
+def test_old_files_still_load_as_dspseg_1(tmp_path: Path) -> None:
+    raw = {"format": "dspseg/1", "classes": ["a", "b"], "images": [{"file": "a.tif", "labels": ["a"]}]}
+    (tmp_path / "dataset.json").write_text(json.dumps(raw))
+    m = load_manifest(tmp_path)
+    assert m.to_json()["format"] == "dspseg/1" and m.images[0].group_name == "a.tif"
+
+
+def test_lazy_crops_match_the_whole_section_and_hold_no_volume(data: Path) -> None:
+    m = load_manifest(data)
+    cache = ChunkCache(max_bytes=64 << 10)
+    ds = SegmentationDataset(m, "train", crop_size=32, cache=cache)
+    assert all(isinstance(it, LazyItem) for it in ds.items) and ds.in_channels == 1
+    assert ds.kinds() == ["mask", "box", "point", "none", "none", "none", "none"]
+    for i in range(len(ds)):
+        item = ds[(i, 7)]
+        assert item["image"].shape == (1, 32, 32) and item["allowed"].shape == (len(SYNTH_CLASSES), 32, 32)
+        assert cache.bytes <= cache.max_bytes
+    arrays = [v for v in vars(ds).values() if isinstance(v, np.ndarray)]
+    arrays += [v for it in ds.items for v in vars(it).values() if isinstance(v, np.ndarray)]
+    assert not any(a.size > 32 * 32 for a in arrays)
+    # the boxed section's crop has the allowed map of the whole section, cut
+    rec = ds.records[1][1]
+    labels = open_volume({"url": str(data / "cell.ome.zarr"), "array": "labels/organelles"}, cache=ChunkCache())
+    whole = rasterise(rec, SYNTH_CLASSES, 255, (64, 64))
+    crop = ds.window(1, 10, 20, 32, 32)
+    assert np.array_equal(crop["allowed"], whole.allowed[:, 10:42, 20:52])
+    masked = ds.window(0, 32, 0, 32, 32)
+    assert np.array_equal(masked["target"], labels.section("z", 1)[32:, :32])
+
+
+def test_validate_train_and_evaluate_a_volume_dataset(data: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(app, ["validate", str(data)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(data), "--out", str(out), "--steps", "2", "--width", "4", "--batch-size", "4",
+                            "--set", "levels=3", "--set", "crop_size=32", "--set", "log_every=1"])
+    assert r.exit_code == 0, r.output
+    assert "step 2/2" in r.output and (out / "checkpoints/best.pt").is_file()
+    r = runner.invoke(app, ["evaluate", str(out), str(data), "--split", "test"])
+    assert r.exit_code == 0, r.output
+    assert "dice" in r.output.lower()
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"volume": {"url": "../cell.ome.zarr"}}, "volume.url", "outside"),
+    ({"volume": {"url": "missing.zarr"}}, "volume", "missing.zarr"),
+    ({"sections": {"axis": "z", "start": 40}}, "sections.start", "16 sections"),
+    ({"sections": {"axis": "z", "stop": 17}}, "sections.stop", "16 sections"),
+    ({"sections": {"axis": "z", "start": 0, "stop": 1, "exclude": [0]}}, "sections", "no section"),
+    ({"file": "a.tif"}, "file", "not both"),
+    ({"sections": None, "labels": []}, "index", "either 'index'"),
+])
+def test_bad_range_entries_get_one_sentence(volume_dir: Path, change: dict, field: str, words: str) -> None:
+    raw = _manifest(volume_dir)
+    entry = {**raw["images"][-1], **change}
+    raw["images"][-1] = {k: v for k, v in entry.items() if v is not None}
+    (volume_dir / "bad.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError) as err:
+        load_manifest(volume_dir / "bad.json")
+    (p,) = err.value.problems
+    assert p.field.startswith(field) and words in str(p) and p.fix and str(p).count("\n") == 0
