@@ -5,6 +5,7 @@ with bounded memory, validate, train and evaluate."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,13 @@ from dspseg.cli import app
 from dspseg.data.dataset import SegmentationDataset
 from dspseg.data.manifest import load_manifest, save_manifest
 from dspseg.data.rasterise import rasterise
+from dspseg.data.splits import image_class_sets
+from dspseg.data.validate import validate_dataset
 from dspseg.data.synthetic import SYNTH_CLASSES, write_synthetic_volume
 from dspseg.data.volume_items import LazyItem
 from dspseg.data.volumes import ChunkCache, open_volume
 from dspseg.errors import ManifestError
+from volume_files import volume_data, write_ngff, write_zarr3
 
 IMAGE = {"url": "cell.ome.zarr"}
 LABELS = {"url": "cell.ome.zarr", "array": "labels/organelles"}
@@ -153,3 +157,48 @@ def test_bad_range_entries_get_one_sentence(volume_dir: Path, change: dict, fiel
         load_manifest(volume_dir / "bad.json")
     (p,) = err.value.problems
     assert p.field.startswith(field) and words in str(p) and p.fix and str(p).count("\n") == 0
+
+
+def test_splits_read_a_label_volume_mask_section(data: Path) -> None:
+    sets = image_class_sets(load_manifest(data))
+    labels = open_volume({"url": str(data / "cell.ome.zarr"), "array": "labels/organelles"}, cache=ChunkCache())
+    assert sets[0] == frozenset(np.unique(labels.section("z", 1)).tolist()) and sets[-1] == frozenset()
+
+
+def test_a_pickled_dataset_reopens_its_volumes(data: Path) -> None:
+    """DataLoader workers get a copy without open handles and reopen on their first read."""
+    ds = SegmentationDataset(load_manifest(data), "train", crop_size=32, cache=ChunkCache(1 << 20))
+    ds[0]
+    assert ds.reader._volumes
+    copy = pickle.loads(pickle.dumps(ds))
+    assert not copy.reader._volumes and copy.reader.cache.max_bytes == 1 << 20
+    assert np.array_equal(copy[(1, 3)]["allowed"].numpy(), ds[(1, 3)]["allowed"].numpy())
+
+
+def _validate_problems(root: Path, name: str, raw: dict) -> list:
+    (root / name).write_text(json.dumps(raw))
+    return [p for p in validate_dataset(root / name).problems if p.severity == "error"]
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"index": 16}, "index", "outside the 16 sections"),
+    ({"volume": {"url": "cell.ome.zarr", "array": "nope"}}, "volume", "nope"),
+    ({"volume": {"url": "../elsewhere.zarr"}}, "volume.url", "leaves the dataset folder"),
+    ({"mask": {"volume": {"url": "cell.ome.zarr", "array": "labels/organelles", "level": 1}}}, "mask.volume",
+     "label volume is 8 x 32 x 32"),
+])
+def test_validate_names_every_bad_volume_reference(volume_dir: Path, change: dict, field: str, words: str) -> None:
+    raw = _manifest(volume_dir)
+    raw["images"][0] = {**raw["images"][0], **change}
+    (p,) = _validate_problems(volume_dir, "badref.json", raw)
+    assert p.field.startswith(field) and words in str(p) and p.fix and "\n" not in str(p), str(p)
+
+
+def test_validate_refuses_a_label_volume_of_another_voxel_size(tmp_path: Path) -> None:
+    data = volume_data("uint8")
+    write_ngff(tmp_path / "img.zarr", data)  # voxel size (8, 4, 4)
+    write_zarr3(tmp_path / "lab.zarr", (data % 2).astype(np.uint8))  # same shape, voxel size 1
+    raw = {"format": "dspseg/2", "classes": ["a", "b"], "images": [
+        {"volume": {"url": "img.zarr", "level": 0}, "index": 3, "mask": {"volume": {"url": "lab.zarr"}}}]}
+    (p,) = _validate_problems(tmp_path, "dataset.json", raw)
+    assert p.field == "mask.volume" and "voxel size" in p.message and "level" in p.fix

@@ -53,8 +53,6 @@ def validate_dataset(data: str | Path, check_files: bool = True, keep_masks: boo
                             checker.read_sizes, checker.read_masks)
 
 
-# ----------------------------------------------------------------------------------------- checker
-
 
 class DatasetChecker(VolumeChecks, FileChecks):
     """Runs every check over the records, collecting problems and the summary statistics

@@ -73,11 +73,20 @@ class VolumeReader:
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_volumes": {}}  # handles are reopened in the new process
+        # handles are reopened in the new process, and its cache is a new one of the same budget
+        budget = None if self.cache is None else self.cache.max_bytes
+        return {**self.__dict__, "_volumes": {}, "cache": None, "_budget": budget, "_pid": -1}
+
+    def __setstate__(self, state: dict) -> None:
+        budget = state.pop("_budget")
+        self.__dict__.update(state, cache=None if budget is None else ChunkCache(budget))
 
     def volume(self, ref: VolumeRef) -> Volume:
-        """The opened volume of ``ref`` (metadata only), reopened in a new process."""
+        """The opened volume of ``ref`` (metadata only), reopened in a new process (a forked worker
+        also gets a new cache of the same budget: the parent's lock may be held at the fork)."""
         if self._pid != os.getpid():
+            if self._pid != -1 and self.cache is not None:
+                self.cache = ChunkCache(self.cache.max_bytes)
             self._volumes, self._pid = {}, os.getpid()
         key = ref.key()
         if key not in self._volumes:
@@ -127,3 +136,9 @@ class VolumeReader:
             sh, sw = min(h, SAMPLE_SIDE), min(w, SAMPLE_SIDE)
             out.append(to_unit(self.stored(records[k], ((h - sh) // 2, (w - sw) // 2, sh, sw))))
         return out
+
+
+def section_mask(manifest: Manifest, record: ImageRecord) -> np.ndarray:
+    """(H, W) int64 class ids of a volume record's whole mask section (one section, never the volume)."""
+    reader = VolumeReader(manifest)
+    return reader.mask(record, (0, 0, *reader.shape(record)), manifest.ignore_index)
