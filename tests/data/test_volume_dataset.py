@@ -202,3 +202,17 @@ def test_validate_refuses_a_label_volume_of_another_voxel_size(tmp_path: Path) -
         {"volume": {"url": "img.zarr", "level": 0}, "index": 3, "mask": {"volume": {"url": "lab.zarr"}}}]}
     (p,) = _validate_problems(tmp_path, "dataset.json", raw)
     assert p.field == "mask.volume" and "voxel size" in p.message and "level" in p.fix
+
+
+def test_a_section_with_a_2d_mask_file(volume_dir: Path) -> None:
+    import tifffile
+
+    labels = open_volume({"url": str(volume_dir / "cell.ome.zarr"), "array": "labels/organelles"}, cache=ChunkCache())
+    mask = labels.section("z", 6).astype(np.uint8)
+    mask[:8] = 255  # unannotated rows
+    tifffile.imwrite(volume_dir / "z006.tif", mask)
+    raw = {"format": "dspseg/2", "classes": SYNTH_CLASSES, "images": [
+        {"volume": IMAGE, "index": 6, "mask": "z006.tif"}]}
+    assert _validate_problems(volume_dir, "filemask.json", raw) == []
+    ds = SegmentationDataset(load_manifest(volume_dir / "filemask.json"), "train", crop_size=32, cache=ChunkCache(1 << 20))
+    assert np.array_equal(ds.window(0, 0, 16, 32, 32)["target"].astype(np.uint8), mask[:32, 16:48])
