@@ -112,7 +112,7 @@ def run_demo(out: str | Path, settings: DemoSettings, console: Any) -> dict[str,
 
     console.rule("6. predict")
     best = _best_run(rows, acr=8.0) or _best_run(rows)
-    test_files = [manifest.path(r.file) for r in _test_records(study_dir / best["data"])[:3]] if best else []
+    test_files = [manifest.path(r.file) for r in _richest_test_records(study_dir / best["data"], 3)] if best else []
     predicted = (predict_files(study_dir / best["run"], test_files, out / "predictions", overlay=True,
                                console=console) if test_files else [])
 
@@ -137,7 +137,13 @@ def _best_run(rows: list[dict[str, Any]], acr: float | None = None) -> dict[str,
     return max(pool, key=lambda r: r["mean_dice"], default=None)
 
 
-def _test_records(data: Path) -> list[Any]:
+def _richest_test_records(data: Path, n: int) -> list[Any]:
+    """The ``n`` test records whose masks hold the most classes (what an overlay can show)."""
+    from dspseg.data.io import read_mask
     from dspseg.data.manifest import load_manifest
+    from dspseg.study.qualitative import by_richness
 
-    return load_manifest(data).records("test")
+    manifest = load_manifest(data)
+    tests = [r for r in manifest.records("test") if r.mask is not None]
+    order = by_richness([read_mask(manifest.path(r.mask)) for r in tests], manifest.ignore_index)
+    return [tests[i] for i in order[:n]]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from dspseg.data.io import write_image, write_mask
-from dspseg.study.qualitative import _test_record, richest
+from dspseg.study.qualitative import _test_record, by_richness, richest
 
 
 def test_richest_ignores_the_ignore_index_and_keeps_the_first_of_equals():
@@ -30,3 +30,12 @@ def test_panel_picks_the_test_image_with_most_classes(tmp_path):
     (data / "dataset.json").write_text(json.dumps({"classes": ["bg", "cytosol", "mito", "er"], "images": images}))
     single, record = _test_record(tmp_path, "data/mixed-acr1-split0")
     assert record.file == "rich.tif" and [r.file for r in single.images] == ["rich.tif"]
+
+
+def test_by_richness_orders_masks_by_classes_held_and_keeps_equals_in_order():
+    """The demo's overlays take the first three of this order (issue 15: not a 100 % cytosol image)."""
+    one = np.zeros((2, 2), np.uint8)
+    two = np.array([[0, 1], [1, 255]], np.uint8)
+    three = np.array([[0, 1], [2, 255]], np.uint8)
+    assert by_richness([one, three, two, three.copy(), one], 255) == [1, 3, 2, 0, 4]
+    assert by_richness([], 255) == [] and richest([], 255) == -1

@@ -19,10 +19,17 @@ import numpy as np
 from dspseg.study.plots import new_figure, save_figure
 
 
-def richest(masks: Sequence[np.ndarray], ignore_index: int) -> int:
-    """Index of the mask holding the most classes (ignore pixels aside); the first of equals."""
+def by_richness(masks: Sequence[np.ndarray], ignore_index: int) -> list[int]:
+    """Indices of ``masks``, those holding the most classes (ignore pixels aside) first; equals keep
+    their order."""
     counts = [int(np.setdiff1d(np.unique(m), [ignore_index]).size) for m in masks]
-    return int(np.argmax(counts)) if counts else -1
+    return sorted(range(len(counts)), key=lambda i: -counts[i])
+
+
+def richest(masks: Sequence[np.ndarray], ignore_index: int) -> int:
+    """Index of the mask holding the most classes (ignore pixels aside); the first of equals; -1 for none."""
+    order = by_richness(masks, ignore_index)
+    return order[0] if order else -1
 
 
 def _test_record(dir: Path, data: str) -> tuple[Any, Any]:
