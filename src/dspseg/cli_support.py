@@ -1,6 +1,7 @@
-"""What every command needs from its options: comma lists, "did you mean", output-folder checks and the
-defaults its help text quotes. One home for each, below every package (imports only :mod:`dspseg.errors`
-at module level), so ``data/``, ``engine/`` and ``study/`` may call it as well as the commands.
+"""What every command needs from its options: comma lists, "did you mean" and output-folder checks.
+
+One home for each, below every package (it imports only :mod:`dspseg.errors` and :mod:`dspseg.fslock`),
+so ``data/``, ``engine/`` and ``study/`` may call it as well as the commands.
 
 * **Lists.** ``--methods basic,dsp``, ``--classes a,b``, ``--crops 1,7``: :func:`split_list` (items
   stripped, empty items dropped) and :func:`parse_list` (at least one item, each cast, else
@@ -12,10 +13,8 @@ at module level), so ``data/``, ``engine/`` and ``study/`` may call it as well a
 * **Output folders.** dspseg never overwrites what it did not write: :func:`refuse_used_folder` for
   an ``--out`` that must be new or empty, :func:`not_ours` for the commands that may replace their
   own earlier output (``demo``, ``sweep``, ``simulate``, ``synth``).
-* **Help defaults.** :func:`train_default` reads a training option's default from
-  :class:`~dspseg.engine.config.TrainConfig` (the one home of the defaults) and :func:`train_option`
-  declares a training flag with it, so the help of ``train`` and ``sweep`` never repeats a literal.
-  These two reach up into ``engine.config`` (inside the function); only command modules call them.
+* Help texts read training defaults from :class:`~dspseg.engine.config.TrainConfig` through
+  :func:`dspseg.engine.config.train_option` (beside the defaults it quotes).
 
     >>> split_list(" basic, dsp,,")
     ['basic', 'dsp']
@@ -29,9 +28,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from dspseg.errors import OptionError, OutputFolderError, UserError
 
@@ -129,36 +127,3 @@ def not_ours(out: Path, what: str, fix: str, error: type[UserError] = OutputFold
     ``not_ours(out, "holds no sweep", "give a new folder")``. Returned, for the caller to raise.
     """
     return error(f"{label or f'--out {out}'} is not empty and {what}; {fix}")
-
-
-# ------------------------------------------------------------------------------------ help defaults
-
-
-@lru_cache(maxsize=1)
-def _train_defaults() -> Any:
-    from dspseg.engine.config import TrainConfig  # pydantic and yaml only: --help stays instant
-
-    return TrainConfig()
-
-
-def train_default(name: str) -> str:
-    """A training option's default as help texts print it: ``train_default("steps")`` → ``"1000"``."""
-    return str(getattr(_train_defaults(), name))
-
-
-def train_option(name: str, *flags: str, help: str, **kwargs: Any) -> Any:
-    """A typer option for the training setting ``name`` that defaults to ``None`` (the config decides).
-
-    ``{default}`` in ``help`` becomes :func:`train_default` of ``name``; the option's least value
-    (``min``) is the field's ``ge`` bound unless given. ``train_option("steps", "--steps",
-    help="Training steps of every run (default: {default}).")`` prints ``(default: 1000)`` and ``x>=1``.
-    """
-    import typer
-
-    from dspseg.engine.config import TrainConfig
-
-    if "min" not in kwargs:
-        bounds = [getattr(m, "ge") for m in TrainConfig.model_fields[name].metadata if hasattr(m, "ge")]
-        if bounds:
-            kwargs["min"] = bounds[0]
-    return typer.Option(None, *flags, help=help.format(default=train_default(name)), **kwargs)

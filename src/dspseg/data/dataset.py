@@ -54,7 +54,6 @@ from dspseg.data.batch import ARRAYS, PIXELS, array_fields, fill_value, item_arr
 from dspseg.data.intensity import to_unit
 from dspseg.data.io import read_image_stored, read_mask
 from dspseg.data.manifest import ImageRecord, Manifest
-from dspseg.data import rules
 from dspseg.data.rasterise import crop_instances, rasterise, shift_boxes, shift_points
 from dspseg.data.volume_items import LazyItem, VolumeReader
 from dspseg.data.volumes import ChunkCache

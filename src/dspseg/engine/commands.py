@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from dspseg.cli_errors import fail, guarded
-from dspseg.cli_support import train_option
+from dspseg.engine.config import train_option
 from dspseg.methods import method_table
 
 console = Console()

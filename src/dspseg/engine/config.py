@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -244,3 +245,32 @@ def check_resume_changes(saved: TrainConfig, new: TrainConfig) -> None:
         k = changed[0]
         raise ConfigError(f"cannot change '{k}' when resuming (run: {a[k]!r}, given: {b[k]!r}); "
                           f"only {', '.join(sorted(RESUMABLE))} may change; start a new run with a new --out")
+
+
+# ------------------------------------------------------------------------- help texts of the flags
+
+
+@lru_cache(maxsize=1)
+def _train_defaults() -> Any:
+    return TrainConfig()
+
+
+def train_default(name: str) -> str:
+    """A training option's default as help texts print it: ``train_default("steps")`` → ``"1000"``."""
+    return str(getattr(_train_defaults(), name))
+
+
+def train_option(name: str, *flags: str, help: str, **kwargs: Any) -> Any:
+    """A typer option for the training setting ``name`` that defaults to ``None`` (the config decides).
+
+    ``{default}`` in ``help`` becomes :func:`train_default` of ``name``; the option's least value
+    (``min``) is the field's ``ge`` bound unless given. ``train_option("steps", "--steps",
+    help="Training steps of every run (default: {default}).")`` prints ``(default: 1000)`` and ``x>=1``.
+    """
+    import typer  # only command modules call this
+
+    if "min" not in kwargs:
+        bounds = [getattr(m, "ge") for m in TrainConfig.model_fields[name].metadata if hasattr(m, "ge")]
+        if bounds:
+            kwargs["min"] = bounds[0]
+    return typer.Option(None, *flags, help=help.format(default=train_default(name)), **kwargs)

@@ -230,7 +230,7 @@ def check_mask_values(path: Path, n_classes: int, ignore_index: int, size: tuple
     values = np.unique(mask).astype(np.int64)
     bad = values[invalid_mask_values(values, n_classes, ignore_index)].tolist()
     if bad:
-        hint = (f"; it looks like an instance labelling (one id per object): pass --instances CLASS to give "
+        hint = ("; it looks like an instance labelling (one id per object): pass --instances CLASS to give "
                 "every object one class" if looks_like_instances(values, bad) else "")
         raise ConvertError(f"{path}: values {bad[:8]} are neither class ids 0..{n_classes - 1} (--classes names "
                            f"{n_classes}) nor the ignore index {ignore_index}; extend --classes or set "

@@ -1,0 +1,67 @@
+"""The layers of docs/architecture.md hold: no module imports a layer above its own.
+
+words < data < models, losses < methods < engine < study < command line; a package's ``commands.py``
+(typer functions the CLI registers) belongs to the command line. Imports inside functions count too
+(they are dependencies all the same); imports under ``if TYPE_CHECKING:`` do not (typing only).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "dspseg"
+WORDS = {"vocabulary", "errors", "fsutil", "fslock", "cli_support", "__init__"}
+LAYERS = {"data": 1, "models": 2, "losses": 2, "methods": 3, "engine": 4, "study": 5}
+COMMAND_LINE = 6
+
+
+def layer(module: str) -> int:
+    """The layer of ``dspseg.X.Y``: words 0 ... command line 6."""
+    parts = module.split(".")[1:]
+    if not parts or parts[0] in WORDS:
+        return 0
+    if parts[-1] == "commands" or parts[0] not in LAYERS:
+        return COMMAND_LINE  # cli, cli_errors, data_commands, io_commands, demo, <package>/commands
+    return LAYERS[parts[0]]
+
+
+def _is_module(name: str) -> bool:
+    return (SRC / f"{name}.py").is_file() or (SRC / name / "__init__.py").is_file()
+
+
+def _typing_only(tree: ast.Module) -> set[int]:
+    """Line numbers of the imports under ``if TYPE_CHECKING:``."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            lines.update(n.lineno for n in ast.walk(node) if isinstance(n, ast.ImportFrom))
+    return lines
+
+
+def upward_imports() -> list[str]:
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = "dspseg." + ".".join(path.relative_to(SRC).with_suffix("").parts)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = _typing_only(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("dspseg"):
+                continue
+            if node.lineno in skip:
+                continue
+            # ``from dspseg import X``: a module X, or a name of dspseg/__init__.py (words)
+            targets = ([f"dspseg.{a.name}" if _is_module(a.name) else "dspseg" for a in node.names]
+                       if node.module == "dspseg" else [node.module])
+            found += [f"{module} (layer {layer(module)}) imports {t} (layer {layer(t)}), line {node.lineno}"
+                      for t in targets if layer(t) > layer(module)]
+    return found
+
+
+def test_the_layer_map_knows_every_top_level_module():
+    tops = {p.stem if p.is_file() else p.name for p in SRC.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert tops - WORDS - set(LAYERS) == {"cli", "cli_errors", "data_commands", "io_commands", "demo"}
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert upward_imports() == []
