@@ -171,3 +171,22 @@ def test_a_sweep_stops_on_a_full_disk_with_one_sentence(small_disk, tmp_path: Pa
     after = digests(disk / "sweep")
     assert {k: after[k] for k in before} == before and not (disk / "sweep" / "results.csv").exists()
     assert np.all([not p.name.endswith(".tmp") for p in (disk / "sweep").rglob("*")])
+
+
+def test_convert_and_simulate_copying_images_onto_a_full_disk_are_one_sentence(small_disk, tmp_path: Path) -> None:
+    """The two tracebacks of benchmarks/probe_hostile.py: image files copied (another filesystem than the
+    source, so no hard link) into a convert or simulate folder on a full disk."""
+    data = tmp_path / "data"
+    manifest = write_synthetic_dataset(data, n_images=16, size=64, seed=2, groups=8)  # seed 2: splittable
+    classes = ",".join(manifest.classes)
+    disk = small_disk(128)
+    fill(disk, leave=16 * 1024)
+    r = CliRunner().invoke(app, ["convert", "labels", str(data / "masks"), "--images", str(data / "images"),
+                                 "--classes", classes, "--out", str(disk / "c")])
+    assert r.exit_code == 1, r.output
+    assert "no space left on the disk" in r.output and "Traceback" not in r.output
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # nothing half-written is left
+    r = CliRunner().invoke(app, ["simulate", str(data), "--acr", "2", "--out", str(disk / "s")])
+    assert r.exit_code == 1, r.output
+    assert "no space left on the disk" in r.output and "nothing was written" in r.output
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]

@@ -98,8 +98,15 @@ def _simulate_into(data: str | Path, out: Path, acr: float, scenario: str, split
         (tmp / SIMULATION_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         _ordinary_mode(tmp / MANIFEST_NAME, 0o666)
         _swap_in(tmp, out)
-    except BaseException:
+    except BaseException as e:
+        from dspseg.fsutil import disk_full, is_disk_full
+
+        full = is_disk_full(e, out.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            kept = (f"the previous simulation in {out} is intact" if out.exists()
+                    else f"nothing was written to {out} (the partial folder was removed)")
+            raise disk_full(out, e, kept=kept) from None
         raise
     return SimulationResult(load_manifest(out), plan.counts, plan.split_sizes, out, acr, scenario, split, n_splits,
                             seed, plan.n_masked, order, linked, warnings)

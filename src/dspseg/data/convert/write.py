@@ -105,9 +105,15 @@ def write_plan(plan: Plan, data: Path, name: str, classes: list[str], ignore_ind
             raise ConvertError(f"{len(errors)} problem(s) in the records this conversion adds or changes; nothing "
                                f"was written to {data}:\n" + "\n".join(f"  - {p}" for p in errors))
         os.replace(tmp, data / MANIFEST_NAME)
-    except BaseException:
+    except BaseException as e:
+        from dspseg.fsutil import disk_full, is_disk_full
+
+        full = is_disk_full(e, data)
         if tmp.exists():
             tmp.unlink()
         added.remove()
+        if full:
+            raise disk_full(data / MANIFEST_NAME, e, kept=f"{data} is as it was (the files this conversion had "
+                            "added were removed)") from None
         raise
     return manifest, linked, report
