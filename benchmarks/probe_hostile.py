@@ -483,25 +483,23 @@ def body():
           else (False, "no warning that pages were taken as channels"))
 
     # -- defect 4: --resume trusts the folder
+    def resume_edited(folder: Path, old: str, new: str) -> None:
+        """Hand-edit config.yaml's method from ``old`` to ``new``, then --resume."""
+        cfg = folder / "config.yaml"
+        cfg.write_text(re.sub(rf"^method: {old}$", f"method: {new}", cfg.read_text(), flags=re.M))
+        before = snapshot([folder / "checkpoints"])
+        res = run(["train", d, "--out", folder, "--resume", "--steps", "4", *TINY[2:]])
+        judge(f"4 resume after config.yaml {old}->{new}", res, before=before, expect_re=rf"method|{old}|{new}")
+
     rd = W / "run_dsp"
     res = run(["train", d, "--out", rd, "--method", "dsp", *TINY])
     if res.rc == 0:
-        cfg = rd / "config.yaml"
-        cfg.write_text(re.sub(r"^method: dsp$", "method: pseudolabel", cfg.read_text(), flags=re.M))
-        before = snapshot([rd / "checkpoints"])
-        res = run(["train", d, "--out", rd, "--resume", "--steps", "4", *TINY[2:]])
-        judge("4 resume after config.yaml dsp->pseudolabel", res, before=before,
-              expect_re=r"method|dsp|pseudolabel")
+        resume_edited(rd, "dsp", "pseudolabel")
     else:
         judge("4 resume after config.yaml dsp->pseudolabel (setup: train dsp)", res)
     rf = W / "run_fixmatch_edit"
     shutil.copytree(r, rf)
-    cfg = rf / "config.yaml"
-    cfg.write_text(re.sub(r"^method: basic$", "method: fixmatch", cfg.read_text(), flags=re.M))
-    before = snapshot([rf / "checkpoints"])
-    res = run(["train", d, "--out", rf, "--resume", "--steps", "4", *TINY[2:]])
-    judge("4 resume after config.yaml basic->fixmatch", res, before=before,
-          expect_re=r"method|basic|fixmatch")
+    resume_edited(rf, "basic", "fixmatch")
 
     r0 = W / "run_empty_last"
     shutil.copytree(r, r0)
