@@ -287,7 +287,7 @@ def alive_in_group(pgid: int) -> list[int]:
                 if int(fields[2]) == pgid and fields[0] != "Z":
                     pids.append(int(p.name))
             except (OSError, IndexError, ValueError):
-                pass
+                continue  # the process ended while its stat was read: nothing left to count
     return pids
 
 

@@ -55,7 +55,7 @@ def fill(disk: Path, leave: int = 0) -> None:
                 while True:
                     os.write(fd, b"\0" * chunk)
             except OSError:
-                pass
+                pass  # this chunk size no longer fits: go on with the smaller one
     finally:
         os.close(fd)
     size = (disk / "filler").stat().st_size
@@ -155,7 +155,7 @@ def test_a_sweep_stops_on_a_full_disk_with_one_sentence(small_disk, tmp_path: Pa
             return handles[0], self.rows.pop(handles[0])
 
         def close(self, stop: bool = False) -> None:
-            pass
+            """Nothing runs in the background to stop: every run ran inside ``submit``."""
 
     data = tmp_path / "syn"
     write_synthetic_dataset(data, n_images=30, size=48, seed=1, groups=6)

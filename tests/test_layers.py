@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dspseg"
-WORDS = {"vocabulary", "errors", "fsutil", "fslock", "cli_support", "__init__"}
+WORDS = {"vocabulary", "errors", "fsutil", "fslock", "cli_support", "colours", "__init__"}
 LAYERS = {"data": 1, "models": 2, "losses": 2, "methods": 3, "engine": 4, "study": 5}
 COMMAND_LINE = 6
 

@@ -76,7 +76,8 @@ def this_process() -> dict[str, Any]:
 
 
 def describe(owner: dict[str, Any] | None) -> str:
-    """``pid 4711 on node1 (`dspseg train ...`, started 2025-01-02 10:00:00)``; a placeholder if unknown."""
+    """``pid 4711 on node1 (`dspseg train ...`, started 2025-01-02 10:00:00)``, or, while the holder has not
+    written its note yet, "another process (it has not recorded which yet)"."""
     if not owner:
         return "another process (it has not recorded which yet)"
     return (f"pid {owner.get('pid', '?')} on {owner.get('host', '?')} (`{owner.get('command', '?')}`, "

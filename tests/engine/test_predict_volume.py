@@ -18,7 +18,7 @@ from dspseg.engine.evaluate import predict_labels
 from dspseg.engine.predict import palette
 from dspseg.engine.predict_volume import DONE, predict_volume
 from dspseg.engine.trainer import train
-from dspseg.engine.volume_blocks import mode_downsample
+from dspseg.data.volumes.pyramid import mode_downsample
 from dspseg.errors import DatasetError, OutputFolderError, UserError, VolumeError
 from engine_common import CLASSES, make_easy_dataset, tiny_cfg
 from volume_files import SCALE, SHAPE, TRANSLATION, volume_data, write_ngff

@@ -5,7 +5,7 @@ all, and nothing says which colour is which class. :func:`overlay_picture` enlar
 by a whole factor (nearest neighbour: every pixel becomes a k × k block, no blending of classes)
 until its shorter side is at least ``min_side`` pixels, and puts a legend to its right: one
 colour square and the class name per class, in the colours of
-:func:`dspseg.engine.predict.palette`. matplotlib draws the legend's text (imported inside).
+:func:`dspseg.colours.palette`. matplotlib draws the legend's text (imported inside).
 
     >>> rgb = np.zeros((64, 48, 3), np.uint8)
     >>> colours = np.array([[128, 128, 128], [31, 119, 180]], np.uint8)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dspseg.colours import palette
 from dspseg.engine.overlay import overlay_picture
 from dspseg.errors import UserError
 
@@ -82,21 +83,6 @@ def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple
         seen[f.stem] = f
     unique = {f.resolve(): f for f in files}
     return list(unique.values()), refused
-
-
-def palette(n_classes: int) -> np.ndarray:
-    """(C, 3) uint8 colours: class 0 grey, then matplotlib's tab10 colours without its grey (which
-    class 0 has), then tab20's light shades without light grey, then tab20b (cycled)."""
-    from matplotlib import colormaps
-
-    colours = ([colormaps["tab10"](i)[:3] for i in range(10) if i != 7]
-               + [colormaps["tab20"](i)[:3] for i in range(1, 20, 2) if i != 15]
-               + [colormaps["tab20b"](i)[:3] for i in range(20)])
-    out = np.zeros((n_classes, 3), np.uint8)
-    out[0] = (128, 128, 128)
-    for c in range(1, n_classes):
-        out[c] = np.round(np.array(colours[(c - 1) % len(colours)]) * 255)
-    return out
 
 
 def overlay_rgb(image: np.ndarray, labels: np.ndarray, n_classes: int, alpha: float = 0.45) -> np.ndarray:

@@ -5,7 +5,7 @@ N5 array, HDF5 dataset, TIFF stack; path or URL). Output layout (NGFF 0.5 on zar
 attribute written by ``ome_zarr.writer``)::
 
     OUT/labels/segmentation/        image-label: per class its name (``properties``) and colour
-                                    (``colors``, the overlay palette :func:`dspseg.engine.predict.palette`)
+                                    (``colors``, the overlay palette :func:`dspseg.colours.palette`)
     OUT/labels/segmentation/s0..sN  class ids (uint8, uint16 past 256 classes); s0 has the input's shape,
                                     voxel size and translation; s(k+1) = mode of 2 × 2 × 2 voxels of sk
     OUT/probabilities/              with --probabilities: an NGFF image (c, z, y, x) of float32
@@ -83,7 +83,9 @@ def _create(out: Path, vol: Any, classes: list[str], block: tuple[int, ...], lev
     """Create the empty arrays and write the NGFF metadata through ``ome_zarr.writer``."""
     import zarr
 
-    from dspseg.engine.predict import label_dtype, palette
+    from dspseg.colours import image_label_colors
+    from dspseg.data.volumes.pyramid import level_datasets
+    from dspseg.engine.predict import label_dtype
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -97,18 +99,13 @@ def _create(out: Path, vol: Any, classes: list[str], block: tuple[int, ...], lev
     root = zarr.open_group(str(out), mode="a", zarr_format=3)  # "w" would delete the lock file
     label = root.create_group("labels").create_group(LABEL_NAME)
     shape = tuple(vol.size(a) for a in spatial)
-    datasets = []
-    for k in range(levels):
+    datasets = level_datasets(levels, vox, trans)
+    for k, entry in enumerate(datasets):
         level_shape = tuple(-(-s // 2 ** k) for s in shape)
-        label.create_array(f"s{k}", shape=level_shape, chunks=tuple(min(b, s) for b, s in zip(block, level_shape)),
+        label.create_array(entry["path"], shape=level_shape, chunks=tuple(min(b, s) for b, s in zip(block, level_shape)),
                            dtype=label_dtype(len(classes)), fill_value=0, dimension_names=list(spatial))
-        datasets.append({"path": f"s{k}", "coordinateTransformations": [
-            {"type": "scale", "scale": [v * 2 ** k for v in vox]},
-            {"type": "translation", "translation": [t + v * (2 ** k - 1) / 2 for v, t in zip(vox, trans)]}]})
     write_multiscales_metadata(label, datasets, fmt=fmt, axes=axes)
-    colours = palette(len(classes))
-    write_label_metadata(root["labels"], LABEL_NAME, fmt=fmt,
-                         colors=[{"label-value": k, "rgba": [*map(int, c), 255]} for k, c in enumerate(colours)],
+    write_label_metadata(root["labels"], LABEL_NAME, fmt=fmt, colors=image_label_colors(len(classes)),
                          properties=[{"label-value": k, "class": name} for k, name in enumerate(classes)])
     if probabilities:
         group = root.create_group("probabilities")
@@ -153,7 +150,8 @@ def _predict_into(run: Any, volume: Any, out: Path, axes: str, block: tuple[int,
 
     from dspseg.data.volumes import VolumeRef, open_volume
     from dspseg.engine.checkpoint import load_run
-    from dspseg.engine.volume_blocks import SectionPredictor, block_grid, mode_downsample
+    from dspseg.data.volumes.pyramid import mode_downsample
+    from dspseg.engine.volume_blocks import SectionPredictor, block_grid
     from dspseg.fslock import LOCK_NAMES
     from dspseg.fsutil import write_text_atomic
 

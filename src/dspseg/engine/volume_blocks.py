@@ -1,4 +1,4 @@
-"""The class probabilities of one block of a volume, section by section, and mode downsampling.
+"""The class probabilities of one block of a volume, section by section (the pyramid: :mod:`dspseg.data.volumes.pyramid`).
 
 A block is a box ``[lo, hi)`` of the volume's spatial axes (stored order, e.g. ``zyx``). A *pass*
 segments it along one axis: ``xy`` takes the sections along ``z``, ``xz`` along ``y``, ``yz`` along
@@ -22,7 +22,6 @@ import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from dspseg.engine.tiling import _pad_to, blend_windows, tile_starts
@@ -99,14 +98,3 @@ class SectionPredictor:
         if acc is None:  # unreachable: a block has at least one section per pass
             raise RuntimeError("SectionPredictor.block: empty block")
         return acc / len(passes)
-
-
-def mode_downsample(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(ceil(D/2), ceil(H/2), ceil(W/2)): the most frequent class of each 2 × 2 × 2 voxel block
-    (ties: the lowest class id; at an odd edge the block's voxels inside the volume only)."""
-    pads = [(0, s % 2) for s in labels.shape]
-    padded = np.pad(labels.astype(np.int64), pads, constant_values=n_classes)  # n_classes: outside, never counted
-    d, h, w = padded.shape
-    blocks = padded.reshape(d // 2, 2, h // 2, 2, w // 2, 2)
-    counts = np.stack([(blocks == c).sum(axis=(1, 3, 5)) for c in range(n_classes)])
-    return counts.argmax(0).astype(labels.dtype)

@@ -98,7 +98,7 @@ def _worker_init(parent: int) -> None:
         try:  # PR_SET_PDEATHSIG = 1: the kernel sends SIGTERM when the sweep process dies
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
         except (OSError, AttributeError):
-            pass
+            pass  # no prctl (not Linux): the worker's parent-pid watch stops it instead
     if os.getppid() != parent:  # the sweep died before this worker was ready
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="dspseg-parent-watch").start()

@@ -4,7 +4,7 @@ The image is the test record of the split-0 dataset named in the ``data`` column
 the most classes (the first of equals; the same image for every panel). Top row: the image and its ground-truth mask. Then one row per method
 (and scenario) and one column per ACR, each panel the prediction of that split-0 run's
 ``checkpoints/best.pt``. Classes use the colours of ``dspseg predict --overlay``
-(:func:`dspseg.engine.predict.palette`); pixels without truth are white. A run without a checkpoint
+(:func:`dspseg.colours.palette`); pixels without truth are white. A run without a checkpoint
 (or trained on other classes) gets an empty panel and a note instead of stopping the report.
 torch and matplotlib are imported inside :func:`qualitative_panel`.
 """
@@ -124,7 +124,7 @@ def qualitative_panel(dir: str | Path, rows: Sequence[dict[str, Any]], path: str
     from matplotlib.patches import Patch
 
     from dspseg.errors import UserError
-    from dspseg.engine.predict import palette
+    from dspseg.colours import palette
 
     dir = Path(dir)
     table, acrs = panel_rows(rows)

@@ -27,36 +27,25 @@ from typing import Any
 
 import numpy as np
 
+from dspseg.colours import image_label_colors
 from dspseg.data.synthetic.style import SYNTH_CLASSES, GroupStyle
 from dspseg.data.synthetic.volume_render import render_slab
 from dspseg.data.synthetic.volume_scene import plan_volume
+from dspseg.data.volumes.pyramid import level_datasets, mean_downsample, mode_downsample
 from dspseg.fsutil import new_folder, write_text_atomic
 
 LABEL_NAME = "organelles"
 MARKER = ".dspseg-synthetic-volume.json"
-#: the synthetic dataset's class colours (RGBA), in SYNTH_CLASSES order
-CLASS_RGBA = [(230, 230, 230, 255), (160, 160, 160, 255), (40, 40, 40, 255), (31, 119, 180, 255),
-              (44, 160, 44, 255), (255, 187, 20, 255), (148, 103, 189, 255), (214, 39, 40, 255),
-              (227, 119, 194, 255)]
-
-
 def downsample(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One pyramid step of a slab (D, Y, X), every side even: image by the mean of each 2 x 2 x 2 block
     (rounded), labels by its most frequent class (ties: the lowest class id)."""
-    d, h, w = image.shape
-    blocks = image.reshape(d // 2, 2, h // 2, 2, w // 2, 2).astype(np.float32)
-    mean = np.rint(blocks.mean(axis=(1, 3, 5))).astype(image.dtype)
-    lab = labels.reshape(d // 2, 2, h // 2, 2, w // 2, 2)
-    counts = np.stack([(lab == c).sum(axis=(1, 3, 5)) for c in range(len(SYNTH_CLASSES))])
-    return mean, counts.argmax(0).astype(labels.dtype)
+    return mean_downsample(image), mode_downsample(labels, len(SYNTH_CLASSES))
 
 
 def _multiscale(group: Any, levels: int, voxel: tuple[float, float, float], fmt: Any) -> list[str]:
     from ome_zarr.writer import write_multiscales_metadata
 
-    datasets = [{"path": f"s{k}", "coordinateTransformations": [
-        {"type": "scale", "scale": [v * 2 ** k for v in voxel]},
-        {"type": "translation", "translation": [v * (2 ** k - 1) / 2 for v in voxel]}]} for k in range(levels)]
+    datasets = level_datasets(levels, voxel)
     axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
     write_multiscales_metadata(group, datasets, fmt=fmt, axes=axes)
     return [d["path"] for d in datasets]
@@ -106,7 +95,7 @@ def write_synthetic_volume(out: str | Path, shape: tuple[int, int, int] = (64, 2
         paths = _multiscale(root, levels, voxel_size, fmt)
         _multiscale(label, levels, voxel_size, fmt)
         write_label_metadata(labels_root, LABEL_NAME, fmt=fmt,
-                             colors=[{"label-value": k, "rgba": list(c)} for k, c in enumerate(CLASS_RGBA)],
+                             colors=image_label_colors(len(SYNTH_CLASSES)),
                              properties=[{"label-value": k, "class": name} for k, name in enumerate(SYNTH_CLASSES)])
         arrays = []
         for k, path in enumerate(paths):
