@@ -9,6 +9,10 @@ Re-running is safe: a run whose ``result.json`` says done is returned as it is; 
 ``checkpoints/last.pt`` continues from it (``dspseg train --resume``); a run folder left without a
 checkpoint (killed before its first save) holds nothing worth keeping and is started again.
 
+A payload may name a ``prepare`` step (``"dspseg.MODULE:FUNCTION"``, called with the payload once the
+run folder is held and the run it starts from is done, before training): the annotation loop
+(:mod:`dspseg.study.loop_task`) writes a round's dataset there.
+
 The run folder has one writer: :func:`execute` holds its lock (:meth:`RunFolder.lock`) from start to
 end, so a second sweep (or a worker left over from one) gets a failed row naming the holder instead
 of training the run twice. A full disk gives a failed row with ``disk_full: True``, which stops the
@@ -124,6 +128,16 @@ def result_row(p: dict[str, Any], **values: Any) -> dict[str, Any]:
     return base
 
 
+def _entry(name: str) -> Any:
+    """The function ``"dspseg.module:function"`` names (a payload's ``prepare`` step)."""
+    import importlib
+
+    module, _, function = name.partition(":")
+    if not module.startswith("dspseg.") or not function:
+        raise ValueError(f"prepare step {name!r}: expected 'dspseg.MODULE:FUNCTION'")
+    return getattr(importlib.import_module(module), function)
+
+
 def _train_and_evaluate(p: dict[str, Any], out: Path, root: Path, console: Any) -> dict[str, Any]:
     from dspseg.data.manifest import load_manifest
     from dspseg.engine.config import resolve_config
@@ -135,6 +149,8 @@ def _train_and_evaluate(p: dict[str, Any], out: Path, root: Path, console: Any) 
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()  # (the lock we hold stays)
     if p["init"] and read_result(p["init"]) is None:
         raise RuntimeError(f"the run it starts from ({_relative(p['init'], root)}) has not finished")
+    if p.get("prepare"):  # a step that writes the run's dataset first (the annotation loop's round)
+        _entry(p["prepare"])(p)
     flags = {**p["train"], "method": p["method_name"], "method_options": p["method_options"],
              "init": p["init"]}
     cfg = resolve_run_config(out, True, None, {k: flags[k] for k in ("steps", "epochs") if flags.get(k)}) \

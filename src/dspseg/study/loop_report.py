@@ -1,0 +1,150 @@
+"""The annotation loop's picture and report, from its ``results.csv``.
+
+* ``loop.png`` — test mean Dice against the hours annotated in the loop, one line per strategy
+  through its rounds (mean over splits at the mean hours spent), a band from the lowest to the
+  highest split;
+* ``report.md`` — the settings, the Dice of every strategy per split and round with the hours
+  actually spent (and the strategy's estimate of them), the requests answered by kind, and the paired
+  per-split differences of ``advisor`` against every other strategy after the last round.
+
+matplotlib is imported inside :func:`loop_plot`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from dspseg.study.costs import costs_text
+from dspseg.study.loop_plan import LoopSpec
+
+FOCUS = "advisor"
+
+
+def read_rows(root: str | Path) -> list[dict[str, Any]]:
+    """The done rows of ``DIR/results.csv``, numbers typed."""
+    with open(Path(root) / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        if r["status"] != "done":
+            continue
+        typed: dict[str, Any] = dict(r)
+        for k, v in r.items():
+            if k in ("split", "round", "steps", "total_steps", "requests_skipped") or k.startswith("requests_"):
+                typed[k] = int(v) if v != "" else None
+            elif k in ("hours_spent", "hours_estimated", "hours_round", "mean_dice", "seconds") or k.startswith("dice_"):
+                typed[k] = float(v) if v != "" else None
+        out.append(typed)
+    return out
+
+
+def curves(rows: Sequence[dict[str, Any]], strategies: Sequence[str]) -> dict[str, list[dict[str, float]]]:
+    """Per strategy, per round with every split's row: mean hours spent, mean, lowest and highest Dice."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for s in strategies:
+        mine = [r for r in rows if r["strategy"] == s and r["mean_dice"] is not None]
+        splits = {r["split"] for r in mine}
+        points = []
+        for rnd in sorted({r["round"] for r in mine}):
+            at = [r for r in mine if r["round"] == rnd]
+            if {r["split"] for r in at} != splits:
+                continue  # a round not finished on every split yet
+            dice = [r["mean_dice"] for r in at]
+            points.append({"round": rnd, "hours": sum(r["hours_spent"] for r in at) / len(at),
+                           "mean": sum(dice) / len(dice), "low": min(dice), "high": max(dice), "n": len(dice)})
+        out[s] = points
+    return out
+
+
+def loop_plot(rows: Sequence[dict[str, Any]], strategies: Sequence[str], path: str | Path, title: str) -> Path:
+    """Dice against hours annotated, one line per strategy, band = range over splits; written to ``path``."""
+    from dspseg.study.plots import method_colours, new_figure, save_figure
+
+    fig = new_figure(6.4, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = method_colours(list(strategies))
+    for s, points in curves(rows, strategies).items():
+        if not points:
+            continue
+        x = [p["hours"] for p in points]
+        ax.plot(x, [p["mean"] for p in points], marker="o", color=colours[s], label=f"{s} ({points[-1]['n']} splits)")
+        ax.fill_between(x, [p["low"] for p in points], [p["high"] for p in points], color=colours[s], alpha=0.15)
+    ax.set_xlabel("hours annotated in the loop (actual cost, mean over splits)")
+    ax.set_ylabel("test mean Dice (mean; band: range over splits)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return save_figure(fig, path)
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def paired(rows: Sequence[dict[str, Any]], method: str, baseline: str, rnd: int) -> list[tuple[int, float]]:
+    """(split, Dice points of ``method`` − ``baseline``) at round ``rnd``, splits where both are done."""
+    a = {r["split"]: r["mean_dice"] for r in rows if r["strategy"] == method and r["round"] == rnd}
+    b = {r["split"]: r["mean_dice"] for r in rows if r["strategy"] == baseline and r["round"] == rnd}
+    return [(k, 100 * (a[k] - b[k])) for k in sorted(set(a) & set(b)) if a[k] is not None and b[k] is not None]
+
+
+def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str = "loop.png") -> str:
+    """The loop's report (see the module docstring)."""
+    lines = [f"# Annotation loop: {', '.join(spec.strategies)}", "",
+             f"Data `{spec.data}`; start: the mixed ACR protocol at ACR {spec.start_acr:g} per split; {spec.rounds} "
+             f"round(s) of {spec.hours_per_round:g} h per strategy; {spec.splits} split(s); method `{spec.method}`, "
+             f"{spec.train.get('steps')} steps per round from the previous round's weights (the start model: the same "
+             f"steps from random weights); costs: {costs_text(spec.costs)}.", "", f"![Dice against hours]({picture})", ""]
+    rounds = sorted({r["round"] for r in rows})
+    for k in sorted({r["split"] for r in rows}):
+        lines += [f"## Split {k}", "", "| strategy | " + " | ".join(f"round {r}" for r in rounds) + " |",
+                  "|---|" + "---:|" * len(rounds)]
+        for s in spec.strategies:
+            cells = []
+            for rnd in rounds:
+                r = next((x for x in rows if x["strategy"] == s and x["split"] == k and x["round"] == rnd), None)
+                cells.append("" if r is None else f"{_f(r['mean_dice'])} ({_f(r['hours_spent'], 3)} h)")
+            lines.append(f"| `{s}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Cells: test mean Dice (hours annotated in the loop so far, actual cost).", "",
+              "## Requests answered, all splits and rounds", "",
+              "| strategy | masks | boxes | points | image labels | skipped | hours spent | strategy's estimate |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    last = max(rounds) if rounds else 0
+    for s in spec.strategies:
+        mine = [r for r in rows if r["strategy"] == s and r["round"] > 0]
+        total = {c: sum(r[c] or 0 for r in mine) for c in ("requests_mask", "requests_box", "requests_point",
+                                                              "requests_image", "requests_skipped")}
+        ends = [r for r in rows if r["strategy"] == s and r["round"] == last]
+        spent = sum(r["hours_spent"] for r in ends)
+        est = sum(r["hours_estimated"] for r in ends)
+        lines.append(f"| `{s}` | {total['requests_mask']} | {total['requests_box']} | {total['requests_point']} | "
+                     f"{total['requests_image']} | {total['requests_skipped']} | {spent:.3f} | {est:.3f} |")
+    if FOCUS in spec.strategies and last > 0:
+        lines += ["", f"## `{FOCUS}` against the others after round {last}, paired per split (Dice points)", "",
+                  "| baseline | per split | mean | wins |", "|---|---|---:|---:|"]
+        for s in spec.strategies:
+            if s == FOCUS:
+                continue
+            d = paired(rows, FOCUS, s, last)
+            if not d:
+                continue
+            values = [v for _, v in d]
+            lines.append(f"| `{s}` | " + " / ".join(f"{v:+.1f}" for v in values) +
+                         f" | {sum(values) / len(values):+.1f} | {sum(v > 0 for v in values)}/{len(values)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_loop_report(spec: LoopSpec, root: str | Path) -> tuple[Path, Path]:
+    """Write ``DIR/loop.png`` and ``DIR/report.md`` from ``DIR/results.csv``."""
+    from dspseg.fsutil import write_text_atomic
+
+    root = Path(root)
+    rows = read_rows(root)
+    title = (f"{Path(spec.data).name}: mixed start at ACR {spec.start_acr:g}, {spec.hours_per_round:g} h per round")
+    png = loop_plot(rows, spec.strategies, root / "loop.png", title)
+    md = write_text_atomic(root / "report.md", report_markdown(spec, rows))
+    return png, md
