@@ -139,6 +139,13 @@ def predict(
                                          "stay >= 16)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="VOLUME: also write the class probabilities "
                                        "(float32, OUT/probabilities)."),
+    backend: str = typer.Option("local", "--backend", help="VOLUME: local (this process) or ray: the blocks as Ray "
+                                "tasks (one GPU each where there are GPUs) on a Ray cluster or a local Ray instance."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="VOLUME, --backend ray: CPUs of the local Ray "
+                                "instance (blocks at the same time)."),
+    address: Optional[str] = typer.Option(None, "--address", help="VOLUME, --backend ray: the Ray cluster to join "
+                                          "(e.g. auto or HEAD:6379); OUT, RUN and VOLUME must be on storage every "
+                                          "node sees."),
 ) -> None:
     """Segment new images with a trained run: one label TIFF per input, same height and width.
 
@@ -151,7 +158,8 @@ def predict(
         from dspseg.engine.predict import predict_files
         from dspseg.engine.predict_volume import is_volume_input, predict_volume
 
-        if is_volume_input(inputs, out, array is not None or level is not None):
+        volume_options = array is not None or level is not None or backend != "local" or address is not None
+        if is_volume_input(inputs, out, volume_options):
             if len(inputs) != 1:
                 fail(f"give one VOLUME at a time (got {len(inputs)} inputs) when --out is an OME-Zarr", 2)
             try:
@@ -160,11 +168,16 @@ def predict(
                 sizes = ()
             ref = {"url": inputs[0], "array": array,
                    "level": int(level) if level is not None and level.isdigit() else level}
-            predict_volume(run, ref, out, axes=axes, block=sizes, levels=levels, probabilities=probabilities,
-                           tile=tile, checkpoint=checkpoint, overwrite=overwrite, console=console)
+            from dspseg.study.backends import stop_on_signals
+
+            with stop_on_signals():  # SIGTERM / SIGHUP stop like Ctrl-C: tasks cancelled, a local Ray instance stopped
+                predict_volume(run, ref, out, axes=axes, block=sizes, levels=levels, probabilities=probabilities,
+                               tile=tile, checkpoint=checkpoint, overwrite=overwrite, console=console,
+                               backend=backend, workers=workers, address=address)
             return
         written = predict_files(run, inputs, out, overlay=overlay, tile=tile, checkpoint=checkpoint,
                                 overwrite=overwrite, console=console)
         console.print(f"wrote {len(written)} label image(s) to {out}", highlight=False)
 
-    guarded(run_predict)
+    guarded(run_predict, interrupted="interrupted; the files written so far are kept (a volume: run the same command "
+            "again to resume)")

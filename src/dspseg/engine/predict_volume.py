@@ -19,10 +19,17 @@ marker is written after its chunks. A killed job run again with the same command
 with a marker and redoes the others (a half-written block has none). Memory is one block's
 probabilities plus one section window, whatever the volume's size. The folder is held with
 :func:`dspseg.fslock.folder_lock` while written.
+
+**Where blocks are written.** :class:`BlockWriter` writes one block (level 0 predicted, a pyramid
+level from the level below) and its marker. ``backend="local"`` runs it in this process, block
+after block; ``backend="ray"`` hands the same :class:`BlockJob` to Ray tasks
+(:mod:`dspseg.engine.predict_volume_ray`), so both give the same voxels and resume each other's
+folders.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -120,42 +127,142 @@ def _done_file(out: Path, level: int, lo: Sequence[int]) -> Path:
     return out / DONE / f"s{level}" / "_".join(str(v) for v in lo)
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockJob:
+    """What writes the blocks of one output folder (picklable: a Ray task receives it). Paths are
+    absolute so a worker in another folder (or on another node sharing the filesystem) finds them."""
+
+    run: str
+    checkpoint: str
+    volume: dict[str, Any]
+    out: str
+    passes: tuple[str, ...]
+    tile: int
+    overlap: float
+    batch_size: int
+    probabilities: bool
+    n_classes: int
+
+
+class BlockWriter:
+    """Writes blocks of a prepared output: level 0 predicted (:class:`~dspseg.engine.volume_blocks.SectionPredictor`),
+    level k > 0 the mode of level k - 1; a block's marker after its chunks. The model and the volume
+    are opened on the first level-0 block (``loaded``: a run loaded already, else :func:`load_run`)."""
+
+    def __init__(self, job: BlockJob, loaded: Any = None) -> None:
+        import zarr
+
+        self.job, self.loaded, self._predictor = job, loaded, None
+        root = zarr.open_group(job.out, mode="r+")
+        self.label = root[f"labels/{LABEL_NAME}"]
+        self.probs = root["probabilities/s0"] if job.probabilities else None
+
+    def done(self, level: int, lo: Sequence[int]) -> bool:
+        return _done_file(Path(self.job.out), level, lo).exists()
+
+    def _predict(self, lo: Sequence[int], hi: Sequence[int]) -> Any:
+        if self._predictor is None:
+            from dspseg.data.volumes import open_volume
+            from dspseg.engine.checkpoint import load_run
+            from dspseg.engine.volume_blocks import SectionPredictor
+
+            loaded = self.loaded if self.loaded is not None else load_run(self.job.run, self.job.checkpoint)
+            self._predictor = SectionPredictor(open_volume(self.job.volume), loaded, self.job.tile, self.job.overlap,
+                                               self.job.batch_size)
+        return self._predictor.block(lo, hi, self.job.passes)
+
+    def write(self, level: int, lo: Sequence[int], hi: Sequence[int]) -> None:
+        """Compute block ``[lo, hi)`` of level ``level``, write its (whole) chunks, then its marker."""
+        from dspseg.data.volumes.pyramid import mode_downsample
+        from dspseg.fsutil import write_text_atomic
+
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        if level == 0:
+            p = self._predict(lo, hi)
+            self.label["s0"][box] = p.argmax(0).numpy().astype(self.label["s0"].dtype)
+            if self.probs is not None:
+                self.probs[(slice(None), *box)] = p.numpy()
+        else:
+            src = self.label[f"s{level - 1}"][tuple(slice(2 * a, 2 * b) for a, b in zip(lo, hi))]
+            self.label[f"s{level}"][box] = mode_downsample(np.asarray(src), self.job.n_classes)
+        write_text_atomic(_done_file(Path(self.job.out), level, lo), "")
+
+
+def _absolute(ref: Any) -> dict[str, Any]:
+    """The reference as a dict, a local path made absolute (a URL with a scheme is kept)."""
+    data = ref.model_dump()
+    if "://" not in data["url"]:
+        data["url"] = str(Path(data["url"]).resolve())
+    return data
+
+
 def predict_volume(run: str | Path, volume: Any, out: str | Path, axes: str = "xy", block: Sequence[int] = (16, 256, 256),
                    levels: int | None = None, probabilities: bool = False, tile: int = 256, overlap: float = 0.25,
                    batch_size: int = 4, checkpoint: str = "best", overwrite: bool = False, console: Any = None,
-                   on_block: Callable[[int], None] | None = None) -> dict[str, int]:
+                   on_block: Callable[[int], None] | None = None, backend: str = "local", workers: int = 1,
+                   address: str | None = None, threads: int | None = None) -> dict[str, int]:
     """Segment ``volume`` (a :class:`~dspseg.data.volumes.VolumeRef`, URL or dict) with ``run`` into ``out``.
 
     Returns ``{"computed": blocks predicted now, "skipped": blocks kept from an earlier run, "levels": n}``
     (pyramid blocks included). ``on_block(computed)`` is called after each block written (tests
-    use it to stop a run part-way). UserError (one sentence) for a bad volume, run, option or output.
+    use it to stop a run part-way). ``backend="ray"`` writes the blocks as Ray tasks
+    (:mod:`dspseg.engine.predict_volume_ray`: ``workers``, ``address``, ``threads``); the output is
+    the same. UserError (one sentence) for a bad volume, run, option or output.
     """
     from dspseg.fslock import folder_lock
 
+    if backend not in ("local", "ray"):
+        raise UserError(f"--backend must be local or ray, got '{backend}'")
+    if address and backend != "ray":
+        raise UserError("--address is for --backend ray; drop it or add --backend ray")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"--out {out} is a file; give a new folder for the label image, e.g. seg.ome.zarr")
+    console = console or _console()
     with folder_lock(out):
-        return _predict_into(run, volume, out, axes, tuple(block), levels, probabilities, tile, overlap,
-                             batch_size, checkpoint, overwrite, console, on_block)
+        job, jobs, loaded = _prepare(run, volume, out, axes, tuple(block), levels, probabilities, tile, overlap,
+                                     batch_size, checkpoint, overwrite, "cpu" if backend == "ray" else "auto")
+        writer = BlockWriter(job, loaded)
+        todo = [j for j in jobs if not writer.done(j[0], j[1])]
+        counts = {"computed": 0, "skipped": len(jobs) - len(todo), "levels": len({j[0] for j in jobs})}
+        progress = Progress(console, counts, len(jobs), on_block)
+        if backend == "ray":
+            from dspseg.engine.predict_volume_ray import write_on_ray
+
+            write_on_ray(job, todo, progress, workers, address, threads)
+        else:
+            for k, lo, hi in todo:
+                writer.write(k, lo, hi)
+                progress.block_done()
+    console.print(f"wrote {out} ({counts['computed']} block(s) computed, {counts['skipped']} kept from an earlier run)",
+                  highlight=False, soft_wrap=True)
+    return counts
 
 
-def _predict_into(run: Any, volume: Any, out: Path, axes: str, block: tuple[int, ...], levels: int | None,
-                  probabilities: bool, tile: int, overlap: float, batch_size: int, checkpoint: str,
-                  overwrite: bool, console: Any, on_block: Callable[[int], None] | None) -> dict[str, int]:
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _prepare(run: Any, volume: Any, out: Path, axes: str, block: tuple[int, ...], levels: int | None,
+             probabilities: bool, tile: int, overlap: float, batch_size: int, checkpoint: str,
+             overwrite: bool, device: str) -> tuple[BlockJob, list[tuple[int, tuple[int, ...], tuple[int, ...]]], Any]:
+    """Check the options, the volume and the run; create the output (or keep it, to resume).
+
+    Returns the job, every block ``(level, lo, hi)`` (level 0 first, then each pyramid level; done
+    or not) and the loaded run (on ``device``).
+    """
     import shutil
 
     import zarr
-    from rich.console import Console
 
     from dspseg.data.volumes import VolumeRef, open_volume
     from dspseg.engine.checkpoint import load_run
-    from dspseg.data.volumes.pyramid import mode_downsample
-    from dspseg.engine.volume_blocks import SectionPredictor, block_grid
+    from dspseg.engine.volume_blocks import block_grid
     from dspseg.fslock import LOCK_NAMES
     from dspseg.fsutil import write_text_atomic
 
-    console = console or Console()
     passes = parse_passes(axes)
     if tile < 16:
         raise UserError(f"--tile must be at least 16 pixels, got {tile}")
@@ -163,7 +270,7 @@ def _predict_into(run: Any, volume: Any, out: Path, axes: str, block: tuple[int,
         raise UserError(f"--block must be 3 positive sizes (z, y, x), got {','.join(map(str, block))}")
     ref = volume if isinstance(volume, VolumeRef) else VolumeRef.parse(volume)
     vol = open_volume(ref)
-    loaded = load_run(run, checkpoint)
+    loaded = load_run(run, checkpoint, device=device)
     loaded.check_channels(1, f"the volume {ref.url} (one channel per voxel once 'select' fixes the others)")
     shape = tuple(vol.size(a) for a in vol.spatial_axes)
     n_levels = pyramid_levels(shape, levels)
@@ -184,43 +291,29 @@ def _predict_into(run: Any, volume: Any, out: Path, axes: str, block: tuple[int,
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         _create(out, vol, loaded.classes, block, n_levels, probabilities)
         write_text_atomic(out / MARKER, json.dumps(mine) + "\n")
-    root = zarr.open_group(str(out), mode="r+")
-    label = root[f"labels/{LABEL_NAME}"]
-    probs_arr = root["probabilities/s0"] if probabilities else None
-    jobs = [(0, lo, hi) for lo, hi in block_grid(shape, block)]
-    for k in range(1, n_levels):
-        jobs += [(k, lo, hi) for lo, hi in block_grid(label[f"s{k}"].shape, block)]
-    predictor = SectionPredictor(vol, loaded, tile, overlap, batch_size)
-    counts = {"computed": 0, "skipped": 0, "levels": n_levels}
-    started, n_classes = time.monotonic(), len(loaded.classes)
-    for k, lo, hi in jobs:
-        done = _done_file(out, k, lo)
-        if done.exists():
-            counts["skipped"] += 1
-            continue
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        if k == 0:
-            p = predictor.block(lo, hi, passes)
-            label["s0"][box] = p.argmax(0).numpy().astype(label["s0"].dtype)
-            if probs_arr is not None:
-                probs_arr[(slice(None), *box)] = p.numpy()
-        else:
-            src = label[f"s{k - 1}"][tuple(slice(2 * a, 2 * b) for a, b in zip(lo, hi))]
-            label[f"s{k}"][box] = mode_downsample(np.asarray(src), n_classes)
-        write_text_atomic(done, "")
-        counts["computed"] += 1
-        _progress(console, counts, len(jobs), started)
-        if on_block is not None:
-            on_block(counts["computed"])
-    console.print(f"wrote {out} ({counts['computed']} block(s) computed, {counts['skipped']} kept from an earlier run)",
-                  highlight=False, soft_wrap=True)
-    return counts
+    label = zarr.open_group(str(out), mode="r")[f"labels/{LABEL_NAME}"]
+    jobs = [(k, lo, hi) for k in range(n_levels) for lo, hi in block_grid(label[f"s{k}"].shape, block)]
+    job = BlockJob(run=str(loaded.folder.root.resolve()), checkpoint=checkpoint, volume=_absolute(ref),
+                   out=str(out.resolve()), passes=tuple(passes), tile=tile, overlap=overlap, batch_size=batch_size,
+                   probabilities=probabilities, n_classes=len(loaded.classes))
+    return job, jobs, loaded
 
 
-def _progress(console: Any, counts: dict[str, int], total: int, started: float) -> None:
-    """One line per block: blocks done of all, and the time left at the rate of this run's blocks."""
-    done = counts["computed"] + counts["skipped"]
-    elapsed = time.monotonic() - started
-    eta = elapsed / counts["computed"] * (total - done)
-    console.print(f"block {done}/{total} ({100 * done // total} %), {elapsed:.0f} s, about {eta:.0f} s left",
-                  highlight=False)
+class Progress:
+    """Counts the blocks written and prints one line per block: blocks done of all, and the time left
+    at the rate of this run's blocks (parallel workers included); then calls ``on_block(computed)``."""
+
+    def __init__(self, console: Any, counts: dict[str, int], total: int,
+                 on_block: Callable[[int], None] | None = None) -> None:
+        self.console, self.counts, self.total, self.on_block = console, counts, total, on_block
+        self.started = time.monotonic()
+
+    def block_done(self) -> None:
+        self.counts["computed"] += 1
+        done = self.counts["computed"] + self.counts["skipped"]
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.counts["computed"] * (self.total - done)
+        self.console.print(f"block {done}/{self.total} ({100 * done // self.total} %), {elapsed:.0f} s, "
+                           f"about {eta:.0f} s left", highlight=False)
+        if self.on_block is not None:
+            self.on_block(self.counts["computed"])

@@ -181,33 +181,13 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, workers: int = 1, address: str | None = None, threads: int | None = None) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise UserError("--backend ray needs Ray: pip install 'dspseg[ray]' (or pip install ray), "
-                            "or use --backend local") from None
-        self.ray = ray
-        self.started_here = not ray.is_initialized()
-        if self.started_here:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address:
-                kwargs["address"] = address
-            else:
-                kwargs["num_cpus"] = max(1, int(workers))
-            try:
-                ray.init(**kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UserError(f"cannot reach the Ray cluster at --address {address}: {str(e).splitlines()[0]}; "
-                                "start it with `ray start --head` or leave --address out for a local instance") from None
-        resources = ray.cluster_resources()
-        self.gpus = int(resources.get("GPU", 0))
-        cpus = int(resources.get("CPU", 1))
-        self.threads = threads or (1 if not address else max(1, cpus // max(1, int(workers))))
-        self.slots_ = self.gpus if self.gpus else max(1, cpus // self.threads)
-        options = {"num_gpus": 1, "num_cpus": 1} if self.gpus else {"num_cpus": self.threads}
+        from dspseg.engine.ray_cluster import RayCluster
         from dspseg.study.runner import execute
 
-        self._remote = ray.remote(max_retries=0, **options)(execute)
+        self.cluster = RayCluster(workers, address, threads)  # joins a cluster or starts a local instance
+        self.ray, self.gpus, self.threads, self.slots_ = (self.cluster.ray, self.cluster.gpus, self.cluster.threads,
+                                                          self.cluster.slots)
+        self._remote = self.cluster.remote(execute)
         self._payloads: dict[Any, dict[str, Any]] = {}
 
     @property
@@ -232,14 +212,9 @@ class RayBackend:
         """With ``stop`` (an interrupted sweep) cancel the runs in flight (their tasks' workers are
         killed; each run resumes from its last checkpoint); shut a local Ray instance down."""
         if stop:
-            for ref in list(self._payloads):
-                try:
-                    self.ray.cancel(ref, force=True)
-                except Exception:  # noqa: BLE001 - already finished or its node is gone: nothing to stop
-                    pass
+            self.cluster.cancel(self._payloads)
             self._payloads.clear()
-        if self.started_here:
-            self.ray.shutdown()
+        self.cluster.close()
 
 
 def make_backend(name: str, workers: int = 1, address: str | None = None, threads: int | None = None):
