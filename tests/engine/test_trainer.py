@@ -318,3 +318,27 @@ def test_bf16_mixed_precision_keeps_losses_finite(easy: Path, tmp_path: Path) ->
     assert res.step == 3
     rows = list(csv.DictReader((tmp_path / "bf16/metrics.csv").open()))
     assert all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_on_step_follows_the_run_and_a_stop_leaves_it_resumable(easy: Path, tmp_path: Path) -> None:
+    """The user-interface hook (napari's Train widget): every step is reported, logged steps with their
+    row; a true return stops there with last.pt at that step, and resuming gives the uninterrupted weights."""
+    seen = []
+
+    def stop_at_3(step: int, total: int, row: dict | None) -> bool:
+        seen.append((step, total, None if row is None else row["step"]))
+        return step == 3
+
+    train(easy, tmp_path / "a", tiny_cfg(steps=6, val_every=0))
+    result = train(easy, tmp_path / "b", tiny_cfg(steps=6, val_every=0), on_step=stop_at_3)
+    assert result.stopped and result.step == 3
+    assert seen == [(1, 6, None), (2, 6, 2), (3, 6, None)]
+    assert torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)["step"] == 3
+    assert not (tmp_path / "b/checkpoints/best.pt").exists()
+    assert [int(r["step"]) for r in csv.DictReader((tmp_path / "b/metrics.csv").open())] == [2, 3]
+    done = train(easy, tmp_path / "b", resolve_run_config(tmp_path / "b", True), resume=True)
+    assert not done.stopped and done.step == 6
+    a = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name

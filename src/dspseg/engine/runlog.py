@@ -158,12 +158,21 @@ class MetricsLog:
 
 
 def plot_progress(log: MetricsLog, path: str | Path, title: str = "") -> Path:
-    """``progress.png``: loss terms (log scale where positive) on the left, val Dice on the right."""
+    """``progress.png``: :func:`draw_progress` on a 10 x 4 inch figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
+    draw_progress(fig, log, title)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
+    return path
+
+
+def draw_progress(fig: Any, log: MetricsLog, title: str = "") -> None:
+    """Draw on the matplotlib ``fig`` (cleared first): loss terms (log scale where positive) on the left,
+    val Dice on the right. progress.png and the napari plugin's live plot."""
+    fig.clear()
     ax_loss, ax_dice = fig.subplots(1, 2)
     terms = [c for c in log.columns if c not in ("step", "epoch", "lr", "elapsed_s", "loss")
              and not c.startswith("val_")]
@@ -197,8 +206,6 @@ def plot_progress(log: MetricsLog, path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
-    return path
 
 
 class Reporter:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -58,6 +59,7 @@ class TrainResult:
     last_checkpoint: Path
     best_checkpoint: Path
     elapsed_s: float
+    stopped: bool = False  # stopped early by ``on_step`` (last.pt holds the step: continue with resume)
 
 
 def resolve_run_config(out: str | Path, resume: bool, config: str | Path | None = None,
@@ -73,9 +75,17 @@ def resolve_run_config(out: str | Path, resume: bool, config: str | Path | None 
     return cfg
 
 
+#: ``on_step(step, total, row)`` after every step; ``row`` is the metrics row when the step was logged
+#: (else None); a true return stops the run there, resumable (:meth:`Trainer.stop_here`)
+OnStep = Callable[[int, int, "dict[str, Any] | None"], "bool | None"]
+
+
 class Trainer(Assembly):
     """One training run into the folder ``out``: :meth:`setup` assembles it (:mod:`~dspseg.engine.assembly`),
-    :meth:`fit` runs it (see the module docstring)."""
+    :meth:`fit` runs it (see the module docstring). ``on_step`` (:data:`OnStep`) lets a user interface
+    follow the run and stop it (the napari plugin's Train widget)."""
+
+    on_step: OnStep | None = None
 
     # ------------------------------------------------------------------------------------ steps
 
@@ -222,11 +232,17 @@ class Trainer(Assembly):
                 self.reporter.tick(self.step)
                 if self.due_log() or self.step % check_every == 0:
                     self.check_finite()
+                row = None
                 if self.due_log():
                     row = self.loss_row()
                     self.maybe_validate(row)
                     self.log(row)
                     self.maybe_checkpoint(row)
+                if self.on_step is not None and self.on_step(self.step, self.total, row) and self.step < self.total:
+                    self.stop_here(row)
+                    self.console.print(f"stopped at step {self.step} of {self.total}; {self.run.last} holds it "
+                                       "(continue with --resume)", highlight=False, soft_wrap=True)
+                    return self._result(self.elapsed0 + time.perf_counter() - self.t0, stopped=True)
         finally:
             self.reporter.close()
         if self.best_metric is None and self.is_main:  # no val split (or no countable class)
@@ -239,12 +255,30 @@ class Trainer(Assembly):
                               if self.best_metric is not None else "no val split: best.pt is the final model"))
         return result
 
-    def _result(self, elapsed: float) -> TrainResult:
-        return TrainResult(self.out, self.step, self.best_metric, self.best_step, self.run.last, self.run.best, elapsed)
+    def stop_here(self, row: dict[str, Any] | None) -> None:
+        """Stop before the step budget, resumable: the steps not yet logged become a metrics row, and
+        ``last.pt`` (full state at this step, checked finite) and progress.png are written."""
+        if self.losses.window:
+            self.check_finite()
+        if row is None and self.losses.pending:
+            row = self.loss_row()
+            self.log(row)
+        if self.is_main:
+            self.save(best=False)
+            self.metrics.flush()
+            plot_progress(self.metrics, self.run.progress, title=f"{self.cfg.method} — {self.run.name}")
+
+    def _result(self, elapsed: float, stopped: bool = False) -> TrainResult:
+        return TrainResult(self.out, self.step, self.best_metric, self.best_step, self.run.last, self.run.best, elapsed,
+                           stopped)
 
 
-def train(data: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = False, console: Any = None) -> TrainResult:
+def train(data: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = False, console: Any = None,
+          on_step: OnStep | None = None) -> TrainResult:
     """Train ``cfg.method`` on ``data`` into the run folder ``out`` (see :class:`Trainer`), holding the
-    folder's lock throughout (:meth:`RunFolder.lock`: a second writer is refused with one sentence)."""
+    folder's lock throughout (:meth:`RunFolder.lock`: a second writer is refused with one sentence).
+    ``on_step``: see :data:`OnStep`."""
     with RunFolder(out).lock():
-        return Trainer(data, out, cfg, resume=resume, console=console).fit()
+        trainer = Trainer(data, out, cfg, resume=resume, console=console)
+        trainer.on_step = on_step
+        return trainer.fit()
