@@ -28,7 +28,7 @@ from dspseg.data.validate import ValidationReport
 FORMATS = ("coco", "napari", "qupath", "labels")
 ON_UNMATCHED = ("skip", "fail")
 
-__all__ = ["FORMATS", "ON_UNMATCHED", "ConvertError", "ConvertResult", "convert_dataset"]
+__all__ = ["FORMATS", "ON_UNMATCHED", "ConvertError", "ConvertResult", "convert_dataset", "merge_collected"]
 
 
 @dataclass
@@ -118,16 +118,29 @@ def convert_dataset(format: str, input: str | Path, images: str | Path, out: str
         if extra:
             col.warnings.append(f"{len(extra)} image(s) without annotations in this input joined as unlabeled "
                                 "images (or stay as they are in the dataset)")
+    return merge_collected(col, data, existing, classes, name, existing.ignore_index if existing else src_ignore,
+                           group_pattern, background)
+
+
+def merge_collected(col: Collected, data: Path, existing: Manifest | None, classes: list[str] | None,
+                    name: str | None, ignore_index: int, group_pattern: str | None = None,
+                    background: str | None = None) -> ConvertResult:
+    """The last steps of every conversion: what ``col`` collected merged into the dataset ``data``
+    (``existing``, or ``None`` for a new one) by :mod:`.merge` and written by :mod:`.write`.
+
+    ``classes`` as for :func:`convert_dataset`; ``ignore_index`` is the dataset's (new masks are written
+    with it). Raises :class:`ConvertError` on a conflict or a problem in a record added or changed;
+    then nothing was written. The napari plugin's "Add to dataset" calls it too.
+    """
     final = resolve_classes(col.names, classes, str(data) if existing else None)
     col.warnings.extend(col.names.notes())
     col.warnings.extend(f"--class-map: no annotation is called '{t}'" for t in col.names.unused_map())
-    dataset_ignore = existing.ignore_index if existing else src_ignore
-    plan = Merger(data, existing, final, dataset_ignore, group_pattern, background).plan(col)
+    plan = Merger(data, existing, final, ignore_index, group_pattern, background).plan(col)
     if plan.conflicts:
         raise ConvertError(f"{len(plan.conflicts)} conflict(s) between the input and {data}; nothing was written:\n"
                            + "\n".join(f"  - {c}" for c in plan.conflicts))
     if plan.repeated:
         col.warnings.append(f"{plan.repeated} box(es)/point(s) were already in the dataset; kept once")
     manifest, linked, report = write_plan(plan, data, existing.name if existing else name or data.name,
-                                          final, dataset_ignore)
+                                          final, ignore_index)
     return ConvertResult(manifest, linked, col.warnings, col.skipped, report, plan.added, plan.merged)
