@@ -209,14 +209,18 @@ def test_options_and_errors(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_metadata_helpers() -> None:
+    # NGFF 0.4 axes in any order, without their (optional) type; datasets finest first
     attrs = {"multiscales": [{"axes": [{"name": "x"}, {"name": "z"}, {"name": "y"}],
-                              "datasets": [{"path": "s1", "coordinateTransformations": [
-                                  {"type": "scale", "scale": [8, 12, 8]}, {"type": "translation", "translation": [2, 3, 2]}]},
-                                  {"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [4, 6, 4]}]}]}]}
+                              "datasets": [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [4, 6, 4]}]},
+                                           {"path": "s1", "coordinateTransformations": [
+                                  {"type": "scale", "scale": [8, 12, 8]}, {"type": "translation", "translation": [2, 3, 2]}]}]}]}
     levels = oo.read_levels(attrs, "here")
-    assert [lv.path for lv in levels] == ["s0", "s1"]  # finest first
+    assert [lv.path for lv in levels] == ["s0", "s1"]
     assert levels[1].scale == (12.0, 8.0, 8.0) and levels[1].translation == (3.0, 2.0, 2.0)
     assert levels[0].order == (1, 2, 0)
+    coarse_first = {"multiscales": [{**attrs["multiscales"][0], "datasets": attrs["multiscales"][0]["datasets"][::-1]}]}
+    with pytest.raises(oo.OpenOrganelleError, match=r"here: Dataset 0 has a lower resolution.*field 'multiscales.datasets'"):
+        oo.read_levels(coarse_first, "here")
     with pytest.raises(oo.OpenOrganelleError, match="expected the axes z, y, x"):
         oo.read_levels({"multiscales": [{"axes": ["c", "y", "x"], "datasets": [{"path": "s0"}]}]}, "here")
     with pytest.raises(oo.OpenOrganelleError, match="no OME-NGFF 'multiscales'"):

@@ -261,7 +261,7 @@ class SegmentationDataset(Dataset):
         if rec.mask is not None:
             h, w = it.shape
             for r0 in range(0, h, 512):
-                m = self.reader.mask(rec, (r0, 0, min(512, h - r0), w), self.ignore_index)
+                m = self.reader.mask(rec, (r0, 0, min(512, h - r0), w), self.ignore_index, self.classes)
                 found.update(np.unique(m[m != self.ignore_index]).tolist())
         return found
 

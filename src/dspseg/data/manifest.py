@@ -106,22 +106,22 @@ class ImageRecord(_Strict):
 
     @property
     def source(self) -> str:
-        """What the record shows, for messages: the file, or ``url[array] z=12``."""
+        """What the record shows, for messages: the file, or ``url[array] z=12`` (plus ``{region}``)."""
         if self.volume is None:
             return str(self.file)
-        v = self.volume
         at = f"{self.section_axis}={self.index}" if self.index is not None else f"sections along {self.section_axis}"
-        return f"{v.url}{f'[{v.array}]' if v.array else ''} {at}"
+        return f"{self.volume.name()} {at}"
 
     @property
     def group_name(self) -> str:
-        """The sub-volume the image belongs to: ``group``; else, for a volume section, the volume (or
-        its block of ``group_every`` sections along the axis); else the file (its own group)."""
+        """The sub-volume the image belongs to: ``group``; else, for a volume section, the volume (its
+        region if it names one; or its block of ``group_every`` sections along the axis); else the file
+        (its own group)."""
         if self.group is not None:
             return self.group
         if self.volume is None:
             return str(self.file)
-        name = f"{self.volume.url}{f'[{self.volume.array}]' if self.volume.array else ''}"
+        name = self.volume.name()
         if self._group_every and self.index is not None:
             name += f" {self.section_axis}{self.index // self._group_every}"
         return name

@@ -20,6 +20,18 @@ Every z plane of the crop becomes one image (``images/crop{N}_z{k}.tif``, uint8)
 :data:`dspseg.data.cosem_classes.MERGE`; a merged class present in fewer than ``min_crops`` crops is
 mapped to the ignore index and left out of the class list; ``group`` = the crop name, so splits
 never cut a crop.
+
+With ``as_volumes`` nothing is copied: every z plane of a crop is a volume record of ``dataset.json``
+(``dspseg/2``, :mod:`dspseg.data.volume_records`) naming the section of the raw level's ``region``
+(the crop's box in it) and, as its mask, the same section of the crop's ``all`` label level, whose
+COSEM ids the record maps to the kept classes (``mask.classes``; other ids are unannotated). The
+arrays are named by URL (``s3://janelia-cosem-datasets/...``, read anonymously when training), or,
+for a local copy, by a path relative to the dataset folder, which must then hold the copy::
+
+    {"volume": {"url": "s3://janelia-cosem-datasets/jrc_hela-2/jrc_hela-2.zarr", "array": "recon-1/em/fibsem-uint8",
+                "level": "s1", "region": {"start": [z0, y0, x0], "stop": [z1, y1, x1]}}, "axis": "z", "index": k,
+     "mask": {"volume": {"url": ..., "array": "recon-1/labels/groundtruth/crop1/all", "level": "s1"},
+              "classes": {"cytosol": [35], "mito": [3, 4, 5], ...}}, "group": "crop1"}
 """
 
 from __future__ import annotations
@@ -35,13 +47,17 @@ import numpy as np
 from dspseg.cli_support import refuse_used_folder
 from dspseg.data.cosem_classes import CLASSES, DATASETS, DEFAULT_SOURCE, IGNORE, apply_lut, merge_lut
 from dspseg.data.io import write_image, write_mask
-from dspseg.data.manifest import ImageRecord, Manifest, save_manifest
-from dspseg.data.ngff import Level, crop_offset, match_levels, read_levels
-from dspseg.errors import OpenOrganelleError
-from dspseg.fsutil import new_folder
+from dspseg.data.manifest import MANIFEST_NAME, ImageRecord, Manifest, save_manifest
+from dspseg.data.volume_records import VolumeMask
+from dspseg.data.volumes import VolumeRef, ngff
+from dspseg.data.volumes.ngff import Level, crop_offset, match_levels
+from dspseg.data.volumes.ref import Region
+from dspseg.errors import OpenOrganelleError, VolumeError
+from dspseg.fsutil import new_folder, write_text_atomic
 
 RAW_PATH = "recon-1/em/fibsem-uint8"
 GT_PATH = "recon-1/labels/groundtruth"
+PROVENANCE = "openorganelle.json"
 
 
 @dataclass
@@ -67,6 +83,15 @@ class ImportResult:
 
 
 # ----------------------------------------------------------------------------------------- store
+
+
+def read_levels(attrs: dict, where: str) -> list[Level]:
+    """The multiscale levels of a group (:func:`dspseg.data.volumes.ngff.read_levels`), finest first;
+    a level without z, y, x axes or bad metadata is an OpenOrganelleError (one sentence)."""
+    try:
+        return ngff.read_levels(attrs, where)
+    except VolumeError as e:
+        raise OpenOrganelleError(f"{where}: {e.reason} (field '{e.field}'). Fix: {e.fix}") from None
 
 
 def _open_group(url: str, remote: bool) -> Any:
@@ -184,6 +209,8 @@ class _Crop:
     label: Level
     offset: np.ndarray
     merged: np.ndarray  # (Z, Y, X) uint8 indices into CLASSES or IGNORE, planes already sub-sampled
+    ids: list[int]  # the COSEM label ids the crop holds
+    shape: tuple[int, int, int]  # (Z, Y, X) of the label level, every plane
 
 
 def _plan_crop(name: str, gt: Any, raw_group: Any, raw_levels: list[Level], lut: np.ndarray, where: str,
@@ -210,26 +237,73 @@ def _plan_crop(name: str, gt: Any, raw_group: Any, raw_levels: list[Level], lut:
     if residual > 0.25:
         warnings.append(f"{name} is off the raw voxel grid by {residual:.2f} voxels; rounded to the nearest voxel")
     merged = apply_lut(ids[::z_step], lut)
-    return _Crop(name, raw, lab, offset, merged)
+    return _Crop(name, raw, lab, offset, merged, np.unique(ids).tolist(), tuple(ids.shape))
 
 
 def _check_out(out: Path) -> None:
     refuse_used_folder(out, OpenOrganelleError, note=" (nothing is ever overwritten)")
 
 
+def _volume_url(source: str, dataset: str, out: Path) -> str:
+    """The URL the records name the dataset's zarr store by: the source's own for a remote source;
+    for a local one, its path relative to ``out``, which must hold it (dataset.json only names local
+    volumes inside its own folder). Refuses a used ``out`` that does not hold the local source."""
+    if "://" in source:
+        _check_out(out)
+        return f"{source.rstrip('/')}/{dataset}/{dataset}.zarr"
+    src, dst = Path(source).resolve(), out.resolve()
+    if dst != src and dst not in src.parents:
+        raise OpenOrganelleError(
+            f"--as-volumes names the arrays of a LOCAL source by paths relative to the dataset folder, and "
+            f"{source} is not inside --out {out}; put the copy inside the dataset folder (e.g. --source DATA "
+            f"--out DATA, the copy and dataset.json side by side), use the bucket (the default --source), or "
+            f"import without --as-volumes to copy the sections")
+    for name in (MANIFEST_NAME, PROVENANCE):
+        if (out / name).exists():
+            raise OpenOrganelleError(f"--out {out} already holds {name}; nothing is ever overwritten: remove it or "
+                                     "choose another folder")
+    rel = src.relative_to(dst).as_posix()
+    return f"{dataset}/{dataset}.zarr" if rel == "." else f"{rel}/{dataset}/{dataset}.zarr"
+
+
+
+def _classes_of_ids(planned: list[_Crop], kept: list[str], lut: np.ndarray) -> dict[str, list[int]]:
+    """Kept class -> the COSEM ids of the imported crops merged into it (a record's ``mask.classes``)."""
+    ids = sorted({i for c in planned for i in c.ids if 0 <= i < len(lut)})
+    return {name: [i for i in ids if lut[i] == CLASSES.index(name)] for name in kept
+            if any(lut[i] == CLASSES.index(name) for i in ids)}
+
+
+def _volume_records(c: _Crop, url: str, z_step: int, classes: dict[str, list[int]]) -> list[ImageRecord]:
+    """One volume record per kept z plane of crop ``c``: the raw level's box under the crop, and the
+    crop's label level mapped to the classes (no pixel is read or written)."""
+    start = c.offset.tolist()
+    image = VolumeRef(url=url, array=RAW_PATH, level=c.raw.path,
+                      region=Region(start=start, stop=[a + n for a, n in zip(start, c.shape)]))
+    mask = VolumeMask(volume=VolumeRef(url=url, array=f"{GT_PATH}/{c.name}/all", level=c.label.path),
+                      classes=classes)
+    return [ImageRecord(volume=image, axis="z", index=k, mask=mask, group=c.name) for k in range(0, c.shape[0], z_step)]
+
+
 def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SOURCE, min_crops: int = 3,
-                         crops: list[str] | None = None, z_step: int = 1, progress: Any = None) -> ImportResult:
+                         crops: list[str] | None = None, z_step: int = 1, progress: Any = None,
+                         as_volumes: bool = False) -> ImportResult:
     """Import the ground-truth crops of ``dataset`` from ``source`` into the new dataset folder ``out``.
 
     Writes ``out/images/crop{N}_z{k:04d}.tif`` (uint8 raw sections), ``out/masks/...`` (merged class
     ids, 255 = ignore), ``out/dataset.json`` and ``out/openorganelle.json`` (levels, offsets, class
-    counts). ``crops`` limits the import (``["1", "crop7"]``), ``z_step`` keeps every n-th plane,
-    ``progress`` is called with one line per crop. Raises OpenOrganelleError for user-facing problems.
+    counts). With ``as_volumes`` only the two JSON files: the records name the sections in the source
+    (module docstring; a local ``source`` must then lie inside ``out``). ``crops`` limits the import
+    (``["1", "crop7"]``), ``z_step`` keeps every n-th plane, ``progress`` is called with one line per
+    crop. Raises OpenOrganelleError for user-facing problems.
     """
     if min_crops < 1 or z_step < 1:
         raise OpenOrganelleError(f"--min-crops and --z-step must be at least 1, got {min_crops} and {z_step}")
     out = Path(out)
-    _check_out(out)
+    if as_volumes:
+        url = _volume_url(source, dataset, out)
+    else:
+        _check_out(out)
     raw_group, gt, root = open_dataset(source, dataset)
     raw_levels = read_levels(dict(raw_group.attrs), f"{root}/{RAW_PATH}")
     where = f"{root}/{GT_PATH}"
@@ -255,9 +329,52 @@ def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SO
     if len({c.raw.scale for c in planned}) > 1:
         warnings.append("crops use different voxel sizes: " + ", ".join(f"{c.name} {c.raw.scale} nm" for c in planned))
 
+    records, infos = [], []
+    id_classes = _classes_of_ids(planned, kept, lut) if as_volumes else {}
+    for c in planned:
+        names = [CLASSES[i] for i in sorted(set(np.unique(c.merged).tolist()) - {IGNORE})]
+        infos.append(CropInfo(c.name, c.label.path, c.raw.path, c.raw.scale, tuple(c.offset.tolist()),
+                              tuple(c.merged.shape), c.merged.shape[0], names))
+        if as_volumes:
+            records += _volume_records(c, url, z_step, id_classes)
+        if progress is not None:
+            box = f"region z{c.offset[0]}.., y{c.offset[1]}.., x{c.offset[2]}.. of " if as_volumes else ""
+            progress(f"{c.name}: {c.merged.shape[0]} sections of {c.merged.shape[1]}x{c.merged.shape[2]} px at "
+                     f"{c.raw.scale[2]:g} nm ({box}raw {c.raw.path}, labels {c.label.path}), classes: {', '.join(names)}")
+    provenance = {"dataset": dataset, "source": source, "root": root, "min_crops": min_crops, "z_step": z_step,
+                  "as_volumes": as_volumes, "crops_per_class": counts, "dropped_rare_classes": dropped,
+                  "crops": [info.__dict__ for info in infos], "warnings": warnings}
+    if as_volumes:
+        manifest = Manifest(name=dataset, classes=kept, ignore_index=IGNORE, images=records)
+        _write_references(out, manifest, provenance)
+    else:
+        manifest = _write_copies(out, dataset, kept, planned, raw_group, final, z_step, provenance)
+    manifest.root = out
+    return ImportResult(manifest, infos, dropped, warnings)
+
+
+def _write_references(out: Path, manifest: Manifest, provenance: dict) -> None:
+    """dataset.json and openorganelle.json of a volume import: a new folder, or two files added to
+    the folder holding the local source (under its lock, each written atomically)."""
+    from dspseg.fslock import folder_lock, sibling_lock_file
+
+    if not out.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with new_folder(out, "import") as tmp:
+            save_manifest(manifest, tmp)
+            (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1) + "\n")
+        return
+    with folder_lock(out, sibling_lock_file(out)):
+        save_manifest(manifest, out)
+        write_text_atomic(out / PROVENANCE, json.dumps(provenance, indent=1) + "\n")
+
+
+def _write_copies(out: Path, dataset: str, kept: list[str], planned: list[_Crop], raw_group: Any, final: np.ndarray,
+                  z_step: int, provenance: dict) -> Manifest:
+    """The TIFF import: every kept plane of every crop as an image and a mask file, in a new folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with new_folder(out, "import") as tmp:
-        records, infos = [], []
+        records = []
         for c in planned:
             size = (c.merged.shape[0] * z_step - (z_step - 1), *c.merged.shape[1:])
             raw = _read_zyx(raw_group[c.raw.path], c.raw, c.offset, size)[::z_step]
@@ -266,17 +383,7 @@ def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SO
                 write_image(tmp / "images" / f"{stem}.tif", raw[k])
                 write_mask(tmp / "masks" / f"{stem}.tif", final[c.merged[k]])
                 records.append(ImageRecord(file=f"images/{stem}.tif", mask=f"masks/{stem}.tif", group=c.name))
-            names = [CLASSES[i] for i in sorted(set(np.unique(c.merged).tolist()) - {IGNORE})]
-            infos.append(CropInfo(c.name, c.label.path, c.raw.path, c.raw.scale, tuple(c.offset.tolist()),
-                                  tuple(c.merged.shape), c.merged.shape[0], names))
-            if progress is not None:
-                progress(f"{c.name}: {c.merged.shape[0]} sections of {c.merged.shape[1]}x{c.merged.shape[2]} px at "
-                         f"{c.raw.scale[2]:g} nm (raw {c.raw.path}, labels {c.label.path}), classes: {', '.join(names)}")
         manifest = Manifest(name=dataset, classes=kept, ignore_index=IGNORE, images=records)
         save_manifest(manifest, tmp)
-        provenance = {"dataset": dataset, "source": source, "root": root, "min_crops": min_crops, "z_step": z_step,
-                      "crops_per_class": counts, "dropped_rare_classes": dropped,
-                      "crops": [info.__dict__ for info in infos], "warnings": warnings}
-        (tmp / "openorganelle.json").write_text(json.dumps(provenance, indent=1) + "\n")
-    manifest.root = out
-    return ImportResult(manifest, infos, dropped, warnings)
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1) + "\n")
+    return manifest

@@ -76,10 +76,12 @@ class VolumeChecks:
         labels = self._open(where, "mask.volume", rec.mask.volume)
         if labels is None or not self._labels_agree(where, vol, labels, rec.mask.volume.url):
             return (1, h, w), None
-        mask = labels.section(axis, rec.index).astype(np.int64)
-        if rec.mask.ignore is not None and rec.mask.ignore != self.m.ignore_index:
-            mask[mask == rec.mask.ignore] = self.m.ignore_index
-        return (1, h, w), mask
+        problems = rec.mask.class_problems(self.m.classes)
+        for field, reason, fix in problems:
+            self.add(where, field, reason, fix)
+        if problems:
+            return (1, h, w), None
+        return (1, h, w), rec.mask.class_ids(labels.section(axis, rec.index), self.m.classes, self.m.ignore_index)
 
     def _labels_agree(self, where: str, image: Volume, labels: Volume, url: str) -> bool:
         """Whether the label volume has the image's size and voxel size along every spatial axis."""

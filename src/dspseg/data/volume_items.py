@@ -106,22 +106,21 @@ class VolumeReader:
         """(1, h, w) stored pixels of the window of the record's section."""
         return self.volume(record.volume).section(record.section_axis, record.index, window)[None]
 
-    def mask(self, record: ImageRecord, window: tuple[int, int, int, int], ignore_index: int) -> np.ndarray | None:
+    def mask(self, record: ImageRecord, window: tuple[int, int, int, int], ignore_index: int,
+             classes: list[str]) -> np.ndarray | None:
         """(h, w) int64 class ids of the window (``ignore_index`` where unannotated), or None."""
         if record.mask is None:
             return None
         r0, c0, h, w = window
         if isinstance(record.mask, VolumeMask):
-            m = self.volume(record.mask.volume).section(record.section_axis, record.index, window).astype(np.int64)
-            if record.mask.ignore is not None and record.mask.ignore != ignore_index:
-                m[m == record.mask.ignore] = ignore_index
-            return m
+            stored = self.volume(record.mask.volume).section(record.section_axis, record.index, window)
+            return record.mask.class_ids(stored, classes, ignore_index)
         return read_mask(resolve_inside(self.root, record.mask))[r0:r0 + h, c0:c0 + w]
 
     def annotation(self, record: ImageRecord, classes: list[str], ignore_index: int, shape: tuple[int, int],
                    window: tuple[int, int, int, int], derive_weak: bool) -> Annotation:
         """The record's annotation rasterised on ``window`` of its (H, W) section."""
-        return rasterise(record, classes, ignore_index, shape, mask=self.mask(record, window, ignore_index),
+        return rasterise(record, classes, ignore_index, shape, mask=self.mask(record, window, ignore_index, classes),
                          derive_weak=derive_weak, window=window)
 
     def sample(self, records: list[ImageRecord]) -> list[np.ndarray]:
@@ -141,4 +140,4 @@ class VolumeReader:
 def section_mask(manifest: Manifest, record: ImageRecord) -> np.ndarray:
     """(H, W) int64 class ids of a volume record's whole mask section (one section, never the volume)."""
     reader = VolumeReader(manifest)
-    return reader.mask(record, (0, 0, *reader.shape(record)), manifest.ignore_index)
+    return reader.mask(record, (0, 0, *reader.shape(record)), manifest.ignore_index, manifest.classes)

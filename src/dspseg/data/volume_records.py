@@ -8,12 +8,20 @@ boxes, points and labels are in the section's pixels as for files::
      "mask": {"volume": {"url": "cell.ome.zarr", "array": "labels/organelles"}, "ignore": 255}}
     {"volume": {"url": "cell.ome.zarr"}, "axis": "z", "index": 9, "boxes": [...]}
     {"volume": {"url": "cell.ome.zarr"}, "sections": {"axis": "z", "exclude": [0]}}
+    {"volume": {"url": "s3://bucket/cell.zarr", "array": "em", "level": "s1",
+                "region": {"start": [10, 200, 300], "stop": [30, 456, 556]}}, "axis": "z", "index": 0,
+     "mask": {"volume": {"url": "s3://bucket/cell.zarr", "array": "labels/crop1", "level": "s0"},
+              "classes": {"mito": [3, 4, 5], "er": [16, 17]}}}
 
-The last entry is a :class:`~dspseg.data.volumes.SectionRange` of unlabeled sections: when the
+The third entry is a :class:`~dspseg.data.volumes.SectionRange` of unlabeled sections: when the
 manifest is loaded it is expanded (:func:`expand_sections`, volume metadata only) into one record per
 section, leaving out ``exclude`` and every section that another record of the same volume and axis
 names (the annotated ones). Saving collapses them back (:func:`collapse_sections`): consecutive
 sections of one entry with the same ``split`` and ``group`` become one entry again.
+
+The last entry names a box (``region``) of a large remote volume, an annotated crop (its section
+``index`` counts from the box's first z), and a label volume that keeps its own ids, mapped to the
+dataset's classes by ``classes`` (every other value is unannotated).
 
 A local ``url`` is relative to ``dataset.json`` and must stay inside its folder
 (:func:`~dspseg.data.manifest.resolve_inside`); ``s3://``, ``gs://``, ``http(s)://`` and
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from dspseg.data.problems import Problem
@@ -42,18 +51,59 @@ _RANGE_FORBIDS = ("mask", "boxes", "points", "labels", "index")
 
 class VolumeMask(BaseModel):
     """A mask that is the record's section of a label volume: label value k = class k, ``ignore``
-    (default: the manifest's ``ignore_index``) = unannotated."""
+    (default: the manifest's ``ignore_index``) = unannotated. With ``classes`` (class name -> the
+    stored label values of that class, e.g. ``{"mito": [3, 4, 5, 50]}``) the label volume keeps its
+    own ids (a public atlas's): each listed value is its class, every other value is unannotated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     volume: VolumeRef
     ignore: int | None = None
+    classes: dict[str, list[int]] | None = None
 
     def to_json(self) -> dict:
         out: dict = {"volume": self.volume.model_dump(mode="json", exclude_defaults=True)}
         if self.ignore is not None:
             out["ignore"] = self.ignore
+        if self.classes is not None:
+            out["classes"] = {k: list(v) for k, v in self.classes.items()}
         return out
+
+    def class_problems(self, classes: list[str]) -> list[tuple[str, str, str]]:
+        """(field, reason, fix) for each name of ``classes`` the dataset lacks and each value listed twice."""
+        if self.classes is None:
+            return []
+        out, seen = [], {}
+        for name, values in self.classes.items():
+            if name not in classes:
+                out.append((f"mask.classes.{name}", f"'{name}' is not one of the dataset's classes",
+                            f"use one of {', '.join(classes)}, or add it to \"classes\""))
+            for v in values:
+                if v in seen and seen[v] != name:
+                    out.append((f"mask.classes.{name}", f"label value {v} is listed for both '{seen[v]}' and '{name}'",
+                                "list each stored value under one class"))
+                seen.setdefault(v, name)
+        return out
+
+    def class_ids(self, stored: np.ndarray, classes: list[str], ignore_index: int) -> np.ndarray:
+        """The stored label values of a section (any shape) as int64 class ids, ``ignore_index`` where
+        unannotated: ``classes`` applied, or ``ignore`` replaced by ``ignore_index``."""
+        if self.classes is None:
+            ids = stored.astype(np.int64)
+            if self.ignore is not None and self.ignore != ignore_index:
+                ids[ids == self.ignore] = ignore_index
+            return ids
+        problems = self.class_problems(classes)
+        if problems:
+            field, reason, fix = problems[0]
+            raise VolumeError(self.volume.url, field, reason, fix)
+        pairs = sorted((v, classes.index(name)) for name, values in self.classes.items() for v in values)
+        if not pairs:
+            return np.full(stored.shape, ignore_index, np.int64)
+        keys = np.array([v for v, _ in pairs])
+        ids = np.array([c for _, c in pairs], np.int64)
+        at = np.clip(np.searchsorted(keys, stored), 0, len(keys) - 1)
+        return np.where(keys[at] == stored, ids[at], ignore_index)
 
 
 @dataclass(frozen=True)

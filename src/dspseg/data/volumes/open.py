@@ -14,11 +14,16 @@ from dspseg.errors import VolumeError
 def open_volume(ref: VolumeRef | str | dict[str, Any], cache: ChunkCache | None = None) -> Volume:
     """Open the array a reference names, reading only its metadata (no voxels).
 
-    ``cache`` defaults to the process-wide :func:`~dspseg.data.volumes.cache.shared_cache`. Raises
+    ``cache`` defaults to the process-wide :func:`~dspseg.data.volumes.cache.shared_cache`; a
+    reference with a ``region`` is that box of the array (:mod:`~dspseg.data.volumes.region`). Raises
     :class:`~dspseg.errors.VolumeError` (one sentence: URL, field, fix) when the reference does not
     name a readable array; a missing optional package is named with its ``pip install``.
     """
     ref = ref if isinstance(ref, VolumeRef) else VolumeRef.parse(ref)
+    if ref.region is not None:
+        from dspseg.data.volumes.region import RegionVolume
+
+        return RegionVolume(ref, open_volume(ref.model_copy(update={"region": None}), cache))
     fmt = detect_format(ref)
     try:
         if fmt in ("zarr", "ome-zarr"):

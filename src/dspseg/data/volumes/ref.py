@@ -9,8 +9,10 @@ A reference is small and serialisable (a later ``dataset.json`` volume record em
 when left at ``auto``. ``array`` is the key inside a container (zarr group path, N5 dataset, HDF5
 dataset); ``level`` picks an OME-Zarr multiscale level (its index, finest = 0, or its path);
 ``axes`` (letters of ``tczyx``) declares or checks the stored axis order; ``select`` fixes the index
-of each non-spatial axis (``{"c": 0}``). Every mistake is one :class:`~dspseg.errors.VolumeError`
-sentence naming the URL, the field and the fix.
+of each non-spatial axis (``{"c": 0}``); ``region`` makes the volume a box of the array
+(:class:`Region`: ``start`` and ``stop`` voxels of the chosen level along z, y, x, half-open), e.g. an
+annotated crop of a large FIB-SEM volume: its sections, sizes and translation are then the box's.
+Every mistake is one :class:`~dspseg.errors.VolumeError` sentence naming the URL, the field and the fix.
 """
 
 from __future__ import annotations
@@ -26,6 +28,28 @@ SPATIAL = "zyx"
 AXIS_LETTERS = "tczyx"
 
 
+class Region(BaseModel):
+    """A box of an array: voxels ``start`` (inclusive) to ``stop`` (exclusive) along z, y, x (the
+    spatial axes in this order, whatever the stored order), in voxels of the chosen level."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: tuple[int, int, int], info: Any) -> tuple[int, int, int]:
+        start = info.data.get("start")
+        if start is not None and (min(start) < 0 or any(b <= a for a, b in zip(start, v))):
+            raise ValueError(f"a region needs 0 <= start < stop along z, y and x, got start {list(start)}, stop {list(v)}")
+        return v
+
+    def text(self) -> str:
+        """``z1:4,y3:19,x2:22`` (for names and messages)."""
+        return ",".join(f"{a}{s}:{e}" for a, s, e in zip("zyx", self.start, self.stop))
+
+
 class VolumeRef(BaseModel):
     """Where an array lives and how to read it (see the module docstring for each field)."""
 
@@ -38,6 +62,7 @@ class VolumeRef(BaseModel):
     axes: str | None = None
     select: dict[str, int] = Field(default_factory=dict)
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    region: Region | None = None
 
     @field_validator("axes")
     @classmethod
@@ -70,15 +95,22 @@ class VolumeRef(BaseModel):
             fix = {"url": "give the path or URL of the volume",
                    "format": f"use one of {', '.join(FORMATS)}",
                    "axes": "write the stored axis order, e.g. 'zyx' or 'czyx'",
-                   "select": "write e.g. {\"c\": 0}"}.get(field.split(".")[0], "remove or correct the field")
+                   "select": "write e.g. {\"c\": 0}",
+                   "region": "write e.g. {\"start\": [0, 0, 0], \"stop\": [16, 256, 256]} (z, y, x voxels)"}.get(field.split(".")[0], "remove or correct the field")
             if first["type"] == "extra_forbidden":
                 fix = f"remove it (the fields are {', '.join(cls.model_fields)})"
             url = data.get("url", where) if isinstance(data, dict) else where
             raise VolumeError(url, field, first["msg"].removeprefix("Value error, "), fix) from None
 
     def key(self) -> str:
-        """A string that identifies the array (cache keys, log lines)."""
-        return f"{self.format}:{self.url}:{self.array or ''}:{self.level if self.level is not None else ''}"
+        """A string that identifies the volume (the array, and its region if any)."""
+        key = f"{self.format}:{self.url}:{self.array or ''}:{self.level if self.level is not None else ''}"
+        return key + (f":{self.region.text()}" if self.region is not None else "")
+
+    def name(self) -> str:
+        """``url[array]`` plus ``{z1:4,y3:19,x2:22}`` for a region: the volume, for messages and groups."""
+        return (f"{self.url}{f'[{self.array}]' if self.array else ''}"
+                + (f"{{{self.region.text()}}}" if self.region is not None else ""))
 
 
 class SectionRange(BaseModel):
