@@ -92,7 +92,7 @@ def _prepare(spec: LoopSpec, root: Path, console: Any) -> LoopSpec:
             if before != now:
                 raise UserError(f"{root} holds a loop with other {key} ({before!r}, now {now!r}); rounds of one folder "
                                 "must be comparable: use a new --out folder, or the same options as before")
-        spec = spec.model_copy(update={"strategies": list(dict.fromkeys(old.strategies + spec.strategies)),
+        spec = spec.model_copy(update={"strategies": list(dict.fromkeys(spec.strategies + old.strategies)),
                                        "rounds": max(old.rounds, spec.rounds), "splits": max(old.splits, spec.splits)})
         if spec.splits > spec.n_splits:
             raise UserError(f"--splits {spec.splits} is more than the {spec.n_splits} cross-validation splits this "
