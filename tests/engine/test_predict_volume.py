@@ -140,3 +140,83 @@ def test_command_line_routes_a_volume(setup: tuple[Path, Path], tmp_path: Path) 
     assert np.array_equal(_labels(out), _labels(tmp_path / "api.ome.zarr"))
     r = CliRunner().invoke(app, [*args[:5], "--block", "4,x"])
     assert r.exit_code == 2 and "--block must be 3 positive sizes" in r.output
+
+
+def test_reopened_output_equals_2d_predict_of_each_section_file(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """The volume's label image, reopened as a viewer reads it (ome_zarr's reader), equals `dspseg predict`
+    of each section written as its own 16-bit TIFF (engine/predict.py, the 2D path)."""
+    import warnings
+
+    import tifffile
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from dspseg.engine.predict import predict_files
+
+    run, cell = setup
+    out = tmp_path / "seg.ome.zarr"
+    predict_volume(run, str(cell), out, **OPTS)
+    sections = tmp_path / "sections"
+    sections.mkdir()
+    for z, section in enumerate(volume_data("uint16")):
+        tifffile.imwrite(sections / f"z{z:02d}.tif", section)
+    predict_files(run, [sections], tmp_path / "labels2d", tile=32)
+    expected = np.stack([tifffile.imread(tmp_path / "labels2d" / f"z{z:02d}.tif") for z in range(SHAPE[0])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        (node,) = list(Reader(parse_url(str(out / "labels" / "segmentation")))())
+    assert [type(s).__name__ for s in node.specs] == ["Label", "Multiscales"]
+    assert [tuple(d.shape) for d in node.data] == [SHAPE, (5, 24, 20)]
+    assert node.metadata["coordinateTransformations"][0] == [{"type": "scale", "scale": list(SCALE)},
+                                                            {"type": "translation", "translation": list(TRANSLATION)}]
+    assert np.array_equal(np.asarray(node.data[0]), expected)
+    assert len(np.unique(expected)) > 1  # the comparison is not between two blank images
+
+
+def _blocks_done(out: Path, level: int) -> list[Path]:
+    folder = out / DONE / f"s{level}"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_output(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """`dspseg predict` killed with SIGKILL part-way, then run again with the same command, writes the
+    voxels of an uninterrupted run on every level; blocks without a marker are redone (a block
+    scribbled on with no marker, and a finished one whose marker is removed)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run, cell = setup
+    opts = {"tile": 32, "block": (1, 16, 40), "levels": 2}  # 30 + 10 blocks: the kill lands part-way
+    whole = tmp_path / "whole.ome.zarr"
+    total = predict_volume(run, str(cell), whole, **opts)["computed"]
+    out = tmp_path / "seg.ome.zarr"
+    command = [str(Path(sys.executable).with_name("dspseg")), "predict", str(run), str(cell), "--out", str(out),
+               "--tile", "32", "--block", "1,16,40", "--levels", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the threads of this test process (conftest): same sums
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(_blocks_done(out, 0)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    finished = _blocks_done(out, 0)
+    assert 3 <= len(finished) < 30 and not _blocks_done(out, 1)  # killed part-way through level 0
+    label = zarr.open_group(str(out), mode="r+")["labels/segmentation/s0"]
+
+    def scribble(name: str) -> None:
+        z, y, _ = (int(v) for v in name.split("_"))
+        label[z:z + 1, y:y + 16, :] = 3
+
+    scribble(next(f"{z}_0_0" for z in range(SHAPE[0]) if not (out / DONE / "s0" / f"{z}_0_0").exists()))
+    scribble(finished[0].name)  # killed between a block's chunk and its marker: the chunk written, no marker
+    finished[0].unlink()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(finished) - 1} kept from an earlier run" in again.stdout.replace("\n", " ")
+    assert len(_blocks_done(out, 0)) + len(_blocks_done(out, 1)) == total
+    for level in (0, 1):
+        assert np.array_equal(_labels(out, level), _labels(whole, level)), level
