@@ -10,7 +10,10 @@
 * ``masks-random`` — the same with masks only.
 
 The random strategies price a request with the oracle's own rule (:meth:`Oracle.cost_s`), so their
-estimate is the actual cost. Their seed is ``(loop seed, split, round, strategy)``: a round asks for
+estimate is the actual cost. The advisor estimates costs from its prediction (the number of objects
+it expects), so its answers may cost less than it asked for, or more (then the request is skipped):
+it is asked again, at most :data:`REFILLS` times, for the budget left, among the images not asked
+about yet, as a user with time left would ask it again. Their seed is ``(loop seed, split, round, strategy)``: a round asks for
 the same requests whenever it is run.
 """
 
@@ -50,18 +53,33 @@ def random_requests(records: Sequence[ImageRecord], oracle: Oracle, budget_s: fl
 
 
 def advisor_requests(run: str, data: str, budget_s: float, costs: Any, *, uncertainty_masks: bool,
-                     seed: int, threads: int | None) -> list[LoopRequest]:
-    """The advisor's requests for ``budget_s`` seconds (``uncertainty_masks``: masks by uncertainty)."""
+                     seed: int, threads: int | None, images: Sequence[str] | None = None) -> list[LoopRequest]:
+    """The advisor's requests for ``budget_s`` seconds (``uncertainty_masks``: masks by uncertainty),
+    among ``images`` (default: every training image)."""
     from dspseg.advise import advise
 
     options: dict[str, Any] = {"kinds": [Kind.MASK], "rank_by": "uncertainty"} if uncertainty_masks else {}
-    found = advise(run, data, budget_s / 3600.0, costs, seed=seed, threads=threads, **options)
+    found = advise(run, data, budget_s / 3600.0, costs, seed=seed, threads=threads, images=images, **options)
     return [LoopRequest(r.image, r.kind, float(r.cost_s), r.reason) for r in found]
 
 
+#: the strategies that estimate costs before the answer (their requests may cost more or less than asked)
+ESTIMATING = ("advisor", "uncertainty-masks")
+#: the most times an estimating strategy is asked again, for the budget its answers left
+REFILLS = 2
+
+
+def cheapest_s(strategy: str, costs: Any) -> float:
+    """The least a single request of ``strategy`` can cost (below it, asking again is pointless)."""
+    return float(costs.mask) if strategy in ("uncertainty-masks", "masks-random") else \
+        float(min(costs.mask, costs.box, costs.point, costs.label))
+
+
 def requests_for(strategy: str, records: Sequence[ImageRecord], oracle: Oracle, budget_s: float, *, run: str,
-                 data: str, seed: list[int], threads: int | None) -> list[LoopRequest]:
-    """What ``strategy`` asks for, given the current ``records`` (at ``data``) and model ``run``."""
+                 data: str, seed: list[int], threads: int | None,
+                 images: Sequence[str] | None = None) -> list[LoopRequest]:
+    """What ``strategy`` asks for, given the current ``records`` (at ``data``) and model ``run``
+    (``images``: only these may be asked about; the random strategies draw from every image)."""
     if strategy == "random":
         return random_requests(records, oracle, budget_s, np.random.default_rng(seed))
     if strategy == "masks-random":
@@ -69,5 +87,5 @@ def requests_for(strategy: str, records: Sequence[ImageRecord], oracle: Oracle, 
                                label="masks-random")
     if strategy in ("advisor", "uncertainty-masks"):
         return advisor_requests(run, data, budget_s, oracle.costs, uncertainty_masks=strategy == "uncertainty-masks",
-                                seed=int(np.random.default_rng(seed).integers(2**31)), threads=threads)
+                                seed=int(np.random.default_rng(seed).integers(2**31)), threads=threads, images=images)
     raise ValueError(f"unknown strategy '{strategy}'")

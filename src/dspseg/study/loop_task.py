@@ -41,7 +41,7 @@ def build_round(p: dict[str, Any]) -> dict[str, Any]:
     from dspseg.fsutil import new_folder, write_text_atomic
     from dspseg.study.costs import AnnotationCosts
     from dspseg.study.loop_oracle import Oracle, spend
-    from dspseg.study.loop_strategies import requests_for, strategy_seed
+    from dspseg.study.loop_strategies import ESTIMATING, REFILLS, cheapest_s, requests_for, strategy_seed
 
     out = Path(p["data"])
     done = read_round(out)
@@ -50,11 +50,24 @@ def build_round(p: dict[str, Any]) -> dict[str, Any]:
     source, previous = load_manifest(p["source"]), load_manifest(p["prev_data"])
     oracle = Oracle(source, AnnotationCosts(**p["costs"]), seed=p["seed"])
     t0 = time.perf_counter()
-    requests = requests_for(p["strategy"], previous.images, oracle, p["budget_s"], run=p["init"], data=p["prev_data"],
-                            seed=strategy_seed(p["seed"], p["split"], p["round"], p["strategy"]),
-                            threads=p["train"].get("threads"))
-    asked_s = time.perf_counter() - t0
+    ask = {"run": p["init"], "data": p["prev_data"], "threads": p["train"].get("threads")}
+    seed = strategy_seed(p["seed"], p["split"], p["round"], p["strategy"])
+    requests = requests_for(p["strategy"], previous.images, oracle, p["budget_s"], seed=seed, **ask)
     answers, records = spend(requests, previous.images, oracle, p["budget_s"])
+    passes = 1
+    while p["strategy"] in ESTIMATING and passes <= REFILLS:
+        left = p["budget_s"] - sum(a.actual_s for a in answers if a.answered)
+        asked = {a.request.image for a in answers}
+        images = [r.file for r in previous.images if r.split == "train" and r.file not in asked]
+        if left < cheapest_s(p["strategy"], oracle.costs) or not images:
+            break
+        more = requests_for(p["strategy"], previous.images, oracle, left, seed=[*seed, passes], images=images, **ask)
+        if not more:
+            break
+        extra, records = spend(more, records, oracle, left)
+        answers += extra
+        passes += 1
+    asked_s = time.perf_counter() - t0
     manifest = Manifest(name=f"{source.name}-loop-{p['strategy']}-split{p['split']}-round{p['round']}",
                         classes=list(source.classes), ignore_index=source.ignore_index, images=records)
     manifest.root = source.root
@@ -64,7 +77,7 @@ def build_round(p: dict[str, Any]) -> dict[str, Any]:
             "estimated_s": round(sum(a.request.estimate_s for a in taken), 6),
             "requested_estimate_s": round(sum(a.request.estimate_s for a in answers), 6),
             "answered": {k: sum(1 for a in taken if a.request.kind == k) for k in ("mask", "box", "point", "image")},
-            "skipped": len(answers) - len(taken), "strategy_seconds": round(asked_s, 2),
+            "skipped": len(answers) - len(taken), "passes": passes, "strategy_seconds": round(asked_s, 2),
             "previous": str(Path(p["prev_data"]).relative_to(p["root"])), "model": str(Path(p["init"]).relative_to(p["root"])),
             "requests": [a.to_json() for a in answers]}
     with new_folder(out, "round") as tmp:
