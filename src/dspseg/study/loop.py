@@ -90,8 +90,13 @@ def _prepare(spec: LoopSpec, root: Path, console: Any) -> LoopSpec:
         for key in SAME:
             before, now = getattr(old, key), getattr(mine, key)
             if before != now:
-                raise UserError(f"{root} holds a loop with other {key} ({before!r}, now {now!r}); rounds of one folder "
-                                "must be comparable: use a new --out folder, or the same options as before")
+                if isinstance(before, dict) and isinstance(now, dict):
+                    keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+                    what = f"{key} options " + ", ".join(f"{k} {before.get(k)!r} (now {now.get(k)!r})" for k in keys)
+                else:
+                    what = f"{key} {before!r} (now {now!r})"
+                raise UserError(f"{root} holds a loop with other {what}; rounds of one folder must be comparable: "
+                                "use a new --out folder, or the same options as before")
         spec = spec.model_copy(update={"strategies": list(dict.fromkeys(spec.strategies + old.strategies)),
                                        "rounds": max(old.rounds, spec.rounds), "splits": max(old.splits, spec.splits)})
         if spec.splits > spec.n_splits:
