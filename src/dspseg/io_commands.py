@@ -42,7 +42,9 @@ OPENORGANELLE_HELP = (
     "Each crop is placed in the raw volume by the nanometre scale and translation of its OME-NGFF metadata "
     "(the label level whose voxel size equals a raw level's); every z plane becomes an image and a mask, "
     "group = crop. Label ids are merged into 17 classes; a class found in fewer than --min-crops crops is "
-    "set to the ignore value 255 (not annotated) and left out of the class list. Class map "
+    "set to the ignore value 255 (not annotated) and left out of the class list. --as-volumes writes no image or "
+    "mask file: every section is a volume record naming the crop's box in the raw array and the crop's label "
+    "array by URL (read lazily when training; a LOCAL source must then lie inside --out). Class map "
     "(merged class <- COSEM field name(id)), see docs/openorganelle.md:\n\n"
 )
 
@@ -57,18 +59,21 @@ def openorganelle(
                                   help="Classes found in fewer crops become ignore (255); the paper uses 3."),
     crops: Optional[str] = typer.Option(None, "--crops", help="Only these crops, e.g. 1,7,crop12 (default: all)."),
     z_step: int = typer.Option(1, "--z-step", min=1, help="Keep every n-th z plane of each crop."),
+    as_volumes: bool = typer.Option(False, "--as-volumes", help="Reference the crops in the source (dataset.json "
+                                    "volume records) instead of copying sections to TIFF files."),
 ) -> None:
     def run() -> None:
         from dspseg.data.openorganelle import import_openorganelle
 
         result = import_openorganelle(dataset, out, source=source, min_crops=min_crops,
-                                      crops=split_list(crops) or None, z_step=z_step,
+                                      crops=split_list(crops) or None, z_step=z_step, as_volumes=as_volumes,
                                       progress=lambda line: console.print(line, highlight=False, soft_wrap=True))
         for w in result.warnings:
             console.print(f"[yellow]note:[/] {escape(w)}", soft_wrap=True)
         m = result.manifest
         dropped = ", ".join(f"{k} ({v} crop{'s' * (v != 1)})" for k, v in result.dropped.items()) or "none"
-        console.print(f"wrote {len(m.images)} images from {len(result.crops)} crops to {out}; classes: "
+        what = "volume sections (references, no copies)" if as_volumes else "images"
+        console.print(f"wrote {len(m.images)} {what} from {len(result.crops)} crops to {out}; classes: "
                       f"{', '.join(m.classes)}; set to ignore as rare: {dropped}", highlight=False, soft_wrap=True)
         console.print(f"next: dspseg validate {out}", highlight=False, soft_wrap=True)
 
@@ -173,23 +178,41 @@ convert.__doc__ = CONVERT_HELP
 
 def export(
     run: Path = typer.Argument(..., help="Run folder made by `dspseg train`.", show_default=False),
-    format: str = typer.Option(..., "--format", "-f", help="safetensors (weights), pt2 (torch.export program) or "
-                               "onnx (ONNX Runtime and others).", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) folder for the model file and model.json.",
-                             show_default=False),
+    format: str = typer.Option(..., "--format", "-f", help="safetensors (weights), pt2 (torch.export program), "
+                               "onnx (ONNX Runtime and others) or bioimageio (a bioimage.io Model Zoo package).",
+                               show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) folder for the model file and model.json "
+                             "(bioimageio: the package folder and its .zip).", show_default=False),
     checkpoint: str = typer.Option("best", "--checkpoint", help="Which weights: best or last."),
+    data: Optional[Path] = typer.Option(None, "--data", help="bioimageio: the dataset the run was trained on (a "
+                                        "validation image becomes the package's test image and cover).",
+                                        show_default=False),
+    name: Optional[str] = typer.Option(None, "--name", help="bioimageio: the model's name (default: dspseg "
+                                       "<method> <dataset>).", show_default=False),
+    author: Optional[list[str]] = typer.Option(None, "--author", help="bioimageio: an author's name (repeatable; "
+                                               "default: git's user.name, with a note).", show_default=False),
+    tag: Optional[list[str]] = typer.Option(None, "--tag", help="bioimageio: a tag beyond the defaults, e.g. "
+                                            "electron-microscopy or mitochondria (repeatable).", show_default=False),
 ) -> None:
-    """Export a trained model for use outside dspseg: the weights or a program, plus model.json.
+    """Export a trained model for use outside dspseg: the weights or a program, plus model.json; or a bioimage.io package.
 
-    model.json lists the classes (output channel order), input channels, normalisation mean/std, the suggested tile size, the image-size multiple, the model arguments and the dspseg version. The pt2 and onnx programs take images scaled like dspseg reads them (integer types divided by their maximum, e.g. uint8 / 255), shape (N, C, H, W) with H and W multiples of model.json's input.multiple, normalise inside and return logits (N, classes, H, W); labels = argmax over dim 1. See docs/bring-your-own-data.md.
+    model.json lists the classes (output channel order), input channels, normalisation mean/std, the suggested tile size, the image-size multiple, the model arguments and the dspseg version. The pt2 and onnx programs take images scaled like dspseg reads them (integer types divided by their maximum, e.g. uint8 / 255), shape (N, C, H, W) with H and W multiples of model.json's input.multiple, normalise inside and return logits (N, classes, H, W); labels = argmax over dim 1. bioimageio (needs --data) writes OUT/<name>/rdf.yaml with both weight formats, the normalisation as preprocessing, test tensors, cover and documentation, and OUT/<name>.zip, for the tools that run bioimage.io models. See docs/bring-your-own-data.md.
     """
     if checkpoint not in ("best", "last"):
         fail(f"--checkpoint must be best or last, got '{checkpoint}'", 2)
 
     def go() -> None:
-        from dspseg.engine.export import export_run
+        if format == "bioimageio":
+            from dspseg.engine.bioimageio import export_bioimageio
 
-        result = export_run(run, format, out, checkpoint=checkpoint)
+            result = export_bioimageio(run, out, data, checkpoint=checkpoint, name=name, authors=author or (),
+                                       tags=tag or ())
+            for note in result.notes:
+                console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+        else:
+            from dspseg.engine.export import export_run
+
+            result = export_run(run, format, out, checkpoint=checkpoint)
         console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False, soft_wrap=True)
 
     guarded(go)

@@ -250,3 +250,107 @@ def test_cli_import_and_errors(tmp_path: Path) -> None:
     assert "wrote 7 images from 3 crops" in text and "ecs (1 crop), er (2 crops)" in text
     bad = runner.invoke(import_app, ["openorganelle", "--dataset", "hela", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown dataset 'hela'" in bad.output and "Traceback" not in bad.output
+
+
+# --------------------------------------------------------------------------- --as-volumes: references, no copies
+
+
+@pytest.fixture
+def fake_s3(tmp_path: Path, monkeypatch) -> tuple[Path, list]:
+    """``s3://BUCKET/KEY`` read from ``tmp_path/buckets/BUCKET/KEY`` through fsspec, as s3fs would serve
+    it (same URLs, same layout; the network is never used). Returns the buckets folder and the list of
+    the ``anon`` flags the filesystem was opened with."""
+    import importlib
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    buckets, opened = tmp_path / "buckets", []
+
+    class LocalS3(LocalFileSystem):
+        protocol = ("s3", "s3a")
+        cachable = False
+
+        def __init__(self, anon: bool = False, **kwargs):
+            super().__init__()
+            opened.append(anon)
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = str(path)
+            if path.startswith(str(buckets)):
+                return path.rstrip("/")
+            return f"{buckets}/{path.split('://', 1)[-1]}".rstrip("/")
+
+    monkeypatch.setitem(importlib.import_module("fsspec.registry")._registry, "s3", LocalS3)
+    return buckets, opened
+
+
+def _same_sections(volumes: Path, copies: Path) -> int:
+    """Every volume record of ``volumes`` reads the pixels and mask of the TIFF import ``copies``
+    (the same crops, z planes and classes); returns the number of sections compared."""
+    from dspseg.data.volume_items import VolumeReader, section_mask
+
+    m, c = load_manifest(volumes), load_manifest(copies)
+    assert m.classes == c.classes and len(m.images) == len(c.images)
+    reader = VolumeReader(m)
+    for rec, copy in zip(m.images, c.images):
+        assert rec.group == copy.group and copy.file.endswith(f"{rec.group}_z{rec.index:04d}.tif")
+        image = reader.stored(rec, (0, 0, *reader.shape(rec)))[0]
+        assert np.array_equal(image, tifffile.imread(c.path(copy.file)))
+        assert np.array_equal(section_mask(m, rec), tifffile.imread(c.path(copy.mask)))
+    return len(m.images)
+
+
+def test_as_volumes_references_the_bucket_without_copies(imported, fake_s3, tmp_path: Path) -> None:
+    copies, _ = imported
+    buckets, opened = fake_s3
+    write_store(buckets / "janelia-cosem-datasets")
+    out = tmp_path / "vol"
+    result = oo.import_openorganelle(DS, out, source="s3://janelia-cosem-datasets", as_volumes=True)
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "openorganelle.json"]  # no images/, masks/
+    raw = json.loads((out / "dataset.json").read_text())
+    first = raw["images"][0]
+    url = f"s3://janelia-cosem-datasets/{DS}/{DS}.zarr"
+    assert raw["format"] == "dspseg/2" and first["volume"] == {
+        "url": url, "array": "recon-1/em/fibsem-uint8", "level": "s0", "region": {"start": [1, 3, 2], "stop": [4, 19, 22]}}
+    assert first["mask"]["volume"] == {"url": url, "array": "recon-1/labels/groundtruth/crop1/all", "level": "s1"}
+    assert first["mask"]["classes"] == {"cytosol": [35], "mito": [3, 4, 5], "nucleus": [20, 24, 28]}
+    assert (first["axis"], first["index"], first["group"]) == ("z", 0, "crop1")
+    assert result.manifest.classes == ["cytosol", "mito", "nucleus"] and result.dropped == {"ecs": 1, "er": 2}
+    assert _same_sections(out, copies) == 7
+    report = validate_dataset(out)
+    assert report.ok, [str(p) for p in report.problems]
+    assert opened and all(opened)  # every read of the bucket anonymous
+
+
+def test_as_volumes_with_a_local_copy_inside_the_dataset(imported, tmp_path: Path) -> None:
+    """The user's way: a local copy of the bucket's layout in the dataset folder; import, validate, train."""
+    copies, _ = imported
+    data = tmp_path / "hela"
+    write_store(data)
+    runner = CliRunner()
+    ok = runner.invoke(import_app, ["openorganelle", "--dataset", DS, "--source", str(data), "--out", str(data),
+                                    "--as-volumes"], terminal_width=200)
+    assert ok.exit_code == 0, ok.output
+    assert "wrote 7 volume sections (references, no copies) from 3 crops" in " ".join(ok.output.split())
+    assert json.loads((data / "dataset.json").read_text())["images"][0]["volume"]["url"] == f"{DS}/{DS}.zarr"
+    assert not (data / "images").exists() and _same_sections(data, copies) == 7
+    from dspseg.cli import app
+
+    r = runner.invoke(app, ["validate", str(data)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--steps", "1", "--width", "4",
+                            "--batch-size", "2", "--set", "levels=2", "--set", "crop_size=16"])
+    assert r.exit_code == 0, r.output
+    again = runner.invoke(import_app, ["openorganelle", "--dataset", DS, "--source", str(data), "--out", str(data),
+                                       "--as-volumes"])
+    assert again.exit_code == 2 and "already holds dataset.json" in again.output
+
+
+def test_as_volumes_refuses_a_local_source_outside_the_dataset(tmp_path: Path) -> None:
+    source = write_store(tmp_path / "src")
+    with pytest.raises(oo.OpenOrganelleError) as err:
+        oo.import_openorganelle(DS, tmp_path / "data", source=str(source), as_volumes=True)
+    msg = str(err.value)
+    assert "is not inside --out" in msg and "--source DATA --out DATA" in msg and "\n" not in msg
+    assert not (tmp_path / "data").exists()

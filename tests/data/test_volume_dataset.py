@@ -194,6 +194,44 @@ def test_validate_names_every_bad_volume_reference(volume_dir: Path, change: dic
     assert p.field.startswith(field) and words in str(p) and p.fix and "\n" not in str(p), str(p)
 
 
+@pytest.mark.parametrize("change, field, words, fix", [
+    ({"axis": "w"}, "axis", "'z', 'y' or 'x'", "use 'z', 'y' or 'x'"),
+    ({"volume": {"url": "cell.ome.zarr", "axes": "zxy"}}, "volume.axes", "axes are 'zyx', not 'zxy'", "set axes"),
+    ({"volume": {"url": "cell.ome.zarr", "region": {"start": [0, 0, 0], "stop": [4, 80, 8]}}}, "volume.region",
+     "does not fit the array's 16 x 64 x 64", "keep stop"),
+    ({"volume": {"url": "gs://bucket/cell.zarr"}}, "volume.url", "needs the package 'gcsfs'", "pip install gcsfs"),
+    ({"volume": {"url": "https://127.0.0.1:1/cell.zarr"}}, "volume.url", "cannot read it", "check the URL"),
+    ({"volume": {"url": "ftp://host/cell.zarr"}}, "volume.url", "ftp:// URL, which dspseg does not read", "write a path"),
+    ({"mask": {"volume": LABELS, "classes": {"mito": [4]}}}, "mask.classes.mito", "not one of the dataset's classes",
+     "use one of extracellular"),
+    ({"mask": {"volume": LABELS, "classes": {"er": [4], "golgi": [4]}}}, "mask.classes.golgi",
+     "listed for both 'er' and 'golgi'", "list each stored value"),
+])
+def test_validate_names_the_file_field_and_fix_of_more_bad_references(volume_dir: Path, monkeypatch, change: dict,
+                                                                      field: str, words: str, fix: str) -> None:
+    """Unknown axis, axes or region that do not fit, a URL scheme whose package is missing (gcsfs made
+    unimportable), a URL that does not answer (a closed local port), one dspseg does not read, label
+    classes the dataset lacks: each one sentence, never a crash."""
+    monkeypatch.setitem(__import__("sys").modules, "gcsfs", None)
+    raw = _manifest(volume_dir)
+    raw["images"][0] = {**raw["images"][0], **change}
+    (p,) = _validate_problems(volume_dir, "badref2.json", raw)
+    assert p.field == field and words in p.message and p.fix.startswith(fix) and p.file and "\n" not in str(p), str(p)
+
+
+def test_a_label_volume_keeps_its_own_ids_through_classes(volume_dir: Path) -> None:
+    """``mask.classes`` maps stored label values to classes; every other value is unannotated."""
+    labels = open_volume({"url": str(volume_dir / "cell.ome.zarr"), "array": "labels/organelles"}, cache=ChunkCache())
+    stored = labels.section("z", 3)
+    raw = {"format": "dspseg/2", "classes": ["cell", "mito"], "images": [
+        {"volume": IMAGE, "index": 3, "mask": {"volume": LABELS, "classes": {"cell": [1, 2], "mito": [4]}}}]}
+    assert _validate_problems(volume_dir, "mapped.json", raw) == []
+    m = load_manifest(volume_dir / "mapped.json")
+    expect = np.select([np.isin(stored, [1, 2]), stored == 4], [0, 1], 255)
+    ds = SegmentationDataset(m, "train", crop_size=32, cache=ChunkCache(1 << 20))
+    assert np.array_equal(ds.window(0, 8, 16, 32, 32)["target"], expect[8:40, 16:48])
+
+
 def test_validate_refuses_a_label_volume_of_another_voxel_size(tmp_path: Path) -> None:
     data = volume_data("uint8")
     write_ngff(tmp_path / "img.zarr", data)  # voxel size (8, 4, 4)

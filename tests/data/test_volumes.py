@@ -141,3 +141,48 @@ def test_section_ranges_expand_and_check():
         SectionRange(stop=12).indices(10)
     ref = VolumeRef.parse("s3://bucket/cell.zarr")
     assert json.loads(ref.model_dump_json())["url"] == "s3://bucket/cell.zarr"
+
+
+@pytest.mark.parametrize("name", ["ngff05", "n5", "hdf5"])
+def test_a_region_is_a_box_of_the_array(files, name):
+    """``region``: sections, sizes and translation are the box's; chunks are the array's, shared in the cache."""
+    cache = ChunkCache()
+    box = {"start": [2, 17, 5], "stop": [7, 41, 30]}
+    vol = open_volume({**files[name], "region": box}, cache=cache)
+    assert vol.shape == (5, 24, 25) and vol.section_shape("z") == (24, 25) and vol.size("x") == 25
+    np.testing.assert_array_equal(vol.section("z", 1), DATA[3, 17:41, 5:30])
+    np.testing.assert_array_equal(vol.section("y", 4, window=(1, 3, 2, 9)), DATA[3:5, 21, 8:17])
+    if name == "ngff05":
+        assert vol.translation == tuple(t + s * b for t, s, b in zip(TRANSLATION, SCALE, box["start"]))
+    misses = cache.misses
+    open_volume(files[name], cache=cache).section("z", 3, window=(17, 5, 24, 25))  # the same voxels, whole array
+    assert cache.misses == misses and cache.hits >= touched(vol, (3, 17, 5), (4, 41, 30))
+    with pytest.raises(VolumeError, match=r"field 'region': the region z2:12,y17:41,x5:30 does not fit .* 10 x 48 x 40"):
+        open_volume({**files[name], "region": {**box, "stop": [12, 41, 30]}})
+    assert VolumeRef.parse({**files[name], "region": box}).key() != VolumeRef.parse(files[name]).key()
+
+
+def _rewrite_attrs(path, edit) -> None:
+    attrs = json.loads((path / ".zattrs").read_text())
+    edit(attrs["multiscales"][0])
+    (path / ".zattrs").write_text(json.dumps(attrs))
+
+
+def test_ngff_metadata_is_validated_and_untyped_axes_are_read(tmp_path):
+    """The one NGFF reader (data/volumes/ngff.py): a 0.4 image whose axes carry no type (allowed by 0.4)
+    is read with its voxel size; metadata that breaks the specification is one sentence."""
+    path = write_ngff(tmp_path / "a.ome.zarr", DATA, "0.4")
+    _rewrite_attrs(path, lambda ms: [a.pop("type") for a in ms["axes"]])
+    vol = open_volume({"url": str(path), "level": 1}, cache=ChunkCache())
+    assert vol.voxel_size == (8.0, 8.0, 8.0) and vol.format == "ome-zarr"
+    _rewrite_attrs(path, lambda ms: ms["datasets"][1]["coordinateTransformations"][0].update(scale=[8, 8]))
+    with pytest.raises(VolumeError, match=r"field 'multiscales.datasets.1.coordinateTransformations': .*"
+                                          r"dimensionality.*Fix: fix the image's OME-NGFF metadata"):
+        open_volume(str(path))
+    _rewrite_attrs(path, lambda ms: (ms["datasets"][1]["coordinateTransformations"][0].update(scale=[8, 8, 8]),
+                                     ms["datasets"][0]["coordinateTransformations"][0].update(scale=[8, -4, 4])))
+    with pytest.raises(VolumeError, match=r"voxel sizes must be positive"):
+        open_volume(str(path))
+    _rewrite_attrs(path, lambda ms: ms.update(axes=[{"name": a} for a in "cyx"]))
+    with pytest.raises(VolumeError, match=r"field 'multiscales.axes': expected the axes z, y, x"):
+        open_volume(str(path))

@@ -327,6 +327,7 @@ def load_partial(data: str | Path) -> tuple[Manifest | None, list[tuple[int, Ima
         except ValidationError:
             continue  # already reported by load_manifest
         if not structure_problems(i, record, str(path)):
+            record._group_every = manifest.group_every  # groups as a whole load would make them
             records.append((i, record))
     manifest.images = [r for _, r in records]
     return manifest, records, problems

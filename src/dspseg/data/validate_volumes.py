@@ -1,9 +1,11 @@
 """``dspseg validate`` for volume records (:mod:`dspseg.data.volume_records`): metadata, one section.
 
 For a record naming a section of a volume it checks, reading metadata only: the volume's URL stays
-inside the dataset folder or is a URL, the array exists and opens, the section index is in range,
-a ``sections`` range is not empty; for a mask from a label volume: the label volume opens, has the
-image's shape along every spatial axis and its voxel size. The one array read is the record's mask
+inside the dataset folder or is a URL of a scheme dspseg reads whose filesystem package is installed
+and which answers, the array exists and opens (its axes, level, region), the section index is in
+range, a ``sections`` range is not empty; for a mask from a label volume: the label volume opens, has
+the image's shape along every spatial axis and its voxel size, and its ``classes`` name classes of
+the dataset. The one array read is the record's mask
 section (its values are checked like a mask file's), never a whole volume. Every finding is one
 :class:`~dspseg.data.problems.Problem` with the file (the volume's URL), the field and the fix.
 """
@@ -37,9 +39,13 @@ class VolumeChecks:
         try:
             vol = open_volume(resolve_ref(self.m.root, ref))
         except PathEscapeError as e:
-            self.add(where, f"{field}.url", f"the volume path leaves the dataset folder: {e}",
-                     "keep volumes inside the folder holding dataset.json and write paths relative to it, "
-                     "or give an s3://, gs:// or https:// URL")
+            if "://" in ref.url:  # a scheme dspseg does not read (file://, ftp://...)
+                self.add(where, f"{field}.url", f"'{ref.url}' is a {ref.url.split('://')[0]}:// URL, which dspseg "
+                         "does not read", "write a path relative to dataset.json, or give an s3://, gs:// or https:// URL")
+            else:
+                self.add(where, f"{field}.url", f"the volume path leaves the dataset folder: {e}",
+                         "keep volumes inside the folder holding dataset.json and write paths relative to it, "
+                         "or give an s3://, gs:// or https:// URL")
         except VolumeError as e:
             self.add(where, f"{field}.{e.field}" if e.field != "url" else f"{field}.url", e.reason, e.fix, file=e.where)
         self._opened[key] = vol

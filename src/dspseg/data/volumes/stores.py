@@ -45,9 +45,50 @@ def filesystem(ref: VolumeRef) -> tuple[Any, str]:
         return fsspec.filesystem("file"), str(local.resolve())
     try:
         return fsspec.core.url_to_fs(ref.url, **storage_options(ref))
-    except (ImportError, ValueError) as err:
-        raise VolumeError(ref.url, "url", f"fsspec cannot open it ({err})",
-                          "install the filesystem's package (s3fs for s3://, aiohttp for https://) or fix the URL") from None
+    except ImportError as err:
+        raise missing_package(ref, err, "") from None
+    except ValueError as err:
+        raise VolumeError(ref.url, "url", f"fsspec cannot open it ({err})", "fix the URL") from None
+
+
+#: packages a format needs (a missing one is the format's problem, any other the URL scheme's)
+FORMAT_PACKAGES = ("zarr", "h5py", "tifffile", "numcodecs", "ome_zarr_models", "fsspec")
+#: libraries whose errors mean a remote store did not answer (not a bug of ours)
+REMOTE_LIBRARIES = ("aiohttp", "botocore", "aiobotocore", "s3fs", "gcsfs", "requests", "urllib3")
+
+
+def missing_package(ref: VolumeRef, err: ImportError, fmt: str) -> VolumeError:
+    """One sentence for a missing package: the URL scheme's filesystem (``gcsfs`` for ``gs://``...),
+    field ``url``; or the format's reader, field ``format``."""
+    name = err.name or getattr(err.__cause__, "name", None)
+    scheme = urlparse(ref.url).scheme if local_path(ref.url) is None else ""
+    if scheme and (name is None or name.split(".")[0] not in FORMAT_PACKAGES):
+        package = (name or _scheme_package(scheme)).split(".")[0]
+        return VolumeError(ref.url, "url", f"reading {scheme}:// URLs needs the package '{package}', which is not "
+                           f"installed ({err})", f"pip install {package}")
+    return VolumeError(ref.url, "format", f"reading {fmt or 'this volume'} needs the package '{name}'",
+                       "pip install 'dspseg[volumes]'")
+
+
+def _scheme_package(scheme: str) -> str:
+    import importlib
+
+    known = importlib.import_module("fsspec.registry").known_implementations.get(scheme, {})
+    return str(known.get("class", "")).split(".")[0] or f"an fsspec filesystem for {scheme}://"
+
+
+def unreadable(ref: VolumeRef, err: BaseException) -> VolumeError:
+    """One sentence for a store that cannot be read (no answer, no permission...)."""
+    reason = str(err).splitlines()[0] if str(err) else ""
+    remote = local_path(ref.url) is None
+    return VolumeError(ref.url, "url", f"cannot read it ({type(err).__name__}{': ' + reason if reason else ''})",
+                       "check the URL and the network (a public bucket is read anonymously; for a private one give "
+                       "storage_options)" if remote else "check the path and its permissions")
+
+
+def is_remote_failure(ref: VolumeRef, err: BaseException) -> bool:
+    """Whether ``err`` is a remote store's failure (network, HTTP, S3 client) rather than a bug."""
+    return local_path(ref.url) is None and type(err).__module__.split(".")[0] in REMOTE_LIBRARIES
 
 
 def read_json(fs: Any, path: str) -> dict | None:
