@@ -1,0 +1,82 @@
+"""``predict_volume(..., backend="ray")`` on a local Ray instance of 2 workers: the blocks written by Ray
+tasks equal the single-process output (every level and the probabilities), the progress shows the
+time left, and a stop (Ctrl-C in the driver) cancels the tasks and stops the local instance, its
+processes included; the folder then resumes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import zarr
+from rich.console import Console
+
+from dspseg.engine.predict_volume import DONE, predict_volume
+from dspseg.engine.trainer import train
+from dspseg.errors import UserError
+from engine_common import make_easy_dataset, tiny_cfg
+from volume_files import volume_data, write_ngff
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra dspseg[ray] (in dev)")
+
+OPTS = {"tile": 32, "block": (4, 32, 16), "levels": 2, "probabilities": True}  # 18 + 4 blocks
+ARRAYS = ("labels/segmentation/s0", "labels/segmentation/s1", "probabilities/s0")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("predray")
+    train(make_easy_dataset(root / "data", n=(4, 1, 0)), root / "run", tiny_cfg(steps=4, val_every=0))
+    return root / "run", write_ngff(root / "cell.ome.zarr", volume_data("uint16"))
+
+
+def _arrays(out: Path) -> dict[str, np.ndarray]:
+    group = zarr.open_group(str(out), mode="r")
+    return {name: np.asarray(group[name][...]) for name in ARRAYS}
+
+
+@pytest.mark.slow
+def test_ray_tasks_write_the_single_process_output_and_stop_cleanly(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    run, cell = setup
+    local = tmp_path / "local.ome.zarr"
+    total = predict_volume(run, str(cell), local, **OPTS)["computed"]
+    out = tmp_path / "ray.ome.zarr"
+    ray_processes: list[psutil.Process] = []
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. pytest-xvfb's X server
+
+    def stop(computed: int) -> None:
+        if computed == 1:  # the local instance is up: the processes it started (GCS, raylet, workers)
+            ray_processes.extend(p for p in psutil.Process().children(recursive=True) if p.pid not in before)
+        if computed == total - 2:  # both pyramid levels started on Ray; Ctrl-C before the end
+            raise KeyboardInterrupt
+
+    printed = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        predict_volume(run, str(cell), out, backend="ray", workers=2, on_block=stop,
+                       console=Console(file=printed, width=200), **OPTS)
+    assert not ray.is_initialized()
+    assert len(ray_processes) >= 3  # GCS, raylet and the task workers at least
+    _, alive = psutil.wait_procs(ray_processes, timeout=30)
+    assert not alive, [p.cmdline()[:2] for p in alive]
+    assert f"block {total - 2}/{total} (" in printed.getvalue() and "s left" in printed.getvalue()
+    written = sum(1 for p in (out / DONE).rglob("*_*_*"))
+    assert total - 2 <= written <= total
+    assert len(list((out / DONE / "s1").iterdir())) >= 2  # pyramid blocks written by Ray tasks
+
+    resumed = predict_volume(run, str(cell), out, **OPTS)  # resumed here: the same folder, the same rules
+    assert resumed["skipped"] == written and resumed["computed"] == total - written
+    ours, theirs = _arrays(out), _arrays(local)
+    for name in ARRAYS:
+        assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_bad_backend_options_are_one_sentence(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    run, cell = setup
+    with pytest.raises(UserError, match="--backend must be local or ray, got 'dask'"):
+        predict_volume(run, str(cell), tmp_path / "a.ome.zarr", backend="dask")
+    with pytest.raises(UserError, match="--address is for --backend ray"):
+        predict_volume(run, str(cell), tmp_path / "b.ome.zarr", address="auto")
+    assert not (tmp_path / "a.ome.zarr").exists() and not (tmp_path / "b.ome.zarr").exists()
