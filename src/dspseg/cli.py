@@ -6,6 +6,7 @@
     dspseg split DATA ...       train/val/test by group for any dataset (val and test get masks)
     dspseg sweep ...            the paper's study: methods x scenarios x ACRs x splits
     dspseg report DIR           its plots and tables; dspseg budget DIR --hours H
+    dspseg advise RUN DATA ...  which images to annotate next, and how, within --hours
     dspseg study loop ...       simulated annotation rounds: which strategy of what to annotate wins
     dspseg demo                 a mini-study on synthetic data, end to end
 
@@ -172,6 +173,10 @@ from dspseg.study.commands import budget, report  # noqa: E402  (no torch or mat
 
 app.command()(report)
 app.command()(budget)
+
+from dspseg.advise.commands import advise  # noqa: E402  (no torch or matplotlib at import time)
+
+app.command()(advise)
 
 from dspseg.study.loop_commands import study_app  # noqa: E402  (no torch or matplotlib at import time)
 

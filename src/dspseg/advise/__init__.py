@@ -56,7 +56,9 @@ class Advice:
     run: str
     data: str
     classes: list[str]
-    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # per requested image: gain, objects...
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # per requested image: item, gain, objects...
+    loaded: Any = field(default=None, repr=False)  # the run (engine.checkpoint.LoadedRun), for the picture
+    dataset: Any = field(default=None, repr=False)  # its whole-image training split
 
     @property
     def seconds(self) -> float:

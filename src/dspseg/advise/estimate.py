@@ -11,8 +11,11 @@ simulation derives boxes and points with, so every class, background included, h
     mask  = t_mask                      box   = t_box   · N̂      N̂  = predicted objects
     image = t_label · max(1, Σ_c q_c)   point = t_point · N̂      q_c = P(class c is in the image)
 
-``q_c`` is the ``min_area``-th largest P̃[c, j] over the pixels: class c is present when some
-object-sized set of pixels is c (1 or 0 when the record already states its classes).
+``q_c`` is the larger of two signs that class c is present: the ``min_area``-th largest P̃[c, j]
+(some object-sized set of pixels is c) and a noisy-or over object-sized areas,
+``1 − exp(Σ_{j: P̃_cj ≥ 0.05} log(1 − P̃_cj) / EVIDENCE_AREA)`` (a class the model finds confidently in
+many pixels is surely present, not only as sure as its surest pixel); 1 or 0 when the record already
+states its classes.
 
 **Value**: the expected cross-entropy (nats, summed over pixels, class c weighted by ``w_c``) that
 the answer removes from the true labels under the model, for what each type tells (DESIGN: image
@@ -47,6 +50,10 @@ from dspseg.vocabulary import Kind
 
 #: smallest predicted object counted (pixels): a 2 x 2 speck of noise is not an object to box
 MIN_AREA = 5
+#: pixels that count as one independent sighting of a class in the presence estimate
+EVIDENCE_AREA = 64
+#: probabilities below this are noise, not a sighting
+EVIDENCE_FLOOR = 0.05
 #: a pixel is interior when every pixel within this distance (Chebyshev) has its predicted class
 INTERIOR_RADIUS = 1
 #: annotation kinds the advisor can ask for, strongest first
@@ -72,11 +79,13 @@ class Estimate:
     mean_entropy: float = 0.0  # unrestricted predictive entropy, nats per pixel (the uncertainty baseline)
 
 
-def presence(probs: np.ndarray, min_area: int = MIN_AREA) -> np.ndarray:
-    """q (C,): the ``min_area``-th largest probability of each class over the pixels of ``probs`` (C, H, W)."""
-    flat = probs.reshape(probs.shape[0], -1)
+def presence(probs: np.ndarray, min_area: int = MIN_AREA, area: float = EVIDENCE_AREA) -> np.ndarray:
+    """q (C,): the probability that each class is in the image, from ``probs`` (C, H, W) (module docstring)."""
+    flat = probs.reshape(probs.shape[0], -1).astype(np.float64)
     k = min(max(min_area, 1), flat.shape[1])
-    return np.partition(flat, flat.shape[1] - k, axis=1)[:, flat.shape[1] - k].astype(np.float64)
+    surest = np.partition(flat, flat.shape[1] - k, axis=1)[:, flat.shape[1] - k]
+    sightings = np.where(flat >= EVIDENCE_FLOOR, np.log(np.clip(1.0 - flat, _EPS, 1.0)), 0.0).sum(1)
+    return np.maximum(surest, 1.0 - np.exp(sightings / area))
 
 
 def objects(labels: np.ndarray, n_classes: int, min_area: int = MIN_AREA) -> tuple[np.ndarray, np.ndarray]:

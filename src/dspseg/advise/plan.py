@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from dspseg.advise.estimate import RESOLVES, Estimate, estimate
 from dspseg.advise.rank import can_ask, greedy, rarity_weights
 from dspseg.costs import AnnotationCosts
 from dspseg.errors import DatasetError, OptionError
-from dspseg.vocabulary import COST_KEY, Kind
+from dspseg.vocabulary import Kind
 
 WORD = {Kind.MASK: "mask", Kind.BOX: "boxes", Kind.POINT: "points", Kind.IMAGE: "image labels"}
 
@@ -118,28 +119,60 @@ def reason(kind: str, est: Estimate, classes: list[str], weights: np.ndarray) ->
             f"resolves all of it{ratio}{tail}")
 
 
-def _by_value(dataset: Any, pool: list[int], ests: dict[int, Estimate], kinds: tuple[str, ...],
-              budget: float, embeddings: dict[int, np.ndarray], seed: int) -> list[tuple[int, str, float]]:
-    """(item, kind, damped value per second) of the greedy choice."""
-    cost = np.array([[ests[i].cost[k] for k in kinds] for i in pool], np.float64).reshape(len(pool), len(kinds))
-    value = np.array([[ests[i].value[k] for k in kinds] for i in pool], np.float64).reshape(len(pool), len(kinds))
-    allowed = np.array([[can_ask(dataset.items[i].kind, k) for k in kinds] for i in pool], bool).reshape(cost.shape)
-    emb = np.stack([embeddings[i] for i in pool]) if pool else None
+@dataclass
+class Candidate:
+    """An image the advisor may ask about: its ``key`` (:func:`~dspseg.advise.record_key`), the kind
+    it ``has``, its :class:`Estimate` and its embedding (D,) (None: no diversity)."""
+
+    key: str
+    has: str
+    estimate: Estimate
+    embedding: np.ndarray | None = None
+
+
+def _by_value(pool: list[Candidate], kinds: tuple[str, ...], budget: float, seed: int) -> list[tuple[int, str, float]]:
+    """(candidate, kind, damped value per second) of the greedy choice."""
+    shape = (len(pool), len(kinds))
+    cost = np.array([[c.estimate.cost[k] for k in kinds] for c in pool], np.float64).reshape(shape)
+    value = np.array([[c.estimate.value[k] for k in kinds] for c in pool], np.float64).reshape(shape)
+    allowed = np.array([[can_ask(c.has, k) for k in kinds] for c in pool], bool).reshape(shape)
+    emb = np.stack([c.embedding for c in pool]) if pool and all(c.embedding is not None for c in pool) else None
     chosen = greedy(kinds, cost, value, allowed, budget, embeddings=emb, seed=seed)
-    return [(pool[c.index], c.kind, c.per_second) for c in chosen]
+    return [(c.index, c.kind, c.per_second) for c in chosen]
 
 
-def _by_uncertainty(dataset: Any, pool: list[int], ests: dict[int, Estimate], kinds: tuple[str, ...],
-                    budget: float, seed: int) -> list[tuple[int, str, float]]:
-    """(item, first allowed kind, mean entropy) in order of mean predictive entropy while the budget lasts."""
+def _by_uncertainty(pool: list[Candidate], kinds: tuple[str, ...], budget: float,
+                    seed: int) -> list[tuple[int, str, float]]:
+    """(candidate, first allowed kind, mean entropy) in order of mean predictive entropy while the budget lasts."""
     order = np.random.default_rng(seed).permutation(len(pool))
-    ranked = sorted((pool[j] for j in order), key=lambda i: -ests[i].mean_entropy)
+    ranked = sorted((int(j) for j in order), key=lambda j: -pool[j].estimate.mean_entropy)
     out, spent = [], 0.0
-    for i in ranked:
-        kind = next(k for k in kinds if can_ask(dataset.items[i].kind, k))
-        if spent + ests[i].cost[kind] <= budget + 1e-9:
-            spent += ests[i].cost[kind]
-            out.append((i, kind, ests[i].mean_entropy))
+    for j in ranked:
+        kind = next((k for k in kinds if can_ask(pool[j].has, k)), None)
+        if kind is None:
+            continue
+        cost = pool[j].estimate.cost[kind]
+        if spent + cost <= budget + 1e-9:
+            spent += cost
+            out.append((j, kind, pool[j].estimate.mean_entropy))
+    return out
+
+
+def choose(pool: list[Candidate], kinds: tuple[str, ...], budget_s: float, rank_by: str = "value", seed: int = 0,
+           classes: list[str] | None = None, weights: np.ndarray | None = None) -> list[Request]:
+    """The requests for ``pool`` within ``budget_s`` seconds, highest value first, each with its reason
+    (``classes`` and ``weights`` name the classes in the reasons; default: class ids, weight 1)."""
+    picked = _by_value(pool, kinds, budget_s, seed) if rank_by == "value" else _by_uncertainty(pool, kinds, budget_s, seed)
+    out = []
+    for j, kind, score in sorted(picked, key=lambda t: -t[2]):
+        est = pool[j].estimate
+        names = classes or [str(c) for c in range(len(est.presence))]
+        if rank_by == "value":
+            why = reason(kind, est, names, np.ones(len(names)) if weights is None else weights)
+        else:
+            why = (f"{WORD[kind]}: mean predictive entropy {est.mean_entropy:.3f} nats per pixel, among the highest "
+                   f"of the {len(pool)} candidates (uncertainty ranking)")
+        out.append(Request(pool[j].key, kind, float(est.cost[kind]), float(score), why))
     return out
 
 
@@ -150,26 +183,20 @@ def plan(run: str | Path, data: str | Path, hours: float, costs: AnnotationCosts
 
     with torch_threads(threads):
         loaded, dataset = load(run, data, device)
-        pool = candidates(dataset, kinds, images)
+        items = candidates(dataset, kinds, images)
         weights = class_weights(dataset)
         ests: dict[int, Estimate] = {}
         embeddings: dict[int, np.ndarray] = {}
-        for b in beliefs(loaded, dataset, pool):
+        for b in beliefs(loaded, dataset, items):
             ests[b.index] = estimate(b.probs, weights, costs, known=b.known, raw_entropy=b.raw_entropy)
             embeddings[b.index] = b.embedding
-    budget = hours * 3600.0
-    picked = (_by_value(dataset, pool, ests, kinds, budget, embeddings, seed) if rank_by == "value"
-              else _by_uncertainty(dataset, pool, ests, kinds, budget, seed))
+    pool = [Candidate(record_key(dataset.records[i][1]), dataset.items[i].kind, ests[i], embeddings[i])
+            for i in items]
     classes = list(dataset.classes)
-    requests, details = [], {}
-    for i, kind, score in sorted(picked, key=lambda t: -t[2]):
-        key, est = record_key(dataset.records[i][1]), ests[i]
-        if rank_by == "value":
-            why = reason(kind, est, classes, weights)
-        else:
-            why = (f"{WORD[kind]}: mean predictive entropy {est.mean_entropy:.3f} nats per pixel, among the highest "
-                   f"of the {len(pool)} candidates (uncertainty ranking)")
-        requests.append(Request(key, kind, float(est.cost[kind]), float(score), why))
-        details[key] = {"item": i, "gain": est.value[kind], "objects": est.objects, "has": dataset.items[i].kind,
-                        "unit": COST_KEY[kind], "mean_entropy": est.mean_entropy}
-    return Advice(requests, hours, costs, rank_by, kinds, len(pool), str(run), str(data), classes, details)
+    requests = choose(pool, kinds, hours * 3600.0, rank_by, seed, classes, weights)
+    where = {c.key: (i, c) for i, c in zip(items, pool)}
+    details = {r.image: {"item": where[r.image][0], "has": where[r.image][1].has,
+                         "gain": where[r.image][1].estimate.value[r.kind], "objects": where[r.image][1].estimate.objects,
+                         "mean_entropy": where[r.image][1].estimate.mean_entropy} for r in requests}
+    return Advice(requests, hours, costs, rank_by, kinds, len(pool), str(run), str(data), classes, details,
+                  loaded, dataset)
