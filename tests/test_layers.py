@@ -23,7 +23,7 @@ def layer(module: str) -> int:
     if not parts or parts[0] in WORDS:
         return 0
     if parts[-1] == "commands" or parts[0] not in LAYERS:
-        return COMMAND_LINE  # cli, cli_errors, data_commands, io_commands, demo, <package>/commands
+        return COMMAND_LINE  # cli, cli_errors, data_commands, io_commands, demo, napari_plugin, <package>/commands
     return LAYERS[parts[0]]
 
 
@@ -61,8 +61,21 @@ def upward_imports() -> list[str]:
 
 def test_the_layer_map_knows_every_top_level_module():
     tops = {p.stem if p.is_file() else p.name for p in SRC.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
-    assert tops - WORDS - set(LAYERS) == {"cli", "cli_errors", "data_commands", "io_commands", "demo"}
+    # napari_plugin: a user interface, the command line's rank (it may import every layer; none imports it)
+    assert tops - WORDS - set(LAYERS) == {"cli", "cli_errors", "data_commands", "io_commands", "demo", "napari_plugin"}
 
 
 def test_no_module_imports_a_layer_above_its_own():
     assert upward_imports() == []
+
+
+def test_the_command_line_loads_neither_napari_nor_qt():
+    """``dspseg --help`` stays instant: the CLI's modules import no user-interface toolkit (the napari
+    plugin is imported by napari alone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dspseg.cli; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide6', 'magicgui', 'vispy', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
