@@ -150,7 +150,7 @@ def export_run(run: str | Path, format: str, out: str | Path, checkpoint: str = 
     (UserErrors) for an unknown format, a non-empty ``out``, a missing run or optional package.
     """
     if format not in FORMATS:
-        raise ExportError(f"unknown --format '{format}'; choose one of {', '.join(FORMATS)}")
+        raise ExportError(f"unknown --format '{format}'; choose one of {', '.join(FORMATS)} or bioimageio")
     run, out = Path(run), Path(out)
     refuse_used_folder(out, ExportError)
     loaded = load_run(run, checkpoint, device="cpu")
