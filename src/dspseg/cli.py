@@ -178,7 +178,7 @@ from dspseg.advise.commands import advise  # noqa: E402  (no torch or matplotlib
 
 app.command()(advise)
 
-from dspseg.study.loop_commands import study_app  # noqa: E402  (no torch or matplotlib at import time)
+from dspseg.study.commands import study_app  # noqa: E402  (no torch or matplotlib at import time)
 
 app.add_typer(study_app, name="study")
 
