@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import zipfile
 from pathlib import Path
 
@@ -186,3 +187,21 @@ def test_bad_input_is_one_sentence(exported, tmp_path: Path) -> None:
         assert r.output.count("error:") == 1
     assert (used / "keep.txt").read_text() == "mine" and [p.name for p in used.iterdir()] == ["keep.txt"]
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_sample_from_a_volume_section_and_the_split_fallback(tmp_path: Path) -> None:
+    """A dataset with neither val nor test images, only a volume section in train: the test image is
+    that section's centre window, read through the volume reader as stored (uint16), with a note."""
+    from dspseg.data.manifest import load_manifest
+    from dspseg.engine.bioimageio.sample import pick_sample
+    from volume_files import volume_data, write_ngff
+
+    data = volume_data("uint16")  # (10, 48, 40)
+    write_ngff(tmp_path / "img.ome.zarr", data)
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "format": "dspseg/2", "classes": ["a", "b"], "images": [
+            {"volume": {"url": "img.ome.zarr"}, "axis": "z", "index": 3, "split": "train", "labels": ["a", "b"]}]}))
+    sample = pick_sample(load_manifest(tmp_path), in_channels=1, multiple=8, side=32)
+    assert sample.stored.dtype == np.uint16 and np.array_equal(sample.stored[0], data[3, 8:40, 4:36])
+    assert sample.split == "train" and "no usable 'val' image" in sample.notes[0]
+    assert sample.source.endswith("(train, centre 32×32 of 48×40)")

@@ -28,6 +28,9 @@ floats as stored), then ``(x - mean) / std`` per channel (inside the ONNX and pt
   reads it (integers divided by their type's maximum, e.g. uint8 / 255), shape (N, Cin, H, W), any N,
   H and W multiples of ``input.multiple`` (2^(levels-1): the U-Net's pooling steps; pad or tile to
   it). Labels are ``logits.argmax(1)``.
+
+``--format bioimageio`` (a bioimage.io Model Zoo package: both weight formats, normalisation as
+preprocessing, test tensors) is :mod:`dspseg.engine.bioimageio`, which reuses the ONNX path here.
 """
 
 from __future__ import annotations
