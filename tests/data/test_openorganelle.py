@@ -288,7 +288,7 @@ def fake_s3(tmp_path: Path, monkeypatch) -> tuple[Path, list]:
 def _same_sections(volumes: Path, copies: Path) -> int:
     """Every volume record of ``volumes`` reads the pixels and mask of the TIFF import ``copies``
     (the same crops, z planes and classes); returns the number of sections compared."""
-    from dspseg.data.volume_items import VolumeReader, section_mask
+    from dspseg.data.volume_items import VolumeReader, record_mask
 
     m, c = load_manifest(volumes), load_manifest(copies)
     assert m.classes == c.classes and len(m.images) == len(c.images)
@@ -297,7 +297,7 @@ def _same_sections(volumes: Path, copies: Path) -> int:
         assert rec.group == copy.group and copy.file.endswith(f"{rec.group}_z{rec.index:04d}.tif")
         image = reader.stored(rec, (0, 0, *reader.shape(rec)))[0]
         assert np.array_equal(image, tifffile.imread(c.path(copy.file)))
-        assert np.array_equal(section_mask(m, rec), tifffile.imread(c.path(copy.mask)))
+        assert np.array_equal(record_mask(m, rec, reader), tifffile.imread(c.path(copy.mask)))
     return len(m.images)
 
 

@@ -65,16 +65,15 @@ def image_class_sets(manifest: Manifest) -> list[frozenset[int]]:
     else from the classes its boxes and points name (complete by the manifest contract); an
     unlabeled record gives the empty set. Reads every mask file once.
     """
-    from dspseg.data.io import read_mask
-    from dspseg.data.volume_items import section_mask
+    from dspseg.data.volume_items import VolumeReader, record_mask
 
     names = {c: i for i, c in enumerate(manifest.classes)}
     out: list[frozenset[int]] = []
+    reader = VolumeReader(manifest)
     for i, rec in enumerate(manifest.images):
         where = f"images[{i}] ({rec.source})"
         if rec.mask is not None:
-            values = np.unique(read_mask(manifest.path(rec.mask)) if isinstance(rec.mask, str)
-                               else section_mask(manifest, rec))
+            values = np.unique(record_mask(manifest, rec, reader))
             values = values[values != manifest.ignore_index]
             bad = values[(values < 0) | (values >= manifest.n_classes)]
             if bad.size:

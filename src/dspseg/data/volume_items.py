@@ -137,7 +137,16 @@ class VolumeReader:
         return out
 
 
-def section_mask(manifest: Manifest, record: ImageRecord) -> np.ndarray:
-    """(H, W) int64 class ids of a volume record's whole mask section (one section, never the volume)."""
-    reader = VolumeReader(manifest)
+def record_mask(manifest: Manifest, record: ImageRecord, reader: VolumeReader | None = None) -> np.ndarray:
+    """(H, W) int64 class ids (``ignore_index`` where unannotated) of any masked record's whole mask:
+    its mask file, or its section of a label volume (one section read, never the volume). Pass one
+    ``reader`` when reading many, so each volume is opened once."""
+    if record.volume is None:
+        return read_mask(manifest.path(record.mask))
+    reader = reader if reader is not None else VolumeReader(manifest)
     return reader.mask(record, (0, 0, *reader.shape(record)), manifest.ignore_index, manifest.classes)
+
+
+def section_mask(manifest: Manifest, record: ImageRecord) -> np.ndarray:
+    """(H, W) int64 class ids of a volume record's whole mask section (:func:`record_mask`, one reader each call)."""
+    return record_mask(manifest, record)

@@ -11,6 +11,7 @@ torch and matplotlib are imported inside :func:`qualitative_panel`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,14 +20,14 @@ import numpy as np
 from dspseg.study.plots import new_figure, save_figure
 
 
-def by_richness(masks: Sequence[np.ndarray], ignore_index: int) -> list[int]:
-    """Indices of ``masks``, those holding the most classes (ignore pixels aside) first; equals keep
-    their order."""
+def by_richness(masks: Iterable[np.ndarray], ignore_index: int) -> list[int]:
+    """Indices of ``masks`` (read one at a time when a generator), those holding the most classes
+    (ignore pixels aside) first; equals keep their order."""
     counts = [int(np.setdiff1d(np.unique(m), [ignore_index]).size) for m in masks]
     return sorted(range(len(counts)), key=lambda i: -counts[i])
 
 
-def richest(masks: Sequence[np.ndarray], ignore_index: int) -> int:
+def richest(masks: Iterable[np.ndarray], ignore_index: int) -> int:
     """Index of the mask holding the most classes (ignore pixels aside); the first of equals; -1 for none."""
     order = by_richness(masks, ignore_index)
     return order[0] if order else -1
@@ -36,14 +37,15 @@ def _test_record(dir: Path, data: str) -> tuple[Any, Any]:
     """(manifest holding only one test record, that record) of the dataset ``DIR/data``: the test
     record whose mask holds the most classes (:func:`richest`), so the panel shows every method on
     as many classes as one image has."""
-    from dspseg.data.io import read_mask
     from dspseg.data.manifest import load_manifest
+    from dspseg.data.volume_items import VolumeReader, record_mask
 
     manifest = load_manifest(dir / data)
     tests = [r for r in manifest.images if r.split == "test" and r.mask is not None]
     if not tests:
         raise ValueError(f"{dir / data} has no test image with a mask")
-    pick = tests[richest([read_mask(manifest.path(r.mask)) for r in tests], manifest.ignore_index)]
+    reader = VolumeReader(manifest)  # mask files, or volume sections read one at a time
+    pick = tests[richest((record_mask(manifest, r, reader) for r in tests), manifest.ignore_index)]
     single = manifest.model_copy(update={"images": [pick]})
     single.root = manifest.root
     return single, pick
@@ -167,7 +169,7 @@ def qualitative_panel(dir: str | Path, rows: Sequence[dict[str, Any]], path: str
             ax.imshow(_colour(pred, colours), interpolation="nearest")
     axes[0][0].imshow(_grey(image), cmap="gray", interpolation="nearest")
     axes[0][1].imshow(_colour(target, colours), interpolation="nearest")
-    axes[0][0].set_title(f"test image {record.file}", fontsize=8)
+    axes[0][0].set_title(f"test image {record.file or record.source}", fontsize=8)
     axes[0][1].set_title("ground truth", fontsize=9)
     handles = [Patch(color=colours[c] / 255.0, label=name) for c, name in enumerate(classes)]
     handles.append(Patch(facecolor="white", edgecolor="black", label="not annotated"))

@@ -120,7 +120,7 @@ class ReductionPlan:
 
 def require_masks(manifest: Manifest) -> None:
     """The protocol reduces a fully masked dataset: every record needs a mask."""
-    missing = [f"images[{i}] ({r.file})" for i, r in enumerate(manifest.images) if r.mask is None]
+    missing = [f"images[{i}] ({r.source})" for i, r in enumerate(manifest.images) if r.mask is None]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise DatasetError(f"field 'mask': {', '.join(missing[:3])}{more} of {len(manifest.images)} images have "
@@ -148,21 +148,28 @@ def plan_reduction(manifest: Manifest, acr: float, scenario: str, split: int, n_
 
 def reduce_records(manifest: Manifest, plan: ReductionPlan, point_mode: str = "interior",
                    seed: int = 0) -> tuple[list[ImageRecord], list[str]]:
-    """The reduced records (in manifest order) and warnings; weak labels are derived from the masks."""
-    from dspseg.data.io import read_mask
+    """The reduced records (in manifest order) and warnings; weak labels are derived from the masks.
+
+    A volume section stays a volume record (same volume, axis and index; its group the manifest's,
+    ``group_every`` included); its boxes, points and labels come from its mask section, read from the
+    label volume one section at a time (:func:`~dspseg.data.volume_items.record_mask`)."""
+    from dspseg.data.volume_items import VolumeReader, record_mask
     from dspseg.data.weak import derive_weak_labels
 
     part_of = plan.split.part_of()
     records, partial = [], []
+    reader = VolumeReader(manifest)
     for i, rec in enumerate(manifest.images):
         kind = plan.assignment.get(i, Kind.MASK)
-        new = ImageRecord(file=rec.file, group=rec.group, split=part_of[i])
+        new = ImageRecord(file=rec.file, volume=rec.volume, axis=rec.axis, index=rec.index, group=rec.group,
+                          split=part_of[i])
+        new._group_every = manifest.group_every
         if kind == Kind.MASK:
             new.mask = rec.mask
         elif kind != Kind.NONE:
-            mask = read_mask(manifest.path(rec.mask))
+            mask = record_mask(manifest, rec, reader)
             if np.any(mask == manifest.ignore_index):
-                partial.append(rec.file)
+                partial.append(rec.source)
             weak = derive_weak_labels(mask, manifest.classes, manifest.ignore_index, point_mode=point_mode,
                                       rng=np.random.default_rng([seed, i]))
             if kind == Kind.BOX:
@@ -197,6 +204,6 @@ def reduced_manifest(manifest: Manifest, records: list[ImageRecord], acr: float,
                      split: int) -> Manifest:
     """The reduced dataset of ``records``: named after its ACR, scenario and split, at ``manifest``'s root."""
     out = Manifest(name=f"{manifest.name}-acr{acr:g}-{scenario}-split{split}", classes=list(manifest.classes),
-                   ignore_index=manifest.ignore_index, images=records)
+                   ignore_index=manifest.ignore_index, group_every=manifest.group_every, images=records)
     out.root = manifest.root
     return out

@@ -3,7 +3,9 @@
 
 The folder gets ``dataset.json`` (every record with its ``split``), ``simulation.json`` (source,
 options, counts, the ordered training list) and the image and kept mask files under the same
-relative paths as in the source, as hard links (copies, with a warning, across filesystems). The
+relative paths as in the source, as hard links (copies, with a warning, across filesystems). Volume
+records stay volume records: a local volume store (a zarr/N5 folder, an HDF5 or TIFF file) is
+hard-linked file by file under the same relative path, a URL (``s3://``...) is named as it is. The
 source is never written to; a non-empty ``--out`` is refused unless it holds a previous simulation
 and nothing else, which is then replaced by building a temporary sibling and swapping it in.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from dspseg.cli_support import holds_anything, not_ours
 from dspseg.data.acr.protocol import check_options, plan_reduction, reduce_records, reduced_manifest
 from dspseg.data.manifest import MANIFEST_NAME, Manifest, load_manifest, save_manifest
+from dspseg.data.volume_records import REMOTE, VolumeMask
 from dspseg.errors import DatasetError, OutputFolderError
 
 SIMULATION_FILE = "simulation.json"
@@ -84,7 +87,7 @@ def _simulate_into(data: str | Path, out: Path, acr: float, scenario: str, split
         if not linked:
             warnings.append(f"{out} is on another filesystem than {source.root} ({why}): the files were copied")
         save_manifest(reduced, tmp)
-        order = [source.images[i].file for i in plan.order]
+        order = [source.images[i].file or source.images[i].source for i in plan.order]
         info = {"format": SIMULATION_FORMAT, "source": str(Path(os.path.realpath(source.root))),
                 "acr": acr, "scenario": scenario, "split": split, "n_splits": n_splits, "seed": seed,
                 "point_mode": point_mode, "n_masked": plan.n_masked,
@@ -146,12 +149,14 @@ def _previous_simulation(out: Path) -> None:
                        f"dspseg replaces only its own folders. Fix: {fix}") from None
     expected = {MANIFEST_NAME, SIMULATION_FILE}
     for rec in old.images:
-        expected.update(posixpath.normpath(p) for p in (rec.file, rec.mask) if p is not None)
+        expected.update(posixpath.normpath(p) for p in (rec.file, rec.mask) if isinstance(p, str))
+    stores = _local_stores(old)
     extra = []
     for folder, dirs, files in os.walk(out):
         for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
             rel = Path(folder, name).relative_to(out).as_posix()
-            if rel not in expected or os.path.islink(os.path.join(folder, name)):
+            ours = rel in expected or any(rel.startswith(f"{store}/") for store in stores) or rel in stores
+            if not ours or os.path.islink(os.path.join(folder, name)):
                 extra.append(rel)
     if extra:
         raise OutputFolderError(f"--out {out} holds a previous simulation plus files it did not write "
@@ -159,38 +164,79 @@ def _previous_simulation(out: Path) -> None:
                          f"deleted. Fix: move them away or {fix}")
 
 
+def _local_stores(manifest: Manifest) -> list[str]:
+    """The local volumes (image and label) the records name, as normalised relative paths; a store
+    inside another one listed is left out (placing the outer one places it)."""
+    paths = set()
+    for rec in manifest.images:
+        for ref in (rec.volume, rec.mask.volume if isinstance(rec.mask, VolumeMask) else None):
+            if ref is not None and not ref.url.startswith(REMOTE):
+                paths.add(posixpath.normpath(ref.url))
+    return [p for p in sorted(paths) if not any(p.startswith(f"{q}/") for q in paths)]
+
+
+class _Placer:
+    """Hard-links (or, across filesystems, copies) source files into the new folder, once each."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.linked, self.why, self.placed = folder, True, "", set()
+
+    def file(self, src: Path, rel: str) -> None:
+        if rel in self.placed:
+            return
+        self.placed.add(rel)
+        dst = self.folder / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if self.linked:
+            try:
+                os.link(src, dst)
+                return
+            except OSError as e:
+                if e.errno not in _LINK_ERRNOS:
+                    raise
+                self.linked, self.why = False, e.strerror or str(e)
+        shutil.copy2(src, dst)
+
+    def tree(self, src: Path, rel: str) -> None:
+        """A volume store: a file, or every file of a folder (zarr, N5), under ``rel``."""
+        if not src.is_dir():
+            self.file(src, rel)
+            return
+        (self.folder / rel).mkdir(parents=True, exist_ok=True)
+        for folder, dirs, files in os.walk(src):
+            sub = Path(folder).relative_to(src).as_posix()
+            for d in dirs:
+                (self.folder / rel / sub / d).mkdir(parents=True, exist_ok=True)
+            for name in files:
+                self.file(Path(folder) / name, posixpath.normpath(f"{rel}/{sub}/{name}"))
+
+
+def _reserved(rel: str, field: str, what: str) -> None:
+    if rel in (MANIFEST_NAME, SIMULATION_FILE, "."):
+        raise DatasetError(f"field '{field}' of {what}: this name is reserved in a simulation folder. "
+                           f"Fix: rename it in the source dataset")
+
+
 def _place_files(source: Manifest, reduced: Manifest, folder: Path) -> tuple[bool, str]:
-    """Hard-link (or copy) every image and kept mask of ``reduced`` into ``folder``; rewrite paths.
+    """Hard-link (or copy) every image and kept mask file of ``reduced``, and every local volume store
+    its records name, into ``folder``; rewrite file paths to their normalised form.
 
     Returns (linked, reason for copying). Paths keep their relative form, normalised.
     """
-    linked, why, placed = True, "", {}
+    placer = _Placer(folder)
     for rec in reduced.images:
         for attr in ("file", "mask"):
             rel = getattr(rec, attr)
-            if rel is None:
+            if not isinstance(rel, str):
                 continue
             new = posixpath.normpath(rel)
-            if new in (MANIFEST_NAME, SIMULATION_FILE, "."):
-                raise DatasetError(f"field '{attr}' of {rel}: this name is reserved in a simulation folder. "
-                                 f"Fix: rename the file in the source dataset")
+            _reserved(new, attr, rel)
             setattr(rec, attr, new)
-            src = source.path(rel)
-            if new in placed:
-                continue
-            placed[new] = src
-            dst = folder / new
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if linked:
-                try:
-                    os.link(src, dst)
-                    continue
-                except OSError as e:
-                    if e.errno not in _LINK_ERRNOS:
-                        raise
-                    linked, why = False, e.strerror or str(e)
-            shutil.copy2(src, dst)
-    return linked, why
+            placer.file(source.path(rel), new)
+    for store in _local_stores(reduced):
+        _reserved(store, "volume.url", store)
+        placer.tree(source.path(store), store)
+    return placer.linked, placer.why
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
