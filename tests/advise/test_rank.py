@@ -17,12 +17,12 @@ COSTS = AnnotationCosts()
 
 
 def presence_only() -> np.ndarray:
-    """Twelve confident 4 x 4 objects of class 1 on a confident background, and one 4 x 3 blob the
+    """Twelve confident 5 x 5 objects of class 1 on a confident background, and one 4 x 3 blob the
     model cannot tell background from class 2: its only doubt is whether class 2 is in the image."""
     labels = np.zeros((48, 48), np.int64)
     for k in range(12):
         r, c = 3 + 12 * (k // 4), 3 + 12 * (k % 4)
-        labels[r:r + 4, c:c + 4] = 1
+        labels[r:r + 5, c:c + 5] = 1
     p = one_hot(labels, 3, 0.99)
     p[:, 40:44, 20:23] = np.array([0.55, 0.0, 0.45])[:, None, None]
     return p

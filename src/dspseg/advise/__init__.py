@@ -59,6 +59,7 @@ class Advice:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)  # per requested image: item, gain, objects...
     loaded: Any = field(default=None, repr=False)  # the run (engine.checkpoint.LoadedRun), for the picture
     dataset: Any = field(default=None, repr=False)  # its whole-image training split
+    calibration: Any = None  # advise.calibrate.Calibration the beliefs were corrected with
 
     @property
     def seconds(self) -> float:

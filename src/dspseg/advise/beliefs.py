@@ -14,7 +14,8 @@ The **embedding** of an image is the mean of its pixels' unit embeddings ``f`` o
 (:class:`dspseg.models.heads.PrototypeHead`, the space in which DSP's prototypes live) or, for a
 linear head, of its backbone features; unit norm, (D,). The advisor keeps its requests spread over
 that space. Images are predicted one shape group at a time and nothing of size H × W is kept beyond
-the image being estimated (:func:`beliefs` is a generator).
+the image being estimated (:func:`beliefs` is a generator). The probabilities are first calibrated
+(:mod:`dspseg.advise.calibrate`: a temperature fitted on the run's masked validation images).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ BATCH = 4
 class Belief:
     """One candidate image as the model sees it.
 
-    ``probs`` (C, H, W) float32: P̃, restricted to the record's admissible classes; ``raw_entropy``
-    (H, W) float32: the entropy of the unrestricted ``P`` (nats); ``embedding`` (D,) float32, unit
+    ``probs`` (C, H, W) float32: P̃, calibrated and restricted to the record's admissible classes;
+    ``raw_entropy`` (H, W) float32: the entropy of the model's own ``P`` (unrestricted, uncalibrated:
+    what the uncertainty baseline ranks by; nats); ``embedding`` (D,) float32, unit
     norm; ``known`` (C,) bool or None: the record's class set when its annotation states it (image
     labels, points, boxes, mask), None for an unlabeled record."""
 
@@ -112,16 +114,32 @@ def _predict(model: torch.nn.Module, images: list[torch.Tensor], tile: int) -> l
         model.train(was_training)
 
 
-def beliefs(loaded: Any, dataset: Any, indices: Sequence[int]) -> Iterator[Belief]:
-    """:class:`Belief` of the items ``indices`` of ``dataset`` (a whole-image
-    :class:`~dspseg.data.dataset.SegmentationDataset` of the training split, normalised as the run
-    ``loaded`` (:func:`dspseg.engine.checkpoint.load_run`) was trained), in the order given."""
-    from dspseg.vocabulary import Kind
-
+def _predicted(loaded: Any, dataset: Any, indices: Sequence[int]) -> Iterator[tuple[int, dict, np.ndarray, np.ndarray]]:
+    """(item, its whole-image arrays, probabilities (C, H, W), embedding (D,)) of ``indices``, in order."""
     for k in range(0, len(indices), BATCH * 4):
         chunk = list(indices[k:k + BATCH * 4])
         arrays = [dataset.window(i, 0, 0, *dataset.items[i].shape) for i in chunk]
         predicted = _predict(loaded.model, [torch.from_numpy(a["image"]) for a in arrays], loaded.tile)
         for i, a, (probs, emb) in zip(chunk, arrays, predicted):
-            known = a["image_classes"].astype(bool) if dataset.items[i].kind != Kind.NONE else None
-            yield Belief(i, restrict(probs, a["allowed"]), entropy(probs), emb.astype(np.float32), known)
+            yield i, a, probs, emb
+
+
+def predict_items(loaded: Any, dataset: Any, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(item, the model's softmax probabilities (C, H, W), unrestricted and uncalibrated) of ``indices``."""
+    for i, _, probs, _ in _predicted(loaded, dataset, indices):
+        yield i, probs
+
+
+def beliefs(loaded: Any, dataset: Any, indices: Sequence[int], calibration: Any = None) -> Iterator[Belief]:
+    """:class:`Belief` of the items ``indices`` of ``dataset`` (a whole-image
+    :class:`~dspseg.data.dataset.SegmentationDataset` of the training split, normalised as the run
+    ``loaded`` (:func:`dspseg.engine.checkpoint.load_run`) was trained), in the order given; the
+    probabilities tempered by ``calibration`` (:class:`~dspseg.advise.calibrate.Calibration`) first."""
+    from dspseg.vocabulary import Kind
+
+    for i, a, probs, emb in _predicted(loaded, dataset, indices):
+        raw = entropy(probs)
+        if calibration is not None:
+            probs = calibration.temper(probs)
+        known = a["image_classes"].astype(bool) if dataset.items[i].kind != Kind.NONE else None
+        yield Belief(i, restrict(probs, a["allowed"]), raw, emb.astype(np.float32), known)

@@ -8,10 +8,10 @@ simulation derives boxes and points with, so every class, background included, h
 
 **Cost** (seconds, :class:`~dspseg.costs.AnnotationCosts`)::
 
-    mask  = t_mask                      box   = t_box   · N̂      N̂  = predicted objects
+    mask  = t_mask                      box   = t_box   · N̂      N̂  = predicted objects (calibrated)
     image = t_label · max(1, Σ_c q_c)   point = t_point · N̂      q_c = P(class c is in the image)
 
-``q_c`` is the larger of two signs that class c is present: the ``min_area``-th largest P̃[c, j]
+``q_c`` is the larger of two signs that class c is present: the ``PRESENCE_AREA``-th largest P̃[c, j]
 (some object-sized set of pixels is c) and a noisy-or over object-sized areas,
 ``1 − exp(Σ_{j: P̃_cj ≥ 0.05} log(1 − P̃_cj) / EVIDENCE_AREA)`` (a class the model finds confidently in
 many pixels is surely present, not only as sure as its surest pixel); 1 or 0 when the record already
@@ -41,6 +41,7 @@ A stronger type tells at least what a weaker one does, so the values are made mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -48,8 +49,11 @@ from scipy import ndimage
 from dspseg.costs import AnnotationCosts
 from dspseg.vocabulary import Kind
 
-#: smallest predicted object counted (pixels): a 2 x 2 speck of noise is not an object to box
-MIN_AREA = 5
+#: smallest predicted object counted (pixels): an under-trained model breaks thin structures into
+#: fragments and sprinkles specks, which are not objects to box or click (docs/advisor.md measures it)
+MIN_AREA = 20
+#: pixels of a class that make a sighting of it (presence: the PRESENCE_AREA-th largest probability)
+PRESENCE_AREA = 5
 #: pixels that count as one independent sighting of a class in the presence estimate
 EVIDENCE_AREA = 64
 #: probabilities below this are noise, not a sighting
@@ -79,7 +83,7 @@ class Estimate:
     mean_entropy: float = 0.0  # unrestricted predictive entropy, nats per pixel (the uncertainty baseline)
 
 
-def presence(probs: np.ndarray, min_area: int = MIN_AREA, area: float = EVIDENCE_AREA) -> np.ndarray:
+def presence(probs: np.ndarray, min_area: int = PRESENCE_AREA, area: float = EVIDENCE_AREA) -> np.ndarray:
     """q (C,): the probability that each class is in the image, from ``probs`` (C, H, W) (module docstring)."""
     flat = probs.reshape(probs.shape[0], -1).astype(np.float64)
     k = min(max(min_area, 1), flat.shape[1])
@@ -121,19 +125,26 @@ def outside_boxes(instances: np.ndarray, classes: np.ndarray, n_classes: int) ->
 
 def estimate(probs: np.ndarray, weights: np.ndarray, costs: AnnotationCosts, known: np.ndarray | None = None,
              raw_entropy: np.ndarray | None = None, min_area: int = MIN_AREA,
-             radius: int = INTERIOR_RADIUS) -> Estimate:
+             radius: int = INTERIOR_RADIUS, calibration: Any = None) -> Estimate:
     """:class:`Estimate` of one image from P̃ ``probs`` (C, H, W) (module docstring).
 
     ``weights`` (C,): class weights; ``known`` (C,) bool: the record's stated class set (presence is
     then certain), None when unknown; ``raw_entropy`` (H, W): the unrestricted entropy, for the
-    baseline's mean (P̃'s entropy if not given)."""
+    baseline's mean (P̃'s entropy if not given); ``calibration``
+    (:class:`~dspseg.advise.calibrate.Calibration`): maps the presence scores to probabilities and
+    scales the object count (``probs`` are already tempered by it)."""
     p = probs.astype(np.float64)
     n_classes = p.shape[0]
     w = np.asarray(weights, np.float64)[:, None, None]
     labels = p.argmax(0)
     inst, inst_classes = objects(labels, n_classes, min_area)
-    n_objects = max(1, len(inst_classes))
-    q = presence(p, min_area) if known is None else np.asarray(known, np.float64)
+    ratio = calibration.objects_ratio if calibration is not None else 1.0
+    n_objects = max(1.0, len(inst_classes) * ratio)
+    if known is not None:
+        q = np.asarray(known, np.float64)
+    else:
+        q = presence(p)
+        q = calibration.presence(q) if calibration is not None else q
     inner = interior(labels, radius)
     edge = ~inner
     plogp = -p * np.log(np.clip(p, 1e-12, 1.0))  # (C, H, W): entropy per class and pixel
@@ -154,5 +165,5 @@ def estimate(probs: np.ndarray, weights: np.ndarray, costs: AnnotationCosts, kno
     cost = {Kind.MASK: costs.mask, Kind.BOX: costs.box * n_objects, Kind.POINT: costs.point * n_objects,
             Kind.IMAGE: costs.label * max(1.0, expected_classes)}
     ent = raw_entropy if raw_entropy is not None else plogp.sum(0)
-    return Estimate(objects=len(inst_classes), presence=q, cost=cost, value=value, per_class=per_class,
+    return Estimate(objects=int(round(n_objects)), presence=q, cost=cost, value=value, per_class=per_class,
                     mean_entropy=float(np.mean(ent)))

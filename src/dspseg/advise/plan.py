@@ -4,7 +4,8 @@
    order) and input channels.
 2. The candidates: the training records (or the ``images`` given, which must be training records)
    that may still get one of the allowed kinds (:func:`dspseg.advise.rank.can_ask`).
-3. Each is predicted and estimated (:mod:`dspseg.advise.beliefs`, :mod:`dspseg.advise.estimate`),
+3. The model's beliefs are calibrated on the masked validation images (:mod:`dspseg.advise.calibrate`);
+   each candidate is predicted and estimated (:mod:`dspseg.advise.beliefs`, :mod:`dspseg.advise.estimate`),
    with class weights from the annotations of every training record (:func:`~dspseg.advise.rank.rarity_weights`).
 4. ``rank_by="value"``: :func:`dspseg.advise.rank.greedy`; ``"uncertainty"``: images by mean
    predictive entropy, each asked for its first allowed kind while the budget lasts.
@@ -180,15 +181,18 @@ def plan(run: str | Path, data: str | Path, hours: float, costs: AnnotationCosts
          rank_by: str, images: Sequence[str] | None, seed: int, device: str, threads: int | None) -> Advice:
     """:func:`dspseg.advise.advise_run` after its argument checks (module docstring)."""
     from dspseg.advise.beliefs import beliefs
+    from dspseg.advise.calibrate import Calibration, calibrate
 
     with torch_threads(threads):
         loaded, dataset = load(run, data, device)
         items = candidates(dataset, kinds, images)
         weights = class_weights(dataset)
+        calibration = calibrate(loaded, dataset, seed) if items else Calibration()
         ests: dict[int, Estimate] = {}
         embeddings: dict[int, np.ndarray] = {}
-        for b in beliefs(loaded, dataset, items):
-            ests[b.index] = estimate(b.probs, weights, costs, known=b.known, raw_entropy=b.raw_entropy)
+        for b in beliefs(loaded, dataset, items, calibration):
+            ests[b.index] = estimate(b.probs, weights, costs, known=b.known, raw_entropy=b.raw_entropy,
+                                     calibration=calibration)
             embeddings[b.index] = b.embedding
     pool = [Candidate(record_key(dataset.records[i][1]), dataset.items[i].kind, ests[i], embeddings[i])
             for i in items]
@@ -199,4 +203,4 @@ def plan(run: str | Path, data: str | Path, hours: float, costs: AnnotationCosts
                          "gain": where[r.image][1].estimate.value[r.kind], "objects": where[r.image][1].estimate.objects,
                          "mean_entropy": where[r.image][1].estimate.mean_entropy} for r in requests}
     return Advice(requests, hours, costs, rank_by, kinds, len(pool), str(run), str(data), classes, details,
-                  loaded, dataset)
+                  loaded, dataset, calibration)

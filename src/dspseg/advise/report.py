@@ -74,7 +74,8 @@ def markdown(advice: Advice) -> str:
              f"- run: `{advice.run}`", f"- data: `{advice.data}`",
              f"- costs: {costs_text(advice.costs)}",
              f"- ranked by: {ranked}; kinds allowed: {', '.join(KIND_WORD[k] for k in advice.kinds)}",
-             f"- candidates: {advice.candidates} training image(s) that can still gain information", ""]
+             f"- candidates: {advice.candidates} training image(s) that can still gain information",
+             f"- model beliefs: {advice.calibration.text() if advice.calibration is not None else 'not calibrated'}", ""]
     if not advice.requests:
         lines += ["Nothing fits the budget: every allowed request costs more than "
                   f"{budget:.0f} s (raise --hours or lower --cost).", ""]
@@ -119,7 +120,7 @@ def write_picture(advice: Advice, path: Path, top: int = TOP) -> Path:
     items = [advice.details[r.image]["item"] for r in shown]
     seen = np.zeros(len(advice.classes), bool)
     if shown and advice.loaded is not None:
-        for row, (r, b) in enumerate(zip(shown, beliefs(advice.loaded, advice.dataset, items))):
+        for row, (r, b) in enumerate(zip(shown, beliefs(advice.loaded, advice.dataset, items, advice.calibration))):
             image = advice.dataset.window(b.index, 0, 0, *advice.dataset.items[b.index].shape)["image"]
             labels = b.probs.argmax(0)
             seen[np.unique(labels)] = True
