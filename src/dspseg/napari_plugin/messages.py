@@ -12,3 +12,13 @@ def sentence(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename:
         return f"error: {e.filename}: {e.strerror or e}"
     return f"error ({type(e).__name__}): {e}"
+
+
+def show_error(finish, e: BaseException) -> None:
+    """A worker's error: ``finish(sentence)``; one that is not a user's (a bug) is raised again after,
+    so napari shows its traceback."""
+    from dspseg.errors import TrainingError, UserError
+
+    finish(sentence(e))
+    if not isinstance(e, (UserError, TrainingError, OSError)):
+        raise e

@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, S
 
 from dspseg.napari_plugin.annotate import layer_choices
 from dspseg.napari_plugin.layers import label_colours, label_features, labels_from_classes
-from dspseg.napari_plugin.messages import sentence
+from dspseg.napari_plugin.messages import show_error
 
 
 class PredictWidget(Container):
@@ -69,9 +69,9 @@ class PredictWidget(Container):
         self.status.value = "segmenting ..."
         self.go.enabled = False
         self.worker = create_worker(self._run, Path(self.run.value), self.checkpoint.value, layer.data, layer.rgb,
-                                    layer.name, file, shapes, self.tile.value)
-        self.worker.returned.connect(lambda out: self._show(layer, *out))
-        self.worker.errored.connect(lambda e: self._finish(sentence(e)))
+                                    layer.name, file, shapes, self.tile.value, _start_thread=False,
+                                    _connect={"returned": lambda out: self._show(layer, *out),
+                                              "errored": lambda e: show_error(self._finish, e)})
         self.worker.start()
         return self.worker
 

@@ -21,7 +21,7 @@ from qtpy.QtCore import QObject, Signal
 
 from dspseg.engine.config import TrainConfig
 from dspseg.errors import UserError
-from dspseg.napari_plugin.messages import sentence
+from dspseg.napari_plugin.messages import sentence, show_error
 from dspseg.napari_plugin.plot import ProgressPlot
 
 
@@ -80,7 +80,7 @@ class TrainWidget(Container):
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=_default("seed"))
         self.threads = SpinBox(label="threads", min=0, max=1024, value=0, tooltip="CPU threads (0: all cores)")
         self.resume = CheckBox(text="resume the run in the run folder")
-        self.options = LineEdit(label="more options", tooltip="--set items separated by spaces: lr=1e-4 crop_size=64")
+        self.sets = LineEdit(label="more options", tooltip="--set items separated by spaces: lr=1e-4 crop_size=64")
         self.train = PushButton(text="Train")
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
@@ -89,7 +89,7 @@ class TrainWidget(Container):
         self.log.read_only = True
         self.plot = ProgressPlot()
         self.extend([self.data, self.out, self.method, self.steps, self.width_, self.batch_size, self.val_every,
-                     self.seed, self.threads, self.resume, self.options,
+                     self.seed, self.threads, self.resume, self.sets,
                      Container(widgets=[self.train, self.cancel], layout="horizontal", labels=False),
                      self.progress, self.status, self.log])
         self.native.layout().addWidget(self.plot)
@@ -113,7 +113,7 @@ class TrainWidget(Container):
                  "batch_size": self.batch_size.value, "val_every": self.val_every.value, "seed": self.seed.value,
                  "threads": self.threads.value or None}
         try:
-            sets = shlex.split(self.options.value)
+            sets = shlex.split(self.sets.value)
         except ValueError as e:
             raise UserError(f"more options: {e}; write key=value items separated by spaces") from None
         return data, out, flags, sets
@@ -136,9 +136,8 @@ class TrainWidget(Container):
         self.status.value = "starting ..."
         self.progress.value = 0
         self.plot.start(out / "metrics.csv" if resume else None, title=f"{self.method.value} — {out.name}")
-        self.worker = create_worker(self._run, data, out, flags, sets, resume)
-        self.worker.returned.connect(self._returned)
-        self.worker.errored.connect(lambda e: self._finish(sentence(e)))
+        self.worker = create_worker(self._run, data, out, flags, sets, resume, _start_thread=False,
+                                    _connect={"returned": self._returned, "errored": lambda e: show_error(self._finish, e)})
         self.train.enabled, self.cancel.enabled = False, True
         self.worker.start()
         return self.worker
