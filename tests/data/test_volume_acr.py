@@ -120,3 +120,23 @@ def test_split_and_the_summary_of_a_volume_dataset(data, tmp_path):
     assert summary.n_images == 16 and summary.groups == 4 and summary.per_type["mask"] == 16
     assert summary.sizes == {(64, 64): 16} and sum(summary.splits.values()) == 16
     assert summary.class_pixels["cytosol"] > 0 and summary.class_images["cytosol"] == 16
+
+
+def test_convert_into_a_volume_dataset_keeps_its_volume_records(data, tmp_path):
+    """2D annotations added with ``convert --into`` sit beside the volume sections, which stay as they
+    are (never matched by a file), and the dataset keeps its ``group_every``."""
+    import tifffile
+
+    target = tmp_path / "into"
+    shutil.copytree(data, target)
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "labs").mkdir()
+    tifffile.imwrite(tmp_path / "imgs" / "extra.tif", np.arange(32 * 32, dtype=np.uint16).reshape(32, 32))
+    tifffile.imwrite(tmp_path / "labs" / "extra.tif", (np.arange(32 * 32) % 2).astype(np.uint8).reshape(32, 32))
+    r = CliRunner().invoke(app, ["convert", "labels", str(tmp_path / "labs"), "--images", str(tmp_path / "imgs"),
+                                 "--classes", "extracellular,cytosol", "--into", str(target)])
+    assert r.exit_code == 0, r.output
+    raw = json.loads((target / "dataset.json").read_text())
+    assert raw["format"] == "dspseg/2" and raw["group_every"] == 4 and len(raw["images"]) == 17
+    assert raw["images"][:16] == json.loads((data / "dataset.json").read_text())["images"]
+    assert len({r.group_name for r in load_manifest(target).images}) == 5  # 4 blocks + the new file

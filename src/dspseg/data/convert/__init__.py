@@ -142,5 +142,5 @@ def merge_collected(col: Collected, data: Path, existing: Manifest | None, class
     if plan.repeated:
         col.warnings.append(f"{plan.repeated} box(es)/point(s) were already in the dataset; kept once")
     manifest, linked, report = write_plan(plan, data, existing.name if existing else name or data.name,
-                                          final, ignore_index)
+                                          final, ignore_index, existing.group_every if existing else None)
     return ConvertResult(manifest, linked, col.warnings, col.skipped, report, plan.added, plan.merged)

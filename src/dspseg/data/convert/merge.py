@@ -85,9 +85,11 @@ class Merger:
             raise ConvertError(f"--group-pattern '{group_pattern}' is not a regular expression ({e})") from None
         self.data, self.classes, self.ignore, self.background = data, classes, ignore_index, background
         self.records = list(existing.images) if existing else []
-        self.by_file = {r.file: i for i, r in enumerate(self.records)}
+        self.by_file = {r.file: i for i, r in enumerate(self.records) if r.file is not None}
         self.by_inode: dict[tuple[int, int], int] = {}
         for i, r in enumerate(self.records):
+            if r.file is None:
+                continue  # a volume section (dspseg/2): kept as it is, never matched by a file
             try:
                 st = os.stat(data / r.file)
                 self.by_inode[(st.st_dev, st.st_ino)] = i

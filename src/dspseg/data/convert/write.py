@@ -65,16 +65,18 @@ class _Added:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def write_plan(plan: Plan, data: Path, name: str, classes: list[str], ignore_index: int) -> tuple[Manifest, bool, ValidationReport]:
+def write_plan(plan: Plan, data: Path, name: str, classes: list[str], ignore_index: int,
+               group_every: int | None = None) -> tuple[Manifest, bool, ValidationReport]:
     """Add ``plan``'s files to ``data``, check the result and put the new ``dataset.json`` in place.
 
     Returns the manifest, whether the images are hard links (``False``: some were copied) and the
-    validation report of the whole dataset. Raises :class:`ConvertError` (the dataset unchanged) when
+    validation report of the whole dataset (``group_every``: the existing dataset's, kept). Raises :class:`ConvertError` (the dataset unchanged) when
     a record this conversion added or changed has an error.
     """
     added = _Added(data)
     linked = True
-    manifest = Manifest(name=name, classes=classes, ignore_index=ignore_index, images=plan.records)
+    manifest = Manifest(name=name, classes=classes, ignore_index=ignore_index, group_every=group_every,
+                        images=plan.records)
     manifest.root = data
     tmp = data / f".{MANIFEST_NAME}.{os.getpid()}.convert"
     try:
