@@ -12,7 +12,9 @@ the run's validation images (full masks; the masked training images when there a
   pair, ``q_raw`` the presence score of :func:`dspseg.advise.estimate.presence` on the tempered
   probabilities, ``a, b`` by logistic regression (a little L2 towards the identity);
 * **objects**: the ratio of true connected components to predicted objects, summed over the images,
-  which scales the object counts that boxes and points are priced by.
+  which scales the object counts that boxes and points are priced by; twice: for images whose classes
+  are unknown (the prediction as it is) and for images whose annotation states them (the prediction
+  restricted to the true classes, as image labels or points restrict a training image's).
 
 With fewer than :data:`MIN_IMAGES` masked images nothing is fitted (the identity).
 """
@@ -41,6 +43,7 @@ class Calibration:
     presence_a: float = 1.0
     presence_b: float = 0.0
     objects_ratio: float = 1.0
+    objects_ratio_known: float = 1.0
     images: int = 0
     source: str = "none"
 
@@ -64,7 +67,12 @@ class Calibration:
         if not self.images:
             return "not calibrated (no masked images to fit on)"
         return (f"calibrated on {self.images} {self.source} image(s): temperature {self.temperature:.2f}, "
-                f"presence σ({self.presence_a:.2f}·logit q + {self.presence_b:.2f}), objects × {self.objects_ratio:.2f}")
+                f"presence σ({self.presence_a:.2f}·logit q + {self.presence_b:.2f}), objects × {self.objects_ratio:.2f} "
+                f"(× {self.objects_ratio_known:.2f} when the classes are known)")
+
+    def objects(self, predicted: int, known: bool) -> float:
+        """The calibrated number of objects for ``predicted`` ones (classes ``known`` or not)."""
+        return predicted * (self.objects_ratio_known if known else self.objects_ratio)
 
 
 def _logit(q: np.ndarray) -> np.ndarray:
@@ -146,15 +154,19 @@ def calibrate(loaded: Any, dataset: Any, seed: int = 0) -> Calibration:
         p, y = p[pick], y[pick]
     t = fit_temperature(p, y)
     tempered = Calibration(temperature=t)
-    raw, present, n_pred, n_true = [], [], 0, 0
+    raw, present, n_free, n_known, n_true = [], [], 0, 0, 0
     for probs, truth in per_image:
         q = tempered.temper(probs)
         raw.append(presence(q))
         shown = np.zeros(n, bool)
         shown[np.unique(truth[truth != ignore])] = True
         present.append(shown)
-        n_pred += len(objects(q.argmax(0), n, MIN_AREA)[1])
+        n_free += len(objects(q.argmax(0), n, MIN_AREA)[1])
+        n_known += len(objects(np.where(shown[:, None, None], q, -1.0).argmax(0), n, MIN_AREA)[1])
         n_true += len(connected_components(truth, n, ignore)[1])
     a, b = fit_presence(np.stack(raw), np.stack(present))
-    ratio = float(np.clip(n_true / max(n_pred, 1), 0.1, 10.0))
-    return Calibration(t, a, b, ratio, len(per_image), source)
+
+    def ratio(pred: int) -> float:
+        return float(np.clip(n_true / max(pred, 1), 0.1, 10.0))
+
+    return Calibration(t, a, b, ratio(n_free), ratio(n_known), len(per_image), source)

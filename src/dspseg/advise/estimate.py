@@ -138,8 +138,8 @@ def estimate(probs: np.ndarray, weights: np.ndarray, costs: AnnotationCosts, kno
     w = np.asarray(weights, np.float64)[:, None, None]
     labels = p.argmax(0)
     inst, inst_classes = objects(labels, n_classes, min_area)
-    ratio = calibration.objects_ratio if calibration is not None else 1.0
-    n_objects = max(1.0, len(inst_classes) * ratio)
+    found = len(inst_classes)
+    n_objects = max(1.0, calibration.objects(found, known is not None) if calibration is not None else found)
     if known is not None:
         q = np.asarray(known, np.float64)
     else:
