@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from dspseg.cli import app
 from dspseg.data.io import read_image_stored, write_image
 from dspseg.engine.bioimageio.architecture import ALLOWED, CALLABLE, architecture_kwargs, architecture_source
-from dspseg.engine.bioimageio.package import preprocessing
+from dspseg.engine.bioimageio.package import check_name, default_author, default_name, preprocessing, slug
 from dspseg.engine.bioimageio.sample import crop_window
 from dspseg.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
 from dspseg.engine.predict import predict_files
@@ -159,12 +159,16 @@ def test_architecture_file_is_self_contained(exported, tmp_path: Path) -> None:
         assert torch.equal(rebuilt.eval()(x), reference(x)["logits"])
 
 
-def test_preprocessing_and_crop_rules() -> None:
+def test_small_rules() -> None:
     assert [p["id"] for p in preprocessing("float32", 1.0, [0.5], [0.2])] == [
         "ensure_dtype", "fixed_zero_mean_unit_variance", "ensure_dtype"]  # floats: used as stored
     assert preprocessing("uint16", 65535.0, [0.1], [0.3])[1]["kwargs"] == {"gain": 1 / 65535}
     assert crop_window(100, 37, side=64, multiple=8) == (18, 2, 64, 32)
     assert crop_window(32, 48, side=256, multiple=4) == (0, 0, 32, 48)
+    assert default_name("dsp", "mito/ER") == "dspseg dsp mito-ER" and slug("DSP (v2) model") == "dsp-v2-model"
+    assert check_name("DSP mito model (2026)") == "DSP mito model (2026)"
+    who, note = default_author()
+    assert who and f"names '{who}'" in note and "--author" in note
 
 
 def test_bad_input_is_one_sentence(exported, tmp_path: Path) -> None:

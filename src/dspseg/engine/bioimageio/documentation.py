@@ -19,6 +19,10 @@ PAPER = {"text": "Reiß, S., Seibold, C., Freytag, A., Rodner, E., Stiefelhagen,
                  "domains. CVPR 2023, pp. 15495-15506",
          "url": "https://openaccess.thecvf.com/content/CVPR2023/html/Reiss_Decoupled_Semantic_Prototypes_Enable_"
                 "Learning_From_Diverse_Annotation_Types_for_CVPR_2023_paper.html"}
+#: what README.md says about each head
+HEADS = {"prototype": ": each pixel's embedding is scored by its cosine similarity to learned class prototypes "
+                      "(the mean of K per class), divided by a temperature (DSP, eq. 1-3)",
+         "linear": ": a 1×1 convolution from the U-Net's features to the class logits"}
 #: the U-Net backbone (MICCAI 2015)
 UNET = {"text": "Ronneberger, O., Fischer, P., Brox, T.: U-Net: Convolutional Networks for Biomedical Image "
                 "Segmentation. MICCAI 2015", "doi": "10.1007/978-3-319-24574-4_28"}
@@ -70,6 +74,7 @@ class ModelFacts:
     sample: str
     weights: list[str]
     dspseg_version: str
+    training: dict
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -89,6 +94,7 @@ def readme(f: ModelFacts) -> str:
     norm = _table(("channel", "mean", "std"), [(f"channel{i}", f"{m:.6g}", f"{s:.6g}")
                                                for i, (m, s) in enumerate(zip(f.mean, f.std))])
     classes = _table(("output channel", "class"), list(enumerate(f.classes)))
+    training = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in f.training.items() if v is not None) or "no settings recorded"
     return f"""# {f.name}
 
 Semantic segmentation of 2D images into {len(f.classes)} classes, trained with
@@ -99,8 +105,7 @@ of annotation types (pixel masks, boxes, points, image-level labels, unannotated
 ## Model
 
 A U-Net (width {args.get("width")}, {args.get("levels")} resolution levels; Ronneberger et al. 2015)
-with a `{head}` head{f" ({head_kwargs})" if head_kwargs else ""}: the prototype head scores each
-pixel by its cosine similarity to learned class prototypes, divided by a temperature. Weights:
+with a `{head}` head{f" ({head_kwargs})" if head_kwargs else ""}{HEADS.get(head, "")}. Weights:
 {", ".join(f"`{w}`" for w in f.weights)} (the same model; ONNX converted from the state dict).
 The `pytorch_state_dict` architecture is `dspseg_model.py`, dspseg's model code in one file that needs
 only PyTorch.
@@ -152,6 +157,10 @@ split of its dataset during training (dspseg's validation, all classes). The pac
 that the package reproduces dspseg. To validate on data with masks, run
 `dspseg evaluate RUN DATA --split test` on the run (per-class Dice), or compare `argmax(logits)`
 with your masks.
+
+## Training
+
+Method `{f.method}`, {f.step} optimiser steps (checkpoint `{f.checkpoint}`); {training}.
 
 ## Training data
 

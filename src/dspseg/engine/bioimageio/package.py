@@ -239,7 +239,9 @@ def export_bioimageio(run: str | Path, out: str | Path, data: str | Path | None,
                        best_metric=state.get("best_metric"), dataset=dataset, split_counts=splits,
                        annotation_counts=kinds, dtype=dtype, divide_by=divide_by, mean=list(norm.mean),
                        std=list(norm.std), multiple=multiple, tile=loaded.tile, sample=sample.source,
-                       weights=["pytorch_state_dict", "onnx"], dspseg_version=__version__)
+                       weights=["pytorch_state_dict", "onnx"], dspseg_version=__version__,
+                       training={k: cfg.get(k) for k in ("batch_size", "crop_size", "lr", "weight_decay", "precision",
+                                                         "seed", "method_options")})
     out.parent.mkdir(parents=True, exist_ok=True)
     with new_folder(out, "bioimageio") as tmp:
         folder = tmp / slug(name)
