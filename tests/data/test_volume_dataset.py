@@ -219,6 +219,29 @@ def test_validate_names_the_file_field_and_fix_of_more_bad_references(volume_dir
     assert p.field == field and words in p.message and p.fix.startswith(fix) and p.file and "\n" not in str(p), str(p)
 
 
+def test_validate_names_a_label_volume_that_stops_answering(volume_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A chunk read that fails (a connection reset by a remote store) is one sentence on the record's
+    mask, not a crash or "a bug in dspseg"."""
+    import shutil
+
+    from dspseg.data.volumes.zarrs import ZarrVolume
+
+    shutil.copytree(volume_dir / "cell.ome.zarr", tmp_path / "cell.ome.zarr")  # chunks not in the shared cache
+    load = ZarrVolume._load
+
+    def flaky(self, index):
+        if "labels" in (self.ref.array or ""):
+            raise ConnectionResetError("Connection reset by peer")
+        return load(self, index)
+
+    monkeypatch.setattr(ZarrVolume, "_load", flaky)
+    raw = {"format": "dspseg/2", "classes": SYNTH_CLASSES, "images": [
+        {"volume": IMAGE, "index": 3, "mask": {"volume": LABELS}}]}
+    (p,) = _validate_problems(tmp_path, "dataset.json", raw)
+    assert p.field == "mask.volume.url" and "section 3: cannot read it (ConnectionResetError" in p.message
+    assert p.fix.startswith("check the path") and "bug" not in str(p)
+
+
 def test_a_label_volume_keeps_its_own_ids_through_classes(volume_dir: Path) -> None:
     """``mask.classes`` maps stored label values to classes; every other value is unannotated."""
     labels = open_volume({"url": str(volume_dir / "cell.ome.zarr"), "array": "labels/organelles"}, cache=ChunkCache())

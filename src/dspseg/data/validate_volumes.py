@@ -17,6 +17,7 @@ import numpy as np
 from dspseg.data.manifest import ImageRecord
 from dspseg.data.volume_records import VolumeMask, resolve_ref
 from dspseg.data.volumes import Volume, VolumeRef, open_volume
+from dspseg.data.volumes.stores import is_remote_failure, unreadable
 from dspseg.errors import PathEscapeError, VolumeError
 
 _MIN_SIDE = 16
@@ -87,7 +88,15 @@ class VolumeChecks:
             self.add(where, field, reason, fix)
         if problems:
             return (1, h, w), None
-        return (1, h, w), rec.mask.class_ids(labels.section(axis, rec.index), self.m.classes, self.m.ignore_index)
+        try:
+            stored = labels.section(axis, rec.index)
+        except Exception as e:  # noqa: BLE001 - a store that stops answering is the user's to fix, not a bug
+            if not (isinstance(e, OSError) or is_remote_failure(rec.mask.volume, e)):
+                raise
+            bad = unreadable(rec.mask.volume, e)
+            self.add(where, "mask.volume.url", f"section {rec.index}: {bad.reason}", bad.fix, file=bad.where)
+            return (1, h, w), None
+        return (1, h, w), rec.mask.class_ids(stored, self.m.classes, self.m.ignore_index)
 
     def _labels_agree(self, where: str, image: Volume, labels: Volume, url: str) -> bool:
         """Whether the label volume has the image's size and voxel size along every spatial axis."""
