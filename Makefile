@@ -16,6 +16,7 @@ $(BIN)/dspseg: pyproject.toml
 	touch $(BIN)/dspseg
 
 setup: $(BIN)/dspseg
+	@bash scripts/install_display_libs.sh  # Xvfb + Qt/OpenGL libraries for the napari tests (as root)
 
 demo: setup
 	$(BIN)/dspseg demo --out demo-output
