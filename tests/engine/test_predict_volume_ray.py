@@ -73,10 +73,17 @@ def test_ray_tasks_write_the_single_process_output_and_stop_cleanly(setup: tuple
         assert np.array_equal(ours[name], theirs[name]), name
 
 
-def test_bad_backend_options_are_one_sentence(setup: tuple[Path, Path], tmp_path: Path) -> None:
+def test_backend_and_thread_options(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
     run, cell = setup
     with pytest.raises(UserError, match="--backend must be local or ray, got 'dask'"):
         predict_volume(run, str(cell), tmp_path / "a.ome.zarr", backend="dask")
     with pytest.raises(UserError, match="--address is for --backend ray"):
         predict_volume(run, str(cell), tmp_path / "b.ome.zarr", address="auto")
-    assert not (tmp_path / "a.ome.zarr").exists() and not (tmp_path / "b.ome.zarr").exists()
+    with pytest.raises(UserError, match="--threads must be at least 1, got 0"):
+        predict_volume(run, str(cell), tmp_path / "c.ome.zarr", threads=0)
+    assert not any((tmp_path / name).exists() for name in ("a.ome.zarr", "b.ome.zarr", "c.ome.zarr"))
+    torch.set_num_threads(2)  # conftest's one_thread fixture restores the suite's setting
+    predict_volume(run, str(cell), tmp_path / "d.ome.zarr", threads=1, **OPTS)
+    assert torch.get_num_threads() == 2  # the process's own setting comes back

@@ -146,6 +146,9 @@ def predict(
     address: Optional[str] = typer.Option(None, "--address", help="VOLUME, --backend ray: the Ray cluster to join "
                                           "(e.g. auto or HEAD:6379); OUT, RUN and VOLUME must be on storage every "
                                           "node sees."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for PyTorch (default: all "
+                                          "cores); with --backend ray, of each Ray task (default 1 on a local "
+                                          "instance). Equal counts give probabilities equal to the last bit."),
 ) -> None:
     """Segment new images with a trained run: one label TIFF per input, same height and width.
 
@@ -173,8 +176,12 @@ def predict(
             with stop_on_signals():  # SIGTERM / SIGHUP stop like Ctrl-C: tasks cancelled, a local Ray instance stopped
                 predict_volume(run, ref, out, axes=axes, block=sizes, levels=levels, probabilities=probabilities,
                                tile=tile, checkpoint=checkpoint, overwrite=overwrite, console=console,
-                               backend=backend, workers=workers, address=address)
+                               backend=backend, workers=workers, address=address, threads=threads)
             return
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         written = predict_files(run, inputs, out, overlay=overlay, tile=tile, checkpoint=checkpoint,
                                 overwrite=overwrite, console=console)
         console.print(f"wrote {len(written)} label image(s) to {out}", highlight=False)

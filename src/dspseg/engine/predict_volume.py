@@ -206,8 +206,11 @@ def predict_volume(run: str | Path, volume: Any, out: str | Path, axes: str = "x
     Returns ``{"computed": blocks predicted now, "skipped": blocks kept from an earlier run, "levels": n}``
     (pyramid blocks included). ``on_block(computed)`` is called after each block written (tests
     use it to stop a run part-way). ``backend="ray"`` writes the blocks as Ray tasks
-    (:mod:`dspseg.engine.predict_volume_ray`: ``workers``, ``address``, ``threads``); the output is
-    the same. UserError (one sentence) for a bad volume, run, option or output.
+    (:mod:`dspseg.engine.predict_volume_ray`: ``workers``, ``address``); the labels are the same.
+    ``threads``: torch CPU threads of this process (local) or of each CPU task (ray; default 1 on a
+    local instance). Probabilities are equal to the last bit where the thread counts are equal (a
+    CPU's sums are split by thread; another count moves a probability by about 1e-7, which can change
+    a label only at an exact tie). UserError (one sentence) for a bad volume, run, option or output.
     """
     from dspseg.fslock import folder_lock
 
@@ -215,6 +218,8 @@ def predict_volume(run: str | Path, volume: Any, out: str | Path, axes: str = "x
         raise UserError(f"--backend must be local or ray, got '{backend}'")
     if address and backend != "ray":
         raise UserError("--address is for --backend ray; drop it or add --backend ray")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"--out {out} is a file; give a new folder for the label image, e.g. seg.ome.zarr")
@@ -231,9 +236,16 @@ def predict_volume(run: str | Path, volume: Any, out: str | Path, axes: str = "x
 
             write_on_ray(job, todo, progress, workers, address, threads)
         else:
-            for k, lo, hi in todo:
-                writer.write(k, lo, hi)
-                progress.block_done()
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads or before)
+            try:
+                for k, lo, hi in todo:
+                    writer.write(k, lo, hi)
+                    progress.block_done()
+            finally:
+                torch.set_num_threads(before)
     console.print(f"wrote {out} ({counts['computed']} block(s) computed, {counts['skipped']} kept from an earlier run)",
                   highlight=False, soft_wrap=True)
     return counts
@@ -301,19 +313,24 @@ def _prepare(run: Any, volume: Any, out: Path, axes: str, block: tuple[int, ...]
 
 class Progress:
     """Counts the blocks written and prints one line per block: blocks done of all, and the time left
-    at the rate of this run's blocks (parallel workers included); then calls ``on_block(computed)``."""
+    at the rate of this run's blocks since its first (parallel workers included; the start-up before
+    the first block — loading the model, starting Ray workers — left out); then ``on_block(computed)``."""
 
     def __init__(self, console: Any, counts: dict[str, int], total: int,
                  on_block: Callable[[int], None] | None = None) -> None:
         self.console, self.counts, self.total, self.on_block = console, counts, total, on_block
-        self.started = time.monotonic()
+        self.started = self.first = time.monotonic()
 
     def block_done(self) -> None:
         self.counts["computed"] += 1
-        done = self.counts["computed"] + self.counts["skipped"]
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.counts["computed"] * (self.total - done)
-        self.console.print(f"block {done}/{self.total} ({100 * done // self.total} %), {elapsed:.0f} s, "
-                           f"about {eta:.0f} s left", highlight=False)
+        done, now = self.counts["computed"] + self.counts["skipped"], time.monotonic()
+        if self.counts["computed"] == 1:
+            self.first = now
+        elapsed, since_first = now - self.started, now - self.first
+        left = ""  # no rate before a second block: the first one carries the start-up
+        if self.counts["computed"] > 1:
+            left = f", about {since_first / (self.counts['computed'] - 1) * (self.total - done):.0f} s left"
+        self.console.print(f"block {done}/{self.total} ({100 * done // self.total} %), {elapsed:.0f} s{left}",
+                           highlight=False)
         if self.on_block is not None:
             self.on_block(self.counts["computed"])

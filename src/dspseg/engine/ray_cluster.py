@@ -3,8 +3,8 @@
 Used by the sweep's :class:`~dspseg.study.backends.RayBackend` (one training run per task) and by
 ``dspseg predict ... --backend ray`` (:mod:`dspseg.engine.predict_volume_ray`, one volume block
 per task). ``address`` joins an existing cluster (``ray start --head`` on the head node, then
-``HEAD:6379`` or ``auto``); without it a local Ray instance with ``workers`` CPUs is started, and
-:meth:`RayCluster.close` stops it. A task takes one GPU where the cluster has GPUs, else
+``HEAD:6379`` or ``auto``); without it a new local Ray instance with ``workers`` CPUs is started
+(even where ``ray start`` left a cluster running on this machine), and :meth:`RayCluster.close` stops it. A task takes one GPU where the cluster has GPUs, else
 ``threads`` CPUs (torch threads of the task). Ray is the optional extra ``dspseg[ray]``.
 
     >>> cluster = RayCluster(workers=2)                     # doctest: +SKIP
@@ -40,8 +40,8 @@ class RayCluster:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
                 kwargs["address"] = address
-            else:
-                kwargs["num_cpus"] = max(1, int(workers))
+            else:  # "local": a new instance, never a cluster `ray start` left running on this machine
+                kwargs.update(address="local", num_cpus=max(1, int(workers)))
             try:
                 ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
