@@ -8,15 +8,9 @@ import pytest
 from dspseg.advise.estimate import estimate, interior, objects, outside_boxes, presence
 from dspseg.costs import AnnotationCosts
 from dspseg.vocabulary import Kind
+from advise_common import one_hot
 
 COSTS = AnnotationCosts()
-
-
-def one_hot(labels: np.ndarray, n: int, confidence: float = 0.98) -> np.ndarray:
-    """(C, H, W) probabilities: ``confidence`` on the label, the rest spread over the others."""
-    p = np.full((n, *labels.shape), (1 - confidence) / (n - 1), np.float32)
-    np.put_along_axis(p, labels[None], confidence, axis=0)
-    return p
 
 
 def scene() -> np.ndarray:

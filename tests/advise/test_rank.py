@@ -11,7 +11,7 @@ from dspseg.advise.plan import Candidate, choose
 from dspseg.advise.rank import STRENGTH, can_ask, greedy, rarity_weights
 from dspseg.costs import AnnotationCosts
 from dspseg.vocabulary import KINDS, Kind
-from test_estimate import one_hot
+from advise_common import one_hot
 
 COSTS = AnnotationCosts()
 
