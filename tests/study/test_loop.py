@@ -133,6 +133,8 @@ def test_bad_options_are_one_sentence(tmp_path, finished):
     assert r.exit_code == 2 and "holds a loop with other train options lr 6e-05 (now 1.0)" in r.output
     r = CliRunner().invoke(app, ["study", "loop", "--data", str(tmp_path), "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "holds no dataset.json" in r.output
+    r = loop(data, tmp_path / "x", "--hours-per-round", "0")
+    assert r.exit_code == 2 and "--hours-per-round must be above 0 hours" in r.output
     r = loop(data, tmp_path / "z", "--method", "basic")
     assert r.exit_code == 2 and "does not learn from box, point, image" in r.output
     assert np.all([not (tmp_path / n).exists() for n in ("x", "z")])

@@ -170,6 +170,8 @@ def loop(
         if not (data / "dataset.json").is_file() and not (data.is_file() and data.suffix == ".json"):
             raise UserError(f"--data {data} holds no dataset.json; give a fully masked dataset folder "
                             "(e.g. from dspseg synth)")
+        if hours_per_round <= 0:
+            raise UserError("--hours-per-round must be above 0 hours")
         try:
             spec = LoopSpec(data=str(data.resolve()), start_acr=start_acr, rounds=rounds,
                             hours_per_round=hours_per_round,
@@ -180,8 +182,6 @@ def loop(
             errors = getattr(e, "errors", None)
             msg = "; ".join(str(x["msg"]).removeprefix("Value error, ") for x in errors()) if errors else str(e)
             raise UserError(msg) from None
-        if hours_per_round <= 0:
-            raise UserError("--hours-per-round must be above 0 hours")
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file; give a folder for the loop")
         with folder_lock(out):
