@@ -266,7 +266,6 @@ def _volume_url(source: str, dataset: str, out: Path) -> str:
     return f"{dataset}/{dataset}.zarr" if rel == "." else f"{rel}/{dataset}/{dataset}.zarr"
 
 
-
 def _classes_of_ids(planned: list[_Crop], kept: list[str], lut: np.ndarray) -> dict[str, list[int]]:
     """Kept class -> the COSEM ids of the imported crops merged into it (a record's ``mask.classes``)."""
     ids = sorted({i for c in planned for i in c.ids if 0 <= i < len(lut)})
@@ -335,10 +334,11 @@ def import_openorganelle(dataset: str, out: str | Path, source: str = DEFAULT_SO
         names = [CLASSES[i] for i in sorted(set(np.unique(c.merged).tolist()) - {IGNORE})]
         infos.append(CropInfo(c.name, c.label.path, c.raw.path, c.raw.scale, tuple(c.offset.tolist()),
                               tuple(c.merged.shape), c.merged.shape[0], names))
+        box = ""
         if as_volumes:
             records += _volume_records(c, url, z_step, id_classes)
+            box = f"region {records[-1].volume.region.text()} of "
         if progress is not None:
-            box = f"region z{c.offset[0]}.., y{c.offset[1]}.., x{c.offset[2]}.. of " if as_volumes else ""
             progress(f"{c.name}: {c.merged.shape[0]} sections of {c.merged.shape[1]}x{c.merged.shape[2]} px at "
                      f"{c.raw.scale[2]:g} nm ({box}raw {c.raw.path}, labels {c.label.path}), classes: {', '.join(names)}")
     provenance = {"dataset": dataset, "source": source, "root": root, "min_crops": min_crops, "z_step": z_step,
