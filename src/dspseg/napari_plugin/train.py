@@ -99,6 +99,7 @@ class TrainWidget(Container):
         self.bridge.line.connect(self._on_line)
         self.train.changed.connect(self.start)
         self.cancel.changed.connect(self.stop)
+        self.native.destroyed.connect(lambda *_: self._closed())
 
     # ------------------------------------------------------------------------------ running
 
@@ -164,6 +165,19 @@ class TrainWidget(Container):
         if self.worker is not None:
             self._stop.set()
             self.status.value = "stopping after this step ..."
+
+    def _closed(self) -> None:
+        """The widget is gone (its viewer closed): a running run stops after its step, resumable, and
+        reports to nothing."""
+        self._stop.set()
+        signals = [self.bridge.step, self.bridge.row, self.bridge.line]
+        if self.worker is not None:
+            signals += [self.worker.returned, self.worker.errored]
+        for signal in signals:
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass  # nothing connected
 
     # ------------------------------------------------------------------------------ main thread
 
