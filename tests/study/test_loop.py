@@ -63,7 +63,7 @@ def test_every_strategy_runs_every_round_from_one_start(finished):
             assert f"runs/{previous}" in (out / r["run"] / "config.yaml").read_text()
     assert (out / "loop.png").stat().st_size > 0
     report = (out / "report.md").read_text()
-    assert "| `advisor` |" in report and "`advisor` against the others after round 2" in report
+    assert "| `advisor` |" in report and "`advisor` against the others, paired per split" in report
 
 
 def test_hours_never_exceed_the_budget_and_the_oracle_answers_what_was_asked(finished):

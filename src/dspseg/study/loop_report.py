@@ -111,7 +111,8 @@ def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str
         lines.append("")
     lines += ["Cells: test mean Dice (hours annotated in the loop so far, actual cost).", "",
               "## Requests answered, all splits and rounds", "",
-              "| strategy | masks | boxes | points | image labels | skipped | hours spent | strategy's estimate |",
+              "| strategy | masks | boxes | points | image labels | skipped | hours spent, mean per split | "
+              "strategy's estimate of them |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     last = max(rounds) if rounds else 0
     for s in spec.strategies:
@@ -119,22 +120,24 @@ def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str
         total = {c: sum(r[c] or 0 for r in mine) for c in ("requests_mask", "requests_box", "requests_point",
                                                               "requests_image", "requests_skipped")}
         ends = [r for r in rows if r["strategy"] == s and r["round"] == last]
-        spent = sum(r["hours_spent"] for r in ends)
-        est = sum(r["hours_estimated"] for r in ends)
+        spent = sum(r["hours_spent"] for r in ends) / max(1, len(ends))
+        est = sum(r["hours_estimated"] for r in ends) / max(1, len(ends))
         lines.append(f"| `{s}` | {total['requests_mask']} | {total['requests_box']} | {total['requests_point']} | "
                      f"{total['requests_image']} | {total['requests_skipped']} | {spent:.3f} | {est:.3f} |")
-    if FOCUS in spec.strategies and last > 0:
-        lines += ["", f"## `{FOCUS}` against the others after round {last}, paired per split (Dice points)", "",
-                  "| baseline | per split | mean | wins |", "|---|---|---:|---:|"]
+    later = [r for r in rounds if r > 0]
+    if FOCUS in spec.strategies and later:
+        lines += ["", f"## `{FOCUS}` against the others, paired per split (Dice points)", "",
+                  "| baseline | " + " | ".join(f"round {r}" for r in later) + " |", "|---|" + "---:|" * len(later)]
         for s in spec.strategies:
             if s == FOCUS:
                 continue
-            d = paired(rows, FOCUS, s, last)
-            if not d:
-                continue
-            values = [v for _, v in d]
-            lines.append(f"| `{s}` | " + " / ".join(f"{v:+.1f}" for v in values) +
-                         f" | {sum(values) / len(values):+.1f} | {sum(v > 0 for v in values)}/{len(values)} |")
+            cells = []
+            for rnd in later:
+                values = [v for _, v in paired(rows, FOCUS, s, rnd)]
+                cells.append(" / ".join(f"{v:+.1f}" for v in values) + f" = {sum(values) / len(values):+.1f} "
+                             f"({sum(v > 0 for v in values)}/{len(values)} wins)" if values else "")
+            lines.append(f"| `{s}` | " + " | ".join(cells) + " |")
+        lines += ["", "Cells: splits in order, then their mean and the splits where the advisor is above."]
     return "\n".join(lines) + "\n"
 
 
