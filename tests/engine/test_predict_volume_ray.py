@@ -1,20 +1,22 @@
-"""``predict_volume(..., backend="ray")`` on a local Ray instance of 2 workers: the blocks written by Ray
+"""``dspseg predict ... --backend ray`` on a local Ray instance of 2 workers: the blocks written by Ray
 tasks equal the single-process output (every level and the probabilities), the progress shows the
-time left, and a stop (Ctrl-C in the driver) cancels the tasks and stops the local instance, its
-processes included; the folder then resumes."""
+time left, and a stop (SIGTERM, handled as Ctrl-C) cancels the tasks and stops the local instance,
+its processes included; the folder then resumes."""
 
 from __future__ import annotations
 
-import io
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 import zarr
-from rich.console import Console
+from typer.testing import CliRunner
 
-from dspseg.engine.predict_volume import DONE, predict_volume
+from dspseg.cli import app
+from dspseg.engine.predict_volume import DONE, Progress, predict_volume
 from dspseg.engine.trainer import train
 from dspseg.errors import UserError
 from engine_common import make_easy_dataset, tiny_cfg
@@ -39,33 +41,40 @@ def _arrays(out: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_ray_tasks_write_the_single_process_output_and_stop_cleanly(setup: tuple[Path, Path], tmp_path: Path) -> None:
+def test_ray_tasks_write_the_single_process_output_and_stop_cleanly(setup: tuple[Path, Path], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dspseg predict ... --backend ray --workers 2` stopped by SIGTERM (as `kill` or a scheduler stops it;
+    Ctrl-C takes the same path) once both pyramid levels have started on Ray, then resumed in this process."""
     run, cell = setup
     local = tmp_path / "local.ome.zarr"
     total = predict_volume(run, str(cell), local, **OPTS)["computed"]
     out = tmp_path / "ray.ome.zarr"
     ray_processes: list[psutil.Process] = []
     before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. pytest-xvfb's X server
+    block_done = Progress.block_done
 
-    def stop(computed: int) -> None:
-        if computed == 1:  # the local instance is up: the processes it started (GCS, raylet, workers)
+    def then_stop(progress: Progress) -> None:
+        block_done(progress)
+        if progress.counts["computed"] == 1:  # the local instance is up: the processes it started
             ray_processes.extend(p for p in psutil.Process().children(recursive=True) if p.pid not in before)
-        if computed == total - 2:  # both pyramid levels started on Ray; Ctrl-C before the end
-            raise KeyboardInterrupt
+        if progress.counts["computed"] == total - 2:
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    printed = io.StringIO()
-    with pytest.raises(KeyboardInterrupt):
-        predict_volume(run, str(cell), out, backend="ray", workers=2, on_block=stop,
-                       console=Console(file=printed, width=200), **OPTS)
+    monkeypatch.setattr(Progress, "block_done", then_stop)
+    result = CliRunner().invoke(app, ["predict", str(run), str(cell), "--out", str(out), "--tile", "32", "--block",
+                                      "4,32,16", "--levels", "2", "--probabilities", "--backend", "ray", "--workers", "2"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted; the files written so far are kept" in result.output
+    assert f"block {total - 2}/{total} (" in result.output and "s left" in result.output
     assert not ray.is_initialized()
     assert len(ray_processes) >= 3  # GCS, raylet and the task workers at least
     _, alive = psutil.wait_procs(ray_processes, timeout=30)
     assert not alive, [p.cmdline()[:2] for p in alive]
-    assert f"block {total - 2}/{total} (" in printed.getvalue() and "s left" in printed.getvalue()
     written = sum(1 for p in (out / DONE).rglob("*_*_*"))
     assert total - 2 <= written <= total
     assert len(list((out / DONE / "s1").iterdir())) >= 2  # pyramid blocks written by Ray tasks
 
+    monkeypatch.undo()
     resumed = predict_volume(run, str(cell), out, **OPTS)  # resumed here: the same folder, the same rules
     assert resumed["skipped"] == written and resumed["computed"] == total - written
     ours, theirs = _arrays(out), _arrays(local)

@@ -14,10 +14,22 @@ per task). ``address`` joins an existing cluster (``ray start --head`` on the he
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from dspseg.errors import UserError
+
+
+def _stop_handlers() -> dict[int, Any]:
+    """The Python handlers of SIGTERM and SIGHUP now (main thread only), to put back after ``ray.init``:
+    a command that stops cleanly on them (``stop_on_signals``) keeps doing so once Ray is up."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    handlers = {getattr(signal, n): signal.getsignal(getattr(signal, n)) for n in names}
+    return {sig: h for sig, h in handlers.items() if h is not None}
 
 
 class RayCluster:
@@ -42,11 +54,15 @@ class RayCluster:
                 kwargs["address"] = address
             else:  # "local": a new instance, never a cluster `ray start` left running on this machine
                 kwargs.update(address="local", num_cpus=max(1, int(workers)))
+            saved = _stop_handlers()
             try:
                 ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise UserError(f"cannot reach the Ray cluster at --address {address}: {str(e).splitlines()[0]}; "
                                 "start it with `ray start --head` or leave --address out for a local instance") from None
+            finally:
+                for sig, handler in saved.items():  # Ray's core replaces them with a stack dump and abort
+                    signal.signal(sig, handler)
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
         cpus = int(resources.get("CPU", 1))
