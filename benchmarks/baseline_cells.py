@@ -2,6 +2,7 @@
 
     python benchmarks/baseline_cells.py STUDY --methods clsbranch,pointbranch --losers
     python benchmarks/baseline_cells.py STUDY --runs runs/point/acr8/split1/pointbranch,extra/pb-seed1
+    python benchmarks/baseline_cells.py STUDY --methods clsbranch,pointbranch --summary
 
 For every chosen run of the sweep folder STUDY (``dspseg sweep``; ``--losers``: only the runs whose
 test mean Dice in ``results.csv`` is below their ``basic`` initialisation's) and the ``basic`` run
@@ -16,6 +17,9 @@ included: the numbers of ``results.csv``). Printed per run:
   resampled images for both models, ``--boot`` resamples): its 95 % interval and the share of
   resamples below zero — whether the loss is larger than what the choice of test images alone moves;
 * per class, the test Dice of both and the number of test and val images holding the class.
+
+``--summary`` prints one row per run instead (init val / test, the run's best val / test, its last
+test, the two differences and the bootstrap), for the whole set of cells at once.
 
 ``--runs`` scores run folders outside STUDY too (reruns with other seeds or options, e.g. made by
 ``dspseg train --init STUDY/runs/shared/acr8/split1/basic``): each is paired with the init named in
@@ -120,6 +124,7 @@ def main() -> None:
                         "instead of results.csv's rows")
     parser.add_argument("--data", type=Path, default=None, help="dataset of --runs outside results.csv")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--summary", action="store_true", help="one row per run")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -141,6 +146,10 @@ def main() -> None:
             cache[key] = score(run, which, data, split)
         return cache[key]
 
+    if args.summary:
+        print("| run | init val / test | run best: step, val / test | run last test | best − init: val, test "
+              "| test 95 % (bootstrap) | P(Δ < 0) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
     for rel in runs:
         run = rel if rel.is_absolute() else args.study / rel
         data = args.data or args.study / data_of.get(str(rel), "")
@@ -152,6 +161,11 @@ def main() -> None:
         (bv, val_present), (bt, _) = cached(run, "best", data, "val"), cached(run, "best", data, "test")
         (lv, _), (lt, _) = cached(run, "last", data, "val"), cached(run, "last", data, "test")
         lo, hi, below = bootstrap(bt, it, args.boot)
+        if args.summary:
+            print(f"| {rel} | {iv.mean():.3f} / {it.mean():.3f} | {bt.step}, {bv.mean():.3f} / {bt.mean():.3f} | "
+                  f"{lt.mean():.3f} | {100 * (bv.mean() - iv.mean()):+.1f}, {100 * (bt.mean() - it.mean()):+.1f} | "
+                  f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {below:.2f} |", flush=True)
+            continue
         print(f"\n### {rel}  (init {init})\n")
         print(f"validation curve: {val_curve(run)}\n")
         print("| checkpoint | step | val Dice | test Dice | test − val |")
