@@ -96,3 +96,22 @@ def test_backend_and_thread_options(setup: tuple[Path, Path], tmp_path: Path) ->
     torch.set_num_threads(2)  # conftest's one_thread fixture restores the suite's setting
     predict_volume(run, str(cell), tmp_path / "d.ome.zarr", threads=1, **OPTS)
     assert torch.get_num_threads() == 2  # the process's own setting comes back
+
+
+def test_a_failed_task_is_one_sentence() -> None:
+    """What ``ray.get`` raises for a task that failed: the task's own user error as it is, anything else
+    as one sentence naming the block, what went wrong and how to go on."""
+    from ray.exceptions import RayTaskError
+
+    from dspseg.engine.predict_volume_ray import _failure
+    from dspseg.errors import VolumeError
+
+    def raised(cause: Exception) -> Exception:
+        return RayTaskError("_write_block", "Traceback (most recent call last):\n  ...", cause).as_instanceof_cause()
+
+    unreadable = VolumeError("/data/cell.ome.zarr", "url", "no such folder on this node", "put it on shared storage")
+    assert _failure(raised(unreadable), 0, (0, 0, 0)) is unreadable
+    e = _failure(raised(OSError("[Errno 28] No space left on device")), 1, (4, 0, 16))
+    assert isinstance(e, UserError) and "\n" not in str(e)
+    assert str(e).startswith("the Ray task writing block 4_0_16 of level s1 failed (OSError: [Errno 28] No space left")
+    assert str(e).endswith("then run the same command again to resume")
