@@ -28,8 +28,8 @@ from dspseg.napari_plugin.layers import label_colours, label_features, labels_dt
 from dspseg.napari_plugin.messages import sentence
 from dspseg.napari_plugin.to_dataset import add_to_dataset
 
-HOW_LABELS = ("Labels: value k marks class k of the list (1 = the first); 0 (the eraser) marks pixels\n"
-              "not annotated, which training ignores. Shapes/Points: class = the 'class' feature,\n"
+HOW_LABELS = ("Labels: value k marks class k of the list (1 = the first); 0 (the eraser) marks pixels "
+              "not annotated, which training ignores. Shapes/Points: class = the 'class' feature, "
               "else the layer's name.")
 
 
@@ -60,8 +60,10 @@ class AnnotateWidget(Container):
         self.add = PushButton(text="Add to dataset")
         self.output = TextEdit(label="outcome")
         self.output.read_only = True
+        how = Label(value=HOW_LABELS)
+        how.native.setWordWrap(True)
         self.extend([self.image, self.labels_layer, self.shapes, self.points, self.dataset, self.classes, self.tags,
-                     Label(value=HOW_LABELS), self.new_labels, self.add, self.output])
+                     how, self.new_labels, self.add, self.output])
         self.dataset.changed.connect(self._dataset_changed)
         self.classes.changed.connect(self._classes_changed)
         self.image.changed.connect(self._image_changed)

@@ -36,6 +36,7 @@ class PredictWidget(Container):
         self.tile = SpinBox(label="tile", min=16, max=8192, value=256, tooltip="tile side for larger images")
         self.go = PushButton(text="Segment")
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # a long sentence wraps; the dock keeps its width
         self.extend([self.run, self.checkpoint, self.image, self.tile, self.go, self.status])
         self.go.changed.connect(self.start)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):

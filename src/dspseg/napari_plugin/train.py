@@ -85,6 +85,7 @@ class TrainWidget(Container):
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # a long sentence wraps; the dock keeps its width
         self.log = TextEdit(label="log")
         self.log.read_only = True
         self.plot = ProgressPlot()
