@@ -179,7 +179,8 @@ class BlockWriter:
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         if level == 0:
             p = self._predict(lo, hi)
-            self.label["s0"][box] = p.argmax(0).numpy().astype(self.label["s0"].dtype)
+            # numpy's argmax over the class axis: torch's (over dim 0) took 4x longer, 18 % of a CPU prediction
+            self.label["s0"][box] = np.argmax(p.numpy(), axis=0).astype(self.label["s0"].dtype)
             if self.probs is not None:
                 self.probs[(slice(None), *box)] = p.numpy()
         else:

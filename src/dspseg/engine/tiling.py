@@ -19,7 +19,9 @@ that pixel only) the result equals running the model on the whole image.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +44,12 @@ def gaussian_window(tile: int, sigma_scale: float = 1 / 8, floor: float = 1e-3) 
     g = torch.exp(-0.5 * (coords / max(tile * sigma_scale, 1e-6)) ** 2)
     w = torch.outer(g, g)
     return (w / w.max()).clamp_min(floor).float()
+
+
+@functools.lru_cache(maxsize=8)
+def _window(tile: int) -> Tensor:
+    """:func:`gaussian_window` of ``tile``, computed once per size (shared: never modified in place)."""
+    return gaussian_window(tile)
 
 
 def _logits(model: nn.Module, batch: Tensor) -> Tensor:
@@ -108,30 +116,42 @@ def blend_windows(model: nn.Module, image: Tensor, windows: list[tuple[int, int]
     (top-left ``(y, x)``, inside ``image`` (Cin, H, W)); pixels no window covers are nan.
 
     :func:`predict_tiled` runs it on the whole (padded) image; whole-volume prediction
-    (:mod:`dspseg.engine.volume_blocks`) on the part of a section holding the windows that reach
-    into one block, so a block's voxels equal those of the whole section, whatever the block size.
+    (:mod:`dspseg.engine.volume_blocks`) blends the same way the windows that reach into one block
+    (:func:`window_probs`, some of them kept from a neighbouring block), so a block's voxels equal
+    those of the whole section, whatever the block size.
     """
     ph, pw = image.shape[-2:]
-    window = gaussian_window(tile).to(device)
-    window_out = window.to(image.device)
+    window_out = _window(tile).to(image.device)
     acc: Tensor | None = None  # (C, ph, pw) weighted probability sum, created once C is known
     wsum = torch.zeros(ph, pw, device=image.device)
+    for chunk, probs in window_probs(model, image, windows, tile, batch_size, device):
+        if acc is None:
+            acc = torch.zeros(probs.shape[1], ph, pw, device=image.device)
+        for (y, x), p in zip(chunk, probs):
+            acc[:, y : y + tile, x : x + tile] += p
+            wsum[y : y + tile, x : x + tile] += window_out
+    if acc is None:  # unreachable: callers pass at least one window
+        raise RuntimeError("blend_windows: no window was run")
+    return acc / wsum
+
+
+def window_probs(model: nn.Module, image: Tensor, windows: list[tuple[int, int]], tile: int, batch_size: int,
+                 device: torch.device) -> Iterator[tuple[list[tuple[int, int]], Tensor]]:
+    """Per batch of at most ``batch_size`` of ``windows``: the batch's windows and their class
+    probabilities weighted by the Gaussian window, ``softmax(logits) · w`` (b, C, tile, tile) on
+    ``image``'s device — what the blend adds. The model runs in eval mode without gradients on
+    ``device`` and gets its previous mode back when the iteration ends."""
+    window = _window(tile).to(device)
     was_training = model.training
-    model.eval()
+    if was_training:  # switching modes walks every module: only when needed (a volume calls this per section)
+        model.eval()
     try:
         with torch.no_grad():
             for i in range(0, len(windows), batch_size):
                 chunk = windows[i : i + batch_size]
                 batch = torch.stack([image[:, y : y + tile, x : x + tile] for y, x in chunk]).to(device)
                 probs = torch.softmax(_logits(model, batch).float(), dim=1) * window
-                probs = probs.to(image.device)
-                if acc is None:
-                    acc = torch.zeros(probs.shape[1], ph, pw, device=image.device)
-                for (y, x), p in zip(chunk, probs):
-                    acc[:, y : y + tile, x : x + tile] += p
-                    wsum[y : y + tile, x : x + tile] += window_out
+                yield chunk, probs.to(image.device)
     finally:
-        model.train(was_training)
-    if acc is None:  # unreachable: callers pass at least one window
-        raise RuntimeError("blend_windows: no window was run")
-    return acc / wsum
+        if was_training:
+            model.train()

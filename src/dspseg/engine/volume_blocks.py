@@ -7,7 +7,9 @@ Per section, the block's window is widened by a *halo*: exactly the 2D tiles of 
 tile grid (:func:`dspseg.engine.tiling.tile_starts`) that reach into the block, read and blended
 (:func:`dspseg.engine.tiling.blend_windows`) as on the whole section. So every voxel of a block equals
 the whole-section prediction of :func:`dspseg.engine.evaluate.predict_labels`, whatever the block
-size, and memory is one block's probabilities plus one section window (block + ≤ 1 tile a side):
+size, and memory is one block's probabilities plus one section window (block + ≤ 1 tile a side),
+plus the tiles a later block shares (:mod:`dspseg.engine.tile_reuse`: each tile runs through the
+model once, at most ``tile_bytes`` kept):
 
     along a side of length L > tile:   windows = {s in tile_starts(L) : s < hi and s + tile > lo}
     along a side of length L ≤ tile:   the whole side (padded to the tile as predict_tiled pads it)
@@ -24,7 +26,9 @@ from typing import Any
 
 import torch
 
-from dspseg.engine.tiling import _pad_to, blend_windows, tile_starts
+from dspseg.engine.tile_reuse import DEFAULT_BYTES as TILE_BYTES
+from dspseg.engine.tile_reuse import TileStore
+from dspseg.engine.tiling import _pad_to, gaussian_window, tile_starts, window_probs
 
 #: pass name → the axis its sections are taken along
 PASS_AXIS = {"xy": "z", "xz": "y", "yz": "x"}
@@ -49,14 +53,21 @@ class SectionPredictor:
     """Class probabilities of block windows of ``volume``'s sections with a loaded run.
 
     ``run`` is a :class:`~dspseg.engine.checkpoint.LoadedRun`; stored values are scaled by the one
-    rule (:func:`dspseg.data.intensity.to_unit`) and the run's normalisation.
+    rule (:func:`dspseg.data.intensity.to_unit`) and the run's normalisation. Tiles that a later
+    block also needs are kept in ``tiles`` (:class:`~dspseg.engine.tile_reuse.TileStore`, at most
+    ``tile_bytes``) and run through the model once; the block size is the largest block seen.
     """
 
-    def __init__(self, volume: Any, run: Any, tile: int, overlap: float, batch_size: int):
+    def __init__(self, volume: Any, run: Any, tile: int, overlap: float, batch_size: int,
+                 tile_bytes: int = TILE_BYTES):
         self.volume, self.run, self.tile, self.overlap, self.batch_size = volume, run, tile, overlap, batch_size
         self.norm = run.normalisation
         param = next(run.model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
+        self.tiles = TileStore(tile_bytes)
+        self._weight = gaussian_window(tile)
+        self._block: tuple[int, ...] = (1, 1, 1)
+        self._current: tuple[int, ...] = (0, 0, 0)
 
     def _input(self, axis: str, index: int, window: tuple[int, int, int, int]) -> torch.Tensor:
         from dspseg.data.intensity import to_unit
@@ -64,37 +75,83 @@ class SectionPredictor:
         stored = self.volume.section(axis, index, window=window)
         return torch.from_numpy(self.norm.apply(to_unit(stored)[None]))
 
+    def _last(self, axis: str, index: int, y: int, x: int, extent: tuple[int, int]) -> tuple[int, ...]:
+        """Grid coordinates of the last block (C order) that needs the section window at ``(y, x)``
+        of ``extent`` rows × columns (:mod:`dspseg.engine.tile_reuse`)."""
+        d = self.volume.spatial_axes.index(axis)
+        r, c = (k for k in range(3) if k != d)
+        rows, cols = self.volume.section_shape(axis)
+        last = [0, 0, 0]
+        last[d] = index // self._block[d]
+        last[r] = (min(y + extent[0], rows) - 1) // self._block[r]
+        last[c] = (min(x + extent[1], cols) - 1) // self._block[c]
+        return tuple(last)
+
     def section(self, axis: str, index: int, lo: tuple[int, int], hi: tuple[int, int]) -> torch.Tensor:
         """(C, hi[0] - lo[0], hi[1] - lo[1]) float32 probabilities of rows/cols ``[lo, hi)`` of a section."""
         rows, cols = self.volume.section_shape(axis)
         if rows <= self.tile and cols <= self.tile:
-            x = self._input(axis, index, (0, 0, rows, cols))
-            with torch.no_grad():
-                out = self.run.model(x[None].to(self.device))
-            logits = out["logits"] if isinstance(out, dict) else out
-            probs = torch.softmax(logits.float(), dim=1)[0].cpu()
+            key = (axis, index, "whole")
+            probs = self.tiles.get(key)
+            if probs is None:
+                x = self._input(axis, index, (0, 0, rows, cols))
+                with torch.no_grad():
+                    out = self.run.model(x[None].to(self.device))
+                logits = out["logits"] if isinstance(out, dict) else out
+                probs = torch.softmax(logits.float(), dim=1)[0].cpu()
+                self.tiles.put(key, probs, self._last(axis, index, 0, 0, (rows, cols)), self._current)
             return probs[:, lo[0]:hi[0], lo[1]:hi[1]]
-        r0, r1, ys = _span(rows, self.tile, self.overlap, lo[0], hi[0])
-        c0, c1, xs = _span(cols, self.tile, self.overlap, lo[1], hi[1])
-        x = self._input(axis, index, (r0, c0, r1 - r0, c1 - c0))
-        padded = _pad_to(x, max(r1 - r0, self.tile), max(c1 - c0, self.tile))
-        probs = blend_windows(self.run.model, padded, [(y, w) for y in ys for w in xs], self.tile,
-                              self.batch_size, self.device)
-        return probs[:, lo[0] - r0:hi[0] - r0, lo[1] - c0:hi[1] - c0]
+        r0, c0, windows = self._windows(rows, cols, lo, hi)
+        keys = [(axis, index, r0 + y, c0 + x) for y, x in windows]
+        probs = [self.tiles.get(k) for k in keys]
+        missing = [i for i, p in enumerate(probs) if p is None]
+        h, w = windows[-1][0] + self.tile, windows[-1][1] + self.tile  # the windows' extent (a short side padded)
+        if missing:
+            x = self._input(axis, index, (r0, c0, min(h, rows - r0), min(w, cols - c0)))
+            padded = _pad_to(x, h, w)
+            done = iter(missing)
+            for _, batch in window_probs(self.run.model, padded, [windows[i] for i in missing], self.tile,
+                                         self.batch_size, self.device):
+                for p in batch:
+                    i = next(done)
+                    probs[i] = p
+                    last = self._last(axis, index, r0 + windows[i][0], c0 + windows[i][1], (self.tile, self.tile))
+                    self.tiles.put(keys[i], p.clone(), last, self._current)
+        # blend inside the block only: each voxel sums the same tiles in the same order as the whole window would
+        a0, a1, b0, b1 = lo[0] - r0, hi[0] - r0, lo[1] - c0, hi[1] - c0
+        acc = torch.zeros(probs[0].shape[0], a1 - a0, b1 - b0)
+        wsum = torch.zeros(acc.shape[1:])
+        for (y, x), p in zip(windows, probs):
+            ys, ye, xs, xe = max(y, a0), min(y + self.tile, a1), max(x, b0), min(x + self.tile, b1)
+            if ys < ye and xs < xe:
+                acc[:, ys - a0:ye - a0, xs - b0:xe - b0] += p[:, ys - y:ye - y, xs - x:xe - x]
+                wsum[ys - a0:ye - a0, xs - b0:xe - b0] += self._weight[ys - y:ye - y, xs - x:xe - x]
+        return acc / wsum
+
+    def _windows(self, rows: int, cols: int, lo: tuple[int, int], hi: tuple[int, int]) -> tuple[int, int, list[tuple[int, int]]]:
+        """``(r0, c0, windows)``: the section's tiles reaching into rows/cols ``[lo, hi)``, top-left
+        relative to ``(r0, c0)`` (module docstring)."""
+        r0, _, ys = _span(rows, self.tile, self.overlap, lo[0], hi[0])
+        c0, _, xs = _span(cols, self.tile, self.overlap, lo[1], hi[1])
+        return r0, c0, [(y, x) for y in ys for x in xs]
 
     def block(self, lo: Sequence[int], hi: Sequence[int], passes: Sequence[str]) -> torch.Tensor:
         """(C, *block shape) float32: the probabilities of block ``[lo, hi)`` averaged over ``passes``."""
         spatial = self.volume.spatial_axes
+        self._block = tuple(max(b, h - l) for b, l, h in zip(self._block, lo, hi))
+        self._current = tuple(l // b for l, b in zip(lo, self._block))
         acc: torch.Tensor | None = None
-        for name in passes:
+        for n, name in enumerate(passes):
             axis = PASS_AXIS[name]
             d = spatial.index(axis)
             others = [k for k in range(3) if k != d]
             for index in range(lo[d], hi[d]):
                 p = self.section(axis, index, tuple(lo[k] for k in others), tuple(hi[k] for k in others))
                 if acc is None:
-                    acc = torch.zeros((p.shape[0], *[b - a for a, b in zip(lo, hi)]))
-                acc.select(1 + d, index - lo[d]).add_(p)
+                    acc = torch.empty((p.shape[0], *[b - a for a, b in zip(lo, hi)]))
+                out = acc.select(1 + d, index - lo[d])
+                out.copy_(p) if n == 0 else out.add_(p)  # the first pass fills every voxel
+        self.tiles.release(self._current)
         if acc is None:  # unreachable: a block has at least one section per pass
             raise RuntimeError("SectionPredictor.block: empty block")
-        return acc / len(passes)
+        return acc / len(passes) if len(passes) > 1 else acc
