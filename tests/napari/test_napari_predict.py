@@ -46,3 +46,10 @@ def test_segment_the_image_layer_like_the_command_line(make_napari_viewer, qtbot
     widget.go.native.click()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert widget.status.value.startswith("error:") and "no-run" in widget.status.value
+
+    closed = []
+    widget.native.destroyed.connect(lambda *_: closed.append(True))
+    viewer.window.remove_dock_widget(widget.native)
+    widget.native.deleteLater()
+    qtbot.waitUntil(lambda: bool(closed), timeout=10_000)
+    viewer.add_image(np.zeros((8, 8)), name="later")  # a closed widget no longer follows the layers

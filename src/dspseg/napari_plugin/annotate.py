@@ -41,6 +41,17 @@ def layer_choices(viewer: Any, kind: str, none: bool = False):
     return choices
 
 
+def follow_layers(widget: Container, viewer: Any) -> None:
+    """The widget's layer choices follow the viewer's layers, until the widget is closed."""
+    def reset(_event: Any = None) -> None:
+        widget.reset_choices()
+
+    events = (viewer.layers.events.inserted, viewer.layers.events.removed)
+    for event in events:
+        event.connect(reset)
+    widget.native.destroyed.connect(lambda *_: [event.disconnect(reset) for event in events])
+
+
 class AnnotateWidget(Container):
     """See the module docstring. ``result`` holds the last outcome (for scripts and tests)."""
 
@@ -69,8 +80,7 @@ class AnnotateWidget(Container):
         self.image.changed.connect(self._image_changed)
         self.new_labels.changed.connect(self.make_labels_layer)
         self.add.changed.connect(self.add_to_dataset)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(lambda _e: self.reset_choices())
+        follow_layers(self, viewer)
         self._image_changed(self.image.value)
 
     # ------------------------------------------------------------------------------ classes

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 
-from dspseg.napari_plugin.annotate import layer_choices
+from dspseg.napari_plugin.annotate import follow_layers, layer_choices
 from dspseg.napari_plugin.layers import label_colours, label_features, labels_from_classes
 from dspseg.napari_plugin.messages import show_error
 
@@ -39,8 +39,7 @@ class PredictWidget(Container):
         self.status.native.setWordWrap(True)  # a long sentence wraps; the dock keeps its width
         self.extend([self.run, self.checkpoint, self.image, self.tile, self.go, self.status])
         self.go.changed.connect(self.start)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(lambda _e: self.reset_choices())
+        follow_layers(self, viewer)
 
     def load(self, run: Path, which: str) -> Any:
         """The run's model (kept while its checkpoint file is unchanged)."""
