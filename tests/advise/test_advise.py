@@ -106,3 +106,12 @@ def test_the_command_refuses_bad_input_in_one_sentence(tiny, tmp_path, args, cod
     res = runner.invoke(app, ["advise", *[subs.get(a, a) for a in args], "--out", str(tmp_path / "out")])
     assert res.exit_code == code, res.output
     assert "error:" in res.output and words in res.output and "Traceback" not in res.output
+
+
+def test_a_budget_nothing_fits_in_says_so(tiny, tmp_path):
+    run, data = tiny
+    out = tmp_path / "advice"
+    res = runner.invoke(app, ["advise", str(run), str(data), "--hours", "0.0001", "--out", str(out), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "0 request(s)" in res.output and "Nothing fits the budget" in (out / "advice.md").read_text()
+    assert (out / "advice.csv").read_text().startswith("rank,image,kind,cost_s") and (out / "advice.png").is_file()

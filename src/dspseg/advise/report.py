@@ -133,7 +133,8 @@ def write_picture(advice: Advice, path: Path, top: int = TOP) -> Path:
             ax[2].set_title("uncertainty (entropy, nats)", fontsize=8)
             fig.colorbar(shown_unc, ax=ax[2], fraction=0.046, pad=0.04)
     else:
-        axes[0][1].text(0.5, 0.5, "no request fits the budget", ha="center", va="center")
+        axes[0][1].text(0.5, 0.5, "no request fits the budget" if not shown else "no model to draw the requests with",
+                        ha="center", va="center")
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
