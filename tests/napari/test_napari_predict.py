@@ -24,7 +24,7 @@ def test_segment_the_image_layer_like_the_command_line(make_napari_viewer, qtbot
     widget.reset_choices()
     widget.image.value = image
     widget.go.native.click()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
     labels = widget.layer
     assert labels is not None, widget.outcome
     [written] = predict_files(tiny_run, [easy_data / "i1.tif"], tmp_path / "pred")
@@ -37,14 +37,14 @@ def test_segment_the_image_layer_like_the_command_line(make_napari_viewer, qtbot
     widget.reset_choices()
     widget.image.value = viewer.layers["dataset"]
     widget.go.native.click()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
     stack = widget.layer
     assert stack.name == "dataset segmentation" and stack.data.shape == (4, 32, 48)
     np.testing.assert_array_equal(stack.data[1], labels.data)  # plane 1 is i1.tif
 
     widget.run.value = tmp_path / "no-run"
     widget.go.native.click()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
     assert widget.status.value.startswith("error:") and "no-run" in widget.status.value
 
     closed = []
