@@ -171,14 +171,17 @@ class TrainWidget(Container):
         """The widget is gone (its viewer closed): a running run stops after its step, resumable, and
         reports to nothing."""
         self._stop.set()
-        signals = [self.bridge.step, self.bridge.row, self.bridge.line]
-        if self.worker is not None:
-            signals += [self.worker.returned, self.worker.errored]
+        try:
+            signals = [self.bridge.step, self.bridge.row, self.bridge.line]
+            if self.worker is not None:
+                signals += [self.worker.returned, self.worker.errored]
+        except RuntimeError:  # the bridge or worker went first (Python exiting): nothing left to report to
+            return
         for signal in signals:
             try:
                 signal.disconnect()
             except (TypeError, RuntimeError):
-                pass  # nothing connected
+                pass  # nothing connected, or already gone
 
     # ------------------------------------------------------------------------------ main thread
 
