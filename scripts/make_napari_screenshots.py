@@ -31,10 +31,15 @@ def wait(widget, app, timeout: float = 600) -> None:
         time.sleep(0.02)
 
 
-def shot(viewer, path: Path, app) -> None:
+def shot(viewer, path: Path, app, zoom: bool = True) -> None:
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
+    if zoom:
+        viewer.reset_view()  # the canvas as it is now, with the widget docked
+        for _ in range(10):
+            app.processEvents()
+            time.sleep(0.02)
     iio.imwrite(path, viewer.screenshot(canvas_only=False, flash=False))
     print(f"wrote {path}")
 
@@ -101,7 +106,6 @@ def main() -> None:
     widget.labels_layer.value, widget.shapes.value, widget.points.value = labels, shapes, points
     widget.tags.value = sorted({classes[v] for v in np.unique(truth).tolist()})
     widget.add_to_dataset()
-    viewer.reset_view()
     shot(viewer, args.out / "napari_annotate.png", app)
     viewer.close()
 
