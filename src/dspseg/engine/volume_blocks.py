@@ -9,7 +9,9 @@ tile grid (:func:`dspseg.engine.tiling.tile_starts`) that reach into the block, 
 the whole-section prediction of :func:`dspseg.engine.evaluate.predict_labels`, whatever the block
 size, and memory is one block's probabilities plus one section window (block + ≤ 1 tile a side),
 plus the tiles a later block shares (:mod:`dspseg.engine.tile_reuse`: each tile runs through the
-model once, at most ``tile_bytes`` kept):
+model once, at most ``tile_bytes`` kept). A tile always runs in the same batch (its tile row's tiles
+in runs of ``batch_size``, :meth:`SectionPredictor._batch`), so the voxels are bitwise the same
+whatever order the blocks are taken in — Ray workers (:mod:`dspseg.engine.predict_volume_ray`) included:
 
     along a side of length L > tile:   windows = {s in tile_starts(L) : s < hi and s + tile > lo}
     along a side of length L ≤ tile:   the whole side (padded to the tile as predict_tiled pads it)
@@ -104,19 +106,10 @@ class SectionPredictor:
         r0, c0, windows = self._windows(rows, cols, lo, hi)
         keys = [(axis, index, r0 + y, c0 + x) for y, x in windows]
         probs = [self.tiles.get(k) for k in keys]
-        missing = [i for i, p in enumerate(probs) if p is None]
-        h, w = windows[-1][0] + self.tile, windows[-1][1] + self.tile  # the windows' extent (a short side padded)
-        if missing:
-            x = self._input(axis, index, (r0, c0, min(h, rows - r0), min(w, cols - c0)))
-            padded = _pad_to(x, h, w)
-            done = iter(missing)
-            for _, batch in window_probs(self.run.model, padded, [windows[i] for i in missing], self.tile,
-                                         self.batch_size, self.device):
-                for p in batch:
-                    i = next(done)
-                    probs[i] = p
-                    last = self._last(axis, index, r0 + windows[i][0], c0 + windows[i][1], (self.tile, self.tile))
-                    self.tiles.put(keys[i], p.clone(), last, self._current)
+        for i, key in enumerate(keys):
+            if probs[i] is None:
+                batch = self._batch(axis, index, rows, cols, key[2], key[3])
+                probs = [p if p is not None else batch.get(k) for k, p in zip(keys, probs)]
         # blend inside the block only: each voxel sums the same tiles in the same order as the whole window would
         a0, a1, b0, b1 = lo[0] - r0, hi[0] - r0, lo[1] - c0, hi[1] - c0
         acc = torch.zeros(probs[0].shape[0], a1 - a0, b1 - b0)
@@ -127,6 +120,29 @@ class SectionPredictor:
                 acc[:, ys - a0:ye - a0, xs - b0:xe - b0] += p[:, ys - y:ye - y, xs - x:xe - x]
                 wsum[ys - a0:ye - a0, xs - b0:xe - b0] += self._weight[ys - y:ye - y, xs - x:xe - x]
         return acc / wsum
+
+    def _batch(self, axis: str, index: int, rows: int, cols: int, y: int, x: int) -> dict[tuple, torch.Tensor]:
+        """Weighted probabilities of the *fixed batch* holding the section's tile at ``(y, x)``: the tiles of
+        its tile row cut into runs of ``batch_size`` from the row's start, whichever block asks first.
+
+        A CPU model's float sums depend on the batch a tile runs in (batch 1 against 4: about 4e-7 in
+        the logits), so a tile run with whatever its first block was missing would change with the
+        order of the blocks (Ray workers take them in any order). A fixed batch makes every tile, and so
+        every voxel, the same bit for bit in any order; the tiles are kept for the blocks after."""
+        xs_all = [0] if cols <= self.tile else tile_starts(cols, self.tile, self.overlap)
+        k = xs_all.index(x) // self.batch_size * self.batch_size
+        xs = xs_all[k:k + self.batch_size]
+        h, w = self.tile, xs[-1] - xs[0] + self.tile  # a side shorter than the tile is padded
+        image = _pad_to(self._input(axis, index, (y, xs[0], min(h, rows - y), min(w, cols - xs[0]))), h, w)
+        out: dict[tuple, torch.Tensor] = {}
+        for chunk, probs in window_probs(self.run.model, image, [(0, s - xs[0]) for s in xs], self.tile,
+                                         self.batch_size, self.device):
+            for (_, s), p in zip(chunk, probs):
+                key = (axis, index, y, xs[0] + s)
+                out[key] = p
+                self.tiles.put(key, p.clone(), self._last(axis, index, y, xs[0] + s, (self.tile, self.tile)),
+                               self._current)
+        return out
 
     def _windows(self, rows: int, cols: int, lo: tuple[int, int], hi: tuple[int, int]) -> tuple[int, int, list[tuple[int, int]]]:
         """``(r0, c0, windows)``: the section's tiles reaching into rows/cols ``[lo, hi)``, top-left
