@@ -140,3 +140,31 @@ def test_convert_into_a_volume_dataset_keeps_its_volume_records(data, tmp_path):
     assert raw["format"] == "dspseg/2" and raw["group_every"] == 4 and len(raw["images"]) == 17
     assert raw["images"][:16] == json.loads((data / "dataset.json").read_text())["images"]
     assert len({r.group_name for r in load_manifest(target).images}) == 5  # 4 blocks + the new file
+
+
+def test_split_of_a_range_in_the_middle_of_the_file_splits_its_sections_by_block(tmp_path):
+    """A ``sections`` range expands into one record per section: the records after it are not entry k,
+    and a range spanning blocks that land in different parts is written back as one range per part."""
+    target = tmp_path / "ranged"
+    write_synthetic_volume(target / "cell.ome.zarr", shape=(32, 64, 64), seed=2)
+    _write(target)
+    raw = json.loads((target / "dataset.json").read_text())
+    masked = [{**r, "index": k} for k in range(32) if k % 4 != 3 for r in raw["images"][:1]]
+    ranged = {"volume": {"url": "cell.ome.zarr", "level": 0}, "sections": {"axis": "z"}}  # every other section
+    raw["images"] = masked[:5] + [ranged] + masked[5:]
+    (target / "dataset.json").write_text(json.dumps(raw))
+    before = load_manifest(target)
+    assert len(before.images) == 32  # 24 masked + 8 unlabeled: 'level': 0 and no level name the same volume
+    r = CliRunner().invoke(app, ["split", str(target), "--n-splits", "2", "--split", "0"])
+    assert r.exit_code == 0, r.output
+    after = load_manifest(target)
+    assert sorted((x.index, x.mask is not None) for x in after.images) == sorted(
+        (x.index, x.mask is not None) for x in before.images)
+    parts: dict[str, set[str]] = {}
+    for rec in after.images:
+        parts.setdefault(rec.group_name, set()).add(rec.split)
+    assert all(len(p) == 1 for p in parts.values()), parts  # no block cut across parts
+    assert {"train", "test"} <= {s for p in parts.values() for s in p}
+    ranges = [e for e in json.loads((target / "dataset.json").read_text())["images"] if "sections" in e]
+    assert len({e["split"] for e in ranges}) >= 2 and all(e["volume"]["level"] == 0 for e in ranges)
+    assert CliRunner().invoke(app, ["validate", str(target)]).exit_code == 0

@@ -264,10 +264,7 @@ def write_split(data, n_splits: int, split: int, seed: int = 0) -> WrittenSplit:
                        class_names=manifest.classes, masked=masked)[split]
     part_of = fold.part_of()
     raw = json.loads(path.read_text(encoding="utf-8-sig"))
-    changed = 0
-    for i, entry in enumerate(raw["images"]):
-        changed += entry.get("split") != part_of[i]
-        entry["split"] = part_of[i]
+    raw["images"], changed = _with_splits(raw["images"], manifest, part_of)
     write_text_atomic(path, json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
     sizes = {}
     for name in PARTS:
@@ -276,6 +273,42 @@ def write_split(data, n_splits: int, split: int, seed: int = 0) -> WrittenSplit:
     in_masks = set().union(*(s for s, m in zip(sets, masked) if m))
     unused = [c for k, c in enumerate(manifest.classes) if k not in in_masks]
     return WrittenSplit(str(path), split, n_splits, seed, sizes, changed, unused)
+
+
+def _with_splits(entries: list[dict], manifest: Manifest, part_of: list[str]) -> tuple[list[dict], int]:
+    """The raw ``images`` entries with record k's split set to ``part_of[k]``, and how many records changed.
+
+    ``manifest.images`` is the file's entries with every ``sections`` range expanded in place into one
+    record per section (:func:`dspseg.data.volume_records.expand_sections`), so record k is not entry k
+    once a range precedes it. A range whose sections land in several parts is written back as several
+    ranges, one per run of sections with one split (:func:`~dspseg.data.volume_records.collapse_sections`);
+    each keeps every other key of its entry.
+    """
+    import copy
+
+    from dspseg.data.volume_records import collapse_sections
+
+    out: list[dict] = []
+    changed, k = 0, 0
+    records = manifest.images
+    for i, entry in enumerate(entries):
+        if "sections" not in entry:
+            changed += records[k].split != part_of[k]
+            entry["split"] = part_of[k]
+            out.append(entry)
+            k += 1
+            continue
+        run = []
+        while k < len(records) and records[k]._origin is not None and records[k]._origin.entry == i:
+            changed += records[k].split != part_of[k]
+            records[k].split = part_of[k]
+            run.append(records[k])
+            k += 1
+        for piece in collapse_sections(run):
+            e = copy.deepcopy(entry)
+            e["sections"], e["split"] = piece["sections"], piece.get("split")
+            out.append(e)
+    return out, changed
 
 
 def missing_split_fix(manifest: Manifest, data, part: str = "test") -> str | None:

@@ -104,7 +104,8 @@ class VolumeRef(BaseModel):
 
     def key(self) -> str:
         """A string that identifies the volume (the array, and its region if any)."""
-        key = f"{self.format}:{self.url}:{self.array or ''}:{self.level if self.level is not None else ''}"
+        level = "" if self.level in (None, 0) else self.level  # no level = the finest, level 0
+        key = f"{self.format}:{self.url}:{self.array or ''}:{level}"
         return key + (f":{self.region.text()}" if self.region is not None else "")
 
     def name(self) -> str:
