@@ -2,6 +2,7 @@
 bare model, and Ray against one process.
 
     python benchmarks/volumes_predict.py --sizes 16,64,256 --widths 4,8 --rounds 3 --ray
+    python benchmarks/volumes_predict.py --sizes 64,256,1024 --skip-throughput      # memory past the chunk cache
 
 Cheap models (``dspseg train`` on the base volume's sections: ``--method basic --width W --steps 20``)
 predict OME-Zarr volumes of ``size × 1024 × 1024`` uint8 voxels (``size`` MiB; chunks 16 × 256 × 256,
@@ -9,7 +10,10 @@ predict OME-Zarr volumes of ``size × 1024 × 1024`` uint8 voxels (``size`` MiB;
 overlap 0.25, batch 4, pyramid down to 16 voxels):
 
 * **memory** — ``dspseg predict RUN VOL --out OUT.ome.zarr`` (``--width``'s model) as a subprocess with one torch
-  thread (``OMP_NUM_THREADS=1``), its process tree sampled by :class:`volumes.TreeRSS`.
+  thread (``OMP_NUM_THREADS=1``), its process tree sampled by :class:`volumes.TreeRSS`. The chunk
+  cache (256 MiB of decoded chunks by default) fills until the volume has that much: past that
+  size the memory cannot grow with the volume, below it the cache's share does (column "chunk cache
+  can fill").
 * **throughput** — in this process, one torch thread, on the ``--throughput`` volume, for each of
   ``--widths``: the tool's whole pipeline (:func:`dspseg.engine.predict_volume.predict_volume`: read,
   normalise, tile, blend, argmax, write, pyramid, markers) against ``model(x)`` alone in one loop over
@@ -38,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import volumes as V
+from volumes import MiB
 
 VENV = Path(sys.executable).parent
 SIDE = 1024
@@ -145,12 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the throughput comparison")
     p.add_argument("--ray", action="store_true", help="also compare --backend ray --workers 2 with one process")
     p.add_argument("--skip-memory", action="store_true", help="only the throughput (and Ray) parts")
+    p.add_argument("--skip-throughput", action="store_true", help="only the memory part")
     p.add_argument("--keep", action="store_true", help="keep the volumes and outputs")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    if args.throughput not in sizes or any(s % 16 for s in sizes):
+    if (args.throughput not in sizes and not args.skip_throughput) or any(s % 16 for s in sizes):
         p.error("--sizes must be multiples of 16 and include --throughput")
     import torch
+
+    from dspseg.data.volumes import shared_cache
 
     torch.set_num_threads(1)
     work = Path(args.work)
@@ -176,16 +184,20 @@ def main(argv: list[str] | None = None) -> None:
             if res.returncode != 0:
                 sys.exit(f"dspseg predict on {size} MiB failed ({res.returncode}):\n{V.tail(log)}")
             blocks = V.tail(log, 1)
-            rows.append([size, f"{size}×{SIDE}×{SIDE}", V.gb(res.peak_tree), V.gb(res.hwm_main), V.gb(res.hwm_tree),
+            cached = min(size * MiB, shared_cache().max_bytes) / MiB
+            rows.append([size, f"{size}×{SIDE}×{SIDE}", f"{cached:.0f}", V.gb(res.peak_tree), V.gb(res.hwm_main), V.gb(res.hwm_tree),
                          V.gb(res.ru_maxrss), f"{res.seconds:.0f}", f"{res.seconds / size:.2f}", res.load_text(), blocks])
             print(f"{size} MiB: peak tree {V.gb(res.peak_tree)} GiB, main VmHWM {V.gb(res.hwm_main)} GiB, "
                   f"{res.seconds:.0f} s, load {res.load_text()}", flush=True)
-        low = min(float(r[4]) for r in rows)
+        low = min(float(r[5]) for r in rows)
         for r in rows:
-            r.insert(6, f"{float(r[4]) / low:.2f}")
+            r.insert(7, f"{float(r[5]) / low:.2f}")
         print(f"\npeak RSS of OMP_NUM_THREADS=1 dspseg predict RUN VOL --out OUT.ome.zarr (width {args.width}; GiB = 2^30 bytes):\n")
-        V.print_table(["MiB", "z×y×x", "sampled tree peak", "main VmHWM", "tree VmHWM sum", "ru_maxrss", "tree vs smallest",
+        V.print_table(["MiB", "z×y×x", "chunk cache can fill MiB", "sampled tree peak", "main VmHWM", "tree VmHWM sum", "ru_maxrss", "tree vs smallest",
                        "wall s", "s / MiB", "load (1 min)", "last line"], rows)
+    if args.skip_throughput:
+        _cleanup(args, work, vols, outs)
+        return
     # throughput
     from dspseg.engine.checkpoint import load_run
 
@@ -238,13 +250,18 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"\nRay (--backend ray --workers 2, local instance) against one process on the {args.throughput} MiB "
                       f"volume: {levels} levels, {voxels} voxels at s0: {'identical' if equal else 'DIFFERENT'} "
                       f"({seconds:.0f} s wall, Ray start included)")
-    if not args.keep:
-        for v in vols.values():
-            shutil.rmtree(v.path)
-        for d in [*outs, *work.glob("pipe-w*.ome.zarr"), work / "pred-ray.ome.zarr", work / "warm.ome.zarr",
-                  work / "warm-out.ome.zarr"]:
-            shutil.rmtree(d, ignore_errors=True)
+    _cleanup(args, work, vols, outs)
 
+
+def _cleanup(args: argparse.Namespace, work: Path, vols: dict, outs: list[Path]) -> None:
+    """Delete the volumes and outputs (unless ``--keep``)."""
+    if args.keep:
+        return
+    for v in vols.values():
+        shutil.rmtree(v.path)
+    for d in [*outs, *work.glob("pipe-w*.ome.zarr"), work / "pred-ray.ome.zarr", work / "warm.ome.zarr",
+              work / "warm-out.ome.zarr"]:
+        shutil.rmtree(d, ignore_errors=True)
 
 if __name__ == "__main__":
     main()
