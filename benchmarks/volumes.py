@@ -12,6 +12,8 @@
   fill value 255 is the ignore value; unwritten chunks cost no disk), as a lab's sparse annotation.
 * :func:`volume_dataset` — its ``dataset.json`` (``dspseg/2``): masked, boxed and clicked sections
   as records and one ``sections`` range for every other section.
+* :func:`section_datasets` — the base volume's sections twice: as 2D TIFF records and as volume
+  records, the same annotations in the same order (the lazy against the in-memory step).
 * :class:`TreeRSS` — runs a command and samples the RSS of its whole process tree (the command and
   every descendant, e.g. data-loader workers or torch.compile's workers) every ``interval``
   seconds: the peak of the sum; each process's ``VmHWM`` (its exact peak, from ``/proc``), so the
@@ -235,6 +237,66 @@ def annotated_sections(depth: int, masks: int, boxes: int = 2, points: int = 2) 
     for k, i in zip(picks, order):
         out[kinds[i]].append(k)
     return sorted(out["mask"]), sorted(out["box"]), sorted(out["point"])
+
+
+def section_datasets(work: Path, n_masks: int = 4) -> tuple[Path, Path]:
+    """``work/step-files`` (2D TIFF records) and ``work/step-volume`` (volume records) of the same sections of
+    :func:`base_volume`: ``n_masks`` masked, 2 boxed and 2 clicked sections (16 boxes / points each, from the
+    section's labels) first, then every other section unlabeled, in the same order in both. Written once."""
+    import zarr
+
+    from dspseg.data.io import write_image, write_mask
+    from dspseg.data.synthetic import SYNTH_CLASSES
+    from dspseg.data.weak import derive_weak_labels
+
+    base = base_volume(work)
+    files, volume = work / "step-files", work / "step-volume"
+    if (files / "dataset.json").exists() and (volume / "dataset.json").exists():
+        return files, volume
+    for d in (files, volume):
+        if d.exists():
+            shutil.rmtree(d)
+    root = zarr.open_group(str(base), mode="r")
+    image, labels = np.asarray(root["s0"][:]), np.asarray(root["labels/organelles/s0"][:])
+    depth = image.shape[0]
+    masks, boxes, points = annotated_sections(depth, n_masks)
+    rng = np.random.default_rng(0)
+
+    def weak(k: int, field: str) -> list[dict]:
+        w = derive_weak_labels(labels[k], SYNTH_CLASSES, IGNORE)
+        items = w.boxes if field == "boxes" else w.points
+        pick = sorted(rng.choice(len(items), size=min(16, len(items)), replace=False).tolist())
+        return [items[i].to_json() for i in pick]
+
+    annotated = [(k, "mask", None) for k in masks] + [(k, "boxes", weak(k, "boxes")) for k in boxes] \
+        + [(k, "points", weak(k, "points")) for k in points]
+    named = {k for k, _, _ in annotated}
+    file_records, volume_records = [], []
+    (files / "images").mkdir(parents=True)
+    (files / "masks").mkdir()
+    shutil.copytree(base, volume / "cell.ome.zarr")
+    ref = {"url": "cell.ome.zarr"}
+    for k, kind, items in annotated:
+        write_image(files / "images" / f"z{k:03d}.tif", image[k])
+        rec: dict = {"file": f"images/z{k:03d}.tif"}
+        vrec: dict = {"volume": ref, "axis": "z", "index": k}
+        if kind == "mask":
+            write_mask(files / "masks" / f"z{k:03d}.tif", labels[k])
+            rec["mask"] = f"masks/z{k:03d}.tif"
+            vrec["mask"] = {"volume": {"url": "cell.ome.zarr", "array": "labels/organelles"}}
+        else:
+            rec[kind] = vrec[kind] = items
+        file_records.append(rec)
+        volume_records.append(vrec)
+    for k in range(depth):
+        if k not in named:
+            write_image(files / "images" / f"z{k:03d}.tif", image[k])
+            file_records.append({"file": f"images/z{k:03d}.tif"})
+    volume_records.append({"volume": ref, "sections": {"axis": "z"}})
+    head = {"classes": list(SYNTH_CLASSES), "ignore_index": IGNORE}
+    (files / "dataset.json").write_text(json.dumps({"format": "dspseg/1", **head, "images": file_records}, indent=1))
+    (volume / "dataset.json").write_text(json.dumps({"format": "dspseg/2", **head, "images": volume_records}, indent=1))
+    return files, volume
 
 
 # ------------------------------------------------------------------------------------ measuring

@@ -142,66 +142,6 @@ def rss(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------ step
-def _step_datasets(work: Path, n_masks: int = 4) -> tuple[Path, Path]:
-    """``work/step-files`` (TIFF records) and ``work/step-volume`` (volume records) of the same sections."""
-    import json
-
-    import zarr
-
-    from dspseg.data.io import write_image, write_mask
-    from dspseg.data.synthetic import SYNTH_CLASSES
-    from dspseg.data.weak import derive_weak_labels
-
-    base = V.base_volume(work)
-    files, volume = work / "step-files", work / "step-volume"
-    if (files / "dataset.json").exists() and (volume / "dataset.json").exists():
-        return files, volume
-    for d in (files, volume):
-        if d.exists():
-            shutil.rmtree(d)
-    root = zarr.open_group(str(base), mode="r")
-    image, labels = np.asarray(root["s0"][:]), np.asarray(root["labels/organelles/s0"][:])
-    depth = image.shape[0]
-    masks, boxes, points = V.annotated_sections(depth, n_masks)
-    rng = np.random.default_rng(0)
-
-    def weak(k: int, field: str) -> list[dict]:
-        w = derive_weak_labels(labels[k], SYNTH_CLASSES, V.IGNORE)
-        items = w.boxes if field == "boxes" else w.points
-        pick = sorted(rng.choice(len(items), size=min(16, len(items)), replace=False).tolist())
-        return [items[i].to_json() for i in pick]
-
-    annotated = [(k, "mask", None) for k in masks] + [(k, "boxes", weak(k, "boxes")) for k in boxes] \
-        + [(k, "points", weak(k, "points")) for k in points]
-    named = {k for k, _, _ in annotated}
-    file_records, volume_records = [], []
-    (files / "images").mkdir(parents=True)
-    (files / "masks").mkdir()
-    shutil.copytree(base, volume / "cell.ome.zarr")
-    ref = {"url": "cell.ome.zarr"}
-    for k, kind, items in annotated:
-        write_image(files / "images" / f"z{k:03d}.tif", image[k])
-        rec: dict = {"file": f"images/z{k:03d}.tif"}
-        vrec: dict = {"volume": ref, "axis": "z", "index": k}
-        if kind == "mask":
-            write_mask(files / "masks" / f"z{k:03d}.tif", labels[k])
-            rec["mask"] = f"masks/z{k:03d}.tif"
-            vrec["mask"] = {"volume": {"url": "cell.ome.zarr", "array": "labels/organelles"}}
-        else:
-            rec[kind] = vrec[kind] = items
-        file_records.append(rec)
-        volume_records.append(vrec)
-    for k in range(depth):
-        if k not in named:
-            write_image(files / "images" / f"z{k:03d}.tif", image[k])
-            file_records.append({"file": f"images/z{k:03d}.tif"})
-    volume_records.append({"volume": ref, "sections": {"axis": "z"}})
-    head = {"classes": list(SYNTH_CLASSES), "ignore_index": V.IGNORE}
-    (files / "dataset.json").write_text(json.dumps({"format": "dspseg/1", **head, "images": file_records}, indent=1))
-    (volume / "dataset.json").write_text(json.dumps({"format": "dspseg/2", **head, "images": volume_records}, indent=1))
-    return files, volume
-
-
 def step(args: argparse.Namespace) -> None:
     import torch
     from rich.console import Console
@@ -212,7 +152,7 @@ def step(args: argparse.Namespace) -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    files, volume = _step_datasets(work)
+    files, volume = V.section_datasets(work)
     rows = []
     for method in args.methods.split(","):
         cfg = TrainConfig(method=method, steps=10**6, batch_size=8, crop_size=128, width=16, threads=1, seed=0,
