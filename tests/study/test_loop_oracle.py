@@ -16,7 +16,7 @@ from dspseg.data.manifest import ImageRecord, Manifest, load_manifest, save_mani
 from dspseg.errors import DatasetError
 from dspseg.study.costs import AnnotationCosts
 from dspseg.study.loop_oracle import LoopRequest, Oracle, has_kind, spend, stronger_kinds
-from dspseg.study.loop_strategies import random_requests, strategy_seed
+from dspseg.study.loop_strategies import random_requests, requests_for, strategy_seed
 
 CLASSES = ["bg", "mito", "er"]
 COSTS = AnnotationCosts(mask=100.0, box=7.0, point=2.0, label=1.0)
@@ -121,3 +121,7 @@ def test_random_strategies_are_seeded_and_ask_only_for_stronger_kinds_within_the
     assert len(seen) > 1  # the seed matters
     masks = random_requests(records, oracle, 150.0, np.random.default_rng(0), kinds=["mask"])
     assert [r.kind for r in masks] == ["mask"]  # one 100 s mask fits in 150 s, two do not
+    for strategy, kind, images in (("boxes-random", "box", 2), ("points-random", "point", 1),
+                                   ("labels-random", "image", 1)):  # a has points: no points or labels for it
+        asked = requests_for(strategy, records, oracle, 150.0, run="", data="", seed=[0], threads=None)
+        assert {r.kind for r in asked} == {kind} and len(asked) == images

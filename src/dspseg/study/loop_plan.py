@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dspseg.study.costs import AnnotationCosts
 
 #: the strategies a loop compares (``--strategies``)
-STRATEGIES = ("advisor", "random", "masks-random", "uncertainty-masks")
+STRATEGIES = ("advisor", "random", "masks-random", "uncertainty-masks", "boxes-random", "points-random",
+              "labels-random")
 START = "start"
 LOOP_FILE = "loop.yaml"
 ROUND_FILE = "round.json"

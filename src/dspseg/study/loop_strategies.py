@@ -7,7 +7,8 @@
   kinds stronger than what it holds (an image with points may get a box or a mask; ``mask > box >
   point > image``), taken when its cost still fits the round's budget, else passed over (no second
   draw: that would favour the cheap kinds), until every image has been looked at;
-* ``masks-random`` — the same with masks only.
+* ``masks-random`` — the same with masks only; ``boxes-random``, ``points-random`` and
+  ``labels-random`` likewise with one weak kind (diagnostics: what an hour of each kind buys).
 
 The random strategies price a request with the oracle's own rule (:meth:`Oracle.cost_s`), so their
 estimate is the actual cost. The advisor estimates costs from its prediction (the number of objects
@@ -69,6 +70,11 @@ ESTIMATING = ("advisor", "uncertainty-masks")
 REFILLS = 2
 
 
+#: the strategies that ask for random images with one kind
+ONE_KIND = {"masks-random": Kind.MASK, "boxes-random": Kind.BOX, "points-random": Kind.POINT,
+            "labels-random": Kind.IMAGE}
+
+
 def cheapest_s(strategy: str, costs: Any) -> float:
     """The least a single request of ``strategy`` can cost (below it, asking again is pointless)."""
     return float(costs.mask) if strategy in ("uncertainty-masks", "masks-random") else \
@@ -82,9 +88,9 @@ def requests_for(strategy: str, records: Sequence[ImageRecord], oracle: Oracle, 
     (``images``: only these may be asked about; the random strategies draw from every image)."""
     if strategy == "random":
         return random_requests(records, oracle, budget_s, np.random.default_rng(seed))
-    if strategy == "masks-random":
-        return random_requests(records, oracle, budget_s, np.random.default_rng(seed), kinds=[Kind.MASK],
-                               label="masks-random")
+    if strategy in ONE_KIND:
+        return random_requests(records, oracle, budget_s, np.random.default_rng(seed), kinds=[ONE_KIND[strategy]],
+                               label=strategy)
     if strategy in ("advisor", "uncertainty-masks"):
         return advisor_requests(run, data, budget_s, oracle.costs, uncertainty_masks=strategy == "uncertainty-masks",
                                 seed=int(np.random.default_rng(seed).integers(2**31)), threads=threads, images=images)
