@@ -16,7 +16,10 @@ included: the numbers of ``results.csv``). Printed per run:
 * the paired bootstrap of ``test Dice(run best) − test Dice(init)`` over the test images (the same
   resampled images for both models, ``--boot`` resamples): its 95 % interval and the share of
   resamples below zero — whether the loss is larger than what the choice of test images alone moves;
-* per class, the test Dice of both and the number of test and val images holding the class.
+* per class, the test Dice of both and the number of test and val images holding the class;
+* per group of the test and val images (a split holds out whole groups, each of its own synthetic
+  "style"), the Dice of both: val and test are different groups, so a checkpoint chosen on the val
+  groups need not rank the same on the test ones.
 
 ``--summary`` prints one row per run instead (init val / test, the run's best val / test, its last
 test, the two differences and the bootstrap), for the whole set of cells at once.
@@ -42,12 +45,14 @@ import torch
 
 @dataclass
 class Scores:
-    """Per-image pixel counts of one checkpoint on one split: ``tp``, ``fp``, ``fn`` (images, C) and its step."""
+    """Per-image pixel counts of one checkpoint on one split: ``tp``, ``fp``, ``fn`` (images, C), its
+    step and each image's group (the sub-volume / style that splits never cut)."""
 
     tp: np.ndarray
     fp: np.ndarray
     fn: np.ndarray
     step: int
+    groups: list[str]
 
     def per_class(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Pooled Dice per class over the images ``rows`` (all if None); nan for a class absent from both."""
@@ -74,6 +79,7 @@ def score(run: Path, which: str, data: Path, split: str) -> tuple[Scores, np.nda
     dataset = SegmentationDataset(manifest, split, normalisation=loaded.normalisation, crop_size=None,
                                   derive_weak=False)
     keep = [i for i, it in enumerate(dataset.items) if it.kind == "mask"]
+    groups = [dataset.records[i][1].group_name for i in keep]
     c, ignore = manifest.n_classes, manifest.ignore_index
     tp, fp, fn, present = (np.zeros((len(keep), c), dtype=np.int64) for _ in range(4))
     images = [torch.from_numpy(dataset.items[i].image) for i in keep]
@@ -87,7 +93,7 @@ def score(run: Path, which: str, data: Path, split: str) -> tuple[Scores, np.nda
         fp[j] = np.bincount(pred, minlength=c) - hit
         fn[j] = np.bincount(truth, minlength=c) - hit
         present[j] = np.bincount(truth, minlength=c) > 0
-    return Scores(tp, fp, fn, loaded.step), present
+    return Scores(tp, fp, fn, loaded.step, groups), present
 
 
 def bootstrap(run: Scores, init: Scores, n: int, seed: int = 0) -> tuple[float, float, float]:
@@ -176,6 +182,14 @@ def main() -> None:
         print(f"\nrun best − init: val {100 * (bv.mean() - iv.mean()):+.1f}, test {delta:+.1f} points; paired "
               f"bootstrap over the {len(bt.tp)} test images: 95 % [{100 * lo:+.1f}, {100 * hi:+.1f}], "
               f"P(Δ < 0) = {below:.2f}\n")
+        print("| split, group | images | init Dice | run best Dice | Δ points |")
+        print("|---|---:|---:|---:|---:|")
+        for name, run_scores, init_scores in (("val", bv, iv), ("test", bt, it)):
+            for group in sorted(set(run_scores.groups)):
+                rows = np.array([g == group for g in run_scores.groups])
+                a, b = init_scores.mean(rows), run_scores.mean(rows)
+                print(f"| {name}, {group} | {int(rows.sum())} | {a:.3f} | {b:.3f} | {100 * (b - a):+.1f} |")
+        print()
         print("| class | test images | val images | init test | run test | Δ points |")
         print("|---|---:|---:|---:|---:|---:|")
         pi, pb = it.per_class(), bt.per_class()
