@@ -12,9 +12,10 @@ many steps as every other: only what it chose to annotate differs.
    data, budget, method and training options; strategies, rounds and splits may grow) and simulates
    each split's start dataset.
 2. :func:`run_loop` hands the tasks (:meth:`LoopSpec.tasks`) to a backend of the sweep
-   (:mod:`dspseg.study.backends`), each once the one it starts from is done; finished tasks are
-   skipped, an interrupted one resumes (its dataset is kept, its training continues from
-   ``last.pt``), a failed one is tried once more, then recorded with its descendants.
+   (:mod:`dspseg.study.backends`) with the sweep's scheduler (:mod:`dspseg.study.schedule`), each
+   once the one it starts from is done; finished tasks are skipped, an interrupted one resumes (its
+   dataset is kept, its training continues from ``last.pt``), a failed one is tried once more, then
+   recorded with its descendants.
    ``DIR/results.csv`` is rewritten (atomically) after every task, ``loop.png`` and ``report.md``
    at the end (:mod:`dspseg.study.loop_report`).
 
@@ -24,21 +25,20 @@ split, round), round 0 being the shared start (:data:`LOOP_COLUMNS`, then ``dice
 
 from __future__ import annotations
 
-import collections
 import csv
+import functools
 import io
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dspseg.cli_support import holds_anything, not_ours
-from dspseg.errors import DiskFullError, UserError
+from dspseg.errors import UserError
 from dspseg.fslock import folder_lock
 from dspseg.study.loop_plan import LOOP_FILE, START, LoopSpec, LoopTask
 from dspseg.study.loop_task import read_round
-from dspseg.study.runner import read_result, result_row
+from dspseg.study.runner import read_result
 
 RESULTS_FILE = "results.csv"
 #: what the loop folder's runs must share (strategies, rounds and splits may grow)
@@ -209,68 +209,24 @@ def run_loop(spec: LoopSpec, root: str | Path, backend: Any, console: Any) -> di
 
 
 def _run_loop(spec: LoopSpec, root: Path, backend: Any, console: Any) -> dict[str, dict[str, Any]]:
+    from dspseg.study.schedule import Progress, run_tasks
+
     tasks = spec.tasks()
-    rows: dict[str, dict[str, Any]] = {}
-    for t in tasks:
-        done = read_result(t.run_dir(root))
-        if done is not None:
-            rows[t.key] = done
-    children: dict[str, list[LoopTask]] = collections.defaultdict(list)
-    ready: collections.deque[LoopTask] = collections.deque()
-    for t in tasks:
-        if t.key in rows:
-            continue
-        if t.parent is not None and t.parent.key not in rows:
-            children[t.parent.key].append(t)
-        else:
-            ready.append(t)
-    todo = len(tasks) - len(rows)
-    console.print(f"{len(tasks)} runs: {len(rows)} already done, {todo} to run on the {backend.name} backend "
-                  f"({backend.slots} at a time)", highlight=False)
-    attempts: collections.Counter[str] = collections.Counter()
-    in_flight: dict[Any, LoopTask] = {}
-    finished, seconds, t0 = 0, [], time.perf_counter()
-    stopped = True  # until the loop ends normally: an interrupt or a full disk stops the workers at once
-    try:
-        while ready or in_flight:
-            while ready and len(in_flight) < backend.slots:
-                t = ready.popleft()
-                attempts[t.key] += 1
-                in_flight[backend.submit(task_payload(spec, root, t, threads=backend.threads))] = t
-            handle, row = backend.wait_one(list(in_flight))
-            t = in_flight.pop(handle)
-            if row.get("disk_full"):
-                raise DiskFullError(f"{row.get('error')}; the loop stopped: finished rounds are in "
-                                    f"{root / RESULTS_FILE} and an interrupted one resumes — free some space, then "
-                                    "run the same command again")
-            if row.get("status") != "done" and attempts[t.key] < 2:
-                console.print(f"[yellow]failed[/] {t.key}: {row.get('error')} — trying once more", highlight=False)
-                ready.appendleft(t)
-                continue
-            rows[t.key] = row
-            finished += 1
-            if row.get("status") == "done":
-                ready.extend(children.pop(t.key, []))
-                seconds.append(float(row.get("seconds") or 0.0))
-                left = (todo - finished) * (sum(seconds) / len(seconds)) / backend.slots
-                info = read_round(t.data_dir(root)) if not t.is_start else None
-                spent = f", {info['spent_s'] / 3600:.3f} h annotated" if info else ""
-                eta = f", about {left / 60:.0f} min left" if finished < todo else ""
-                console.print(f"[{finished}/{todo}] {t.key}: test mean Dice {row.get('mean_dice') or float('nan'):.3f}"
-                              f"{spent} in {row.get('seconds', 0):.0f} s ({(time.perf_counter() - t0) / 60:.0f} min so "
-                              f"far{eta})", highlight=False)
-            else:
-                console.print(f"[red]failed twice[/] {t.key}: {row.get('error')}", highlight=False)
-                stack = list(children.pop(t.key, []))
-                while stack:
-                    child = stack.pop()
-                    rows[child.key] = result_row(task_payload(spec, root, child), status="failed",
-                                                 error=f"the run it starts from ({t.key}) failed")
-                    finished += 1
-                    stack.extend(children.pop(child.key, []))
-            write_results(spec, root, rows)
-        stopped = False
-    finally:
-        backend.close(stop=True) if stopped else backend.close()
-    write_results(spec, root, rows)
-    return rows
+    done = {t.key: row for t in tasks if (row := read_result(t.run_dir(root))) is not None}
+    seconds: list[float] = []  # the seconds of the tasks done in this call
+
+    def done_line(t: LoopTask, row: dict[str, Any], progress: Progress[LoopTask]) -> str:
+        seconds.append(float(row.get("seconds") or 0.0))
+        finished, todo = progress.finished, progress.todo
+        left = (todo - finished) * (sum(seconds) / len(seconds)) / backend.slots
+        info = read_round(t.data_dir(root)) if not t.is_start else None
+        spent = f", {info['spent_s'] / 3600:.3f} h annotated" if info else ""
+        eta = f", about {left / 60:.0f} min left" if finished < todo else ""
+        return (f"[{finished}/{todo}] {t.key}: test mean Dice {row.get('mean_dice') or float('nan'):.3f}{spent} in "
+                f"{row.get('seconds', 0):.0f} s ({progress.elapsed_s / 60:.0f} min so far{eta})")
+
+    return run_tasks(tasks, done, parent_of=lambda t: t.parent, payload=functools.partial(task_payload, spec, root),
+                     backend=backend, console=console, done_line=done_line,
+                     write=lambda rows: write_results(spec, root, rows),
+                     disk_full=f"the loop stopped: finished rounds are in {root / RESULTS_FILE} and an interrupted "
+                               "one resumes — free some space, then run the same command again")

@@ -3,10 +3,10 @@
 1. :func:`prepare` writes ``DIR/study.yaml`` (or checks that an existing one asks for the same data,
    training options, seed and initialisation: a sweep folder holds one comparable study) and
    simulates every (scenario, ACR, split) dataset that is not there yet.
-2. :func:`run_sweep` hands the runs to a backend, basic runs first: a run that starts from a basic
-   U-Net is submitted when that run is done. A run already done is not run again; an interrupted
-   one resumes from its last checkpoint; a failed run is tried once more, then recorded as failed,
-   and the sweep goes on. ``DIR/results.csv`` is rewritten (atomically) after every run.
+2. :func:`run_sweep` hands the runs to a backend (:mod:`dspseg.study.schedule`), basic runs first:
+   a run that starts from a basic U-Net is submitted when that run is done. A run already done is
+   not run again; an interrupted one resumes from its last checkpoint; a failed run is tried once
+   more, then recorded as failed (with the runs that start from it), and the sweep goes on. ``DIR/results.csv`` is rewritten (atomically) after every run.
 
 One sweep writes a folder at a time (both steps hold ``DIR``'s lock, :mod:`dspseg.fslock`; each run
 holds its run folder's). SIGTERM, SIGHUP and Ctrl-C stop the workers at once and exit 130: every
@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import collections
 import csv
+import functools
 import io
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dspseg.cli_support import holds_anything, not_ours
-from dspseg.errors import DiskFullError, UserError
+from dspseg.errors import UserError
 from dspseg.fslock import folder_lock
 from dspseg.study import RESULT_COLUMNS
 from dspseg.study.costs import annotation_hours
 from dspseg.study.eta import duration_text, remaining_seconds, run_progress
 from dspseg.study.plan import RunSpec, StudySpec, acr_name, data_dir
-from dspseg.study.runner import payload, read_result, result_row
+from dspseg.study.runner import payload, read_result
 
 STUDY_FILE = "study.yaml"
 RESULTS_FILE = "results.csv"
@@ -195,87 +195,32 @@ def run_sweep(spec: StudySpec, root: str | Path, backend: Any, console: Any,
 
 
 def _run_sweep(spec: StudySpec, root: Path, backend: Any, console: Any, study: StudySpec) -> dict[str, dict[str, Any]]:
+    from dspseg.study.schedule import Progress, run_tasks
+
     runs = spec.runs()
-    rows: dict[str, dict[str, Any]] = {}
-    children: dict[str, list[RunSpec]] = collections.defaultdict(list)
-    ready: collections.deque[RunSpec] = collections.deque()
+    done = {r.key: row for r in runs if (row := read_result(r.run_dir(root))) is not None}
     seconds: dict[str, list[float]] = collections.defaultdict(list)  # finished runs' seconds, per method
     for r in runs:
-        done = read_result(r.run_dir(root))
-        if done is not None:
-            rows[r.key] = done
-            if done.get("seconds"):
-                seconds[r.method.label].append(float(done["seconds"]))
-    for r in runs:
-        if r.key in rows:
-            continue
-        parent = spec.init_parent(r)
-        if parent is not None and parent.key not in rows:
-            children[parent.key].append(r)
-        else:
-            ready.append(r)
-    todo = len(runs) - len(rows)
-    console.print(f"{len(runs)} runs: {len(rows)} already done, {todo} to run on the {backend.name} backend "
-                  f"({backend.slots} at a time)", highlight=False)
-    attempts: collections.Counter[str] = collections.Counter()
-    in_flight: dict[Any, RunSpec] = {}
-    finished = 0
-    started: dict[str, float] = {}  # run key → when it was last submitted
-    t0 = time.perf_counter()
-    stopped = True  # until the loop ends normally: an interrupt or a full disk stops the workers at once
-    try:
-        while ready or in_flight:
-            while ready and len(in_flight) < backend.slots:
-                r = ready.popleft()
-                attempts[r.key] += 1
-                in_flight[backend.submit(payload(spec, root, r, threads=backend.threads))] = r
-                started[r.key] = time.perf_counter()
-            handle, row = backend.wait_one(list(in_flight))
-            r = in_flight.pop(handle)
-            if row.get("disk_full"):  # every other run would fail the same way
-                raise DiskFullError(f"{row.get('error')}; the sweep stopped: finished runs are in "
-                                    f"{root / RESULTS_FILE} and interrupted ones resume from their last checkpoint "
-                                    "— free some space, then run the same sweep command again")
-            if row.get("status") != "done" and attempts[r.key] < 2:
-                console.print(f"[yellow]failed[/] {r.key}: {row.get('error')} — trying once more", highlight=False)
-                ready.appendleft(r)
-                continue
-            rows[r.key] = row
-            finished += 1
-            if row.get("status") == "done":
-                for child in children.pop(r.key, []):
-                    ready.append(child)
-                if row.get("seconds"):
-                    seconds[r.method.label].append(float(row["seconds"]))
-                now = time.perf_counter()
-                logged = {x.key: p for x in in_flight.values() if (p := run_progress(x.run_dir(root))) is not None}
-                left = remaining_seconds([x for x in runs if x.key not in rows], seconds, backend.slots,
-                                         {x.key: now - started[x.key] for x in in_flight.values()}, spec.init_parent,
-                                         progress=logged)
-                eta = f", about {duration_text(left)} left" if left is not None and finished < todo else ""
-                console.print(f"[{finished}/{todo}] {r.key}: test mean Dice {row.get('mean_dice') or float('nan'):.3f} "
-                              f"in {row.get('seconds', 0):.0f} s  ({duration_text(time.perf_counter() - t0)} so far{eta})",
-                              highlight=False)
-            else:
-                console.print(f"[red]failed twice[/] {r.key}: {row.get('error')}", highlight=False)
-                for child in _descendants(children, r.key):
-                    rows[child.key] = result_row(payload(spec, root, child), status="failed",
-                                                 error=f"the run it starts from ({r.key}) failed")
-                    finished += 1
-            write_results(study, root, rows)
-        stopped = False
-    finally:
-        backend.close(stop=True) if stopped else backend.close()
-    write_results(study, root, rows)
-    return rows
+        if r.key in done and done[r.key].get("seconds"):
+            seconds[r.method.label].append(float(done[r.key]["seconds"]))
 
+    def done_line(r: RunSpec, row: dict[str, Any], progress: Progress[RunSpec]) -> str:
+        if row.get("seconds"):
+            seconds[r.method.label].append(float(row["seconds"]))
+        logged = {x.key: p for x in progress.in_flight if (p := run_progress(x.run_dir(root))) is not None}
+        left = remaining_seconds([x for x in runs if x.key not in progress.rows], seconds, backend.slots,
+                                 progress.running_s(), spec.init_parent, progress=logged)
+        eta = f", about {duration_text(left)} left" if left is not None and progress.finished < progress.todo else ""
+        return (f"[{progress.finished}/{progress.todo}] {r.key}: test mean Dice "
+                f"{row.get('mean_dice') or float('nan'):.3f} in {row.get('seconds', 0):.0f} s  "
+                f"({duration_text(progress.elapsed_s)} so far{eta})")
 
-def _descendants(children: dict[str, list[RunSpec]], key: str) -> list[RunSpec]:
-    out = []
-    for child in children.pop(key, []):
-        out.append(child)
-        out.extend(_descendants(children, child.key))
-    return out
+    return run_tasks(runs, done, parent_of=spec.init_parent, payload=functools.partial(payload, spec, root),
+                     backend=backend, console=console, done_line=done_line,
+                     write=lambda rows: write_results(study, root, rows),
+                     disk_full=f"the sweep stopped: finished runs are in {root / RESULTS_FILE} and interrupted ones "
+                               "resume from their last checkpoint — free some space, then run the same sweep command "
+                               "again")
 
 
 def summary_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
