@@ -69,7 +69,8 @@ def build_round(p: dict[str, Any]) -> dict[str, Any]:
         passes += 1
     asked_s = time.perf_counter() - t0
     manifest = Manifest(name=f"{source.name}-loop-{p['strategy']}-split{p['split']}-round{p['round']}",
-                        classes=list(source.classes), ignore_index=source.ignore_index, images=records)
+                        classes=list(source.classes), ignore_index=source.ignore_index,
+                        group_every=source.group_every, images=records)
     manifest.root = source.root
     taken = [a for a in answers if a.answered]
     info = {"format": ROUND_FORMAT, "strategy": p["strategy"], "split": p["split"], "round": p["round"],
