@@ -20,8 +20,10 @@ block that computed it until the last block that needs it:
   in a row-by-row sweep the tiles kept first are the ones needed first). Blocks taken in another
   order (Ray tasks spread over workers) only recompute more tiles; values never depend on the store.
 
-A tile's probabilities come from the same model on the same input whichever block computes it, so
-the blended voxels are those of predicting each block alone (up to the float summation order).
+A tile's probabilities come from the same model on the same input in the same fixed batch whichever
+block computes it (:meth:`dspseg.engine.volume_blocks.SectionPredictor._batch`), and each voxel sums
+the same tiles in the same order, so the blended voxels are those of predicting each block alone,
+bit for bit, in any block order and with any budget (``tests/engine/test_tile_reuse.py``).
 """
 
 from __future__ import annotations
