@@ -125,3 +125,7 @@ def test_random_strategies_are_seeded_and_ask_only_for_stronger_kinds_within_the
                                    ("labels-random", "image", 1)):  # a has points: no points or labels for it
         asked = requests_for(strategy, records, oracle, 150.0, run="", data="", seed=[0], threads=None)
         assert {r.kind for r in asked} == {kind} and len(asked) == images
+    # the control asks for nothing, however much time is left; a round answered with nothing keeps its records
+    assert requests_for("none", records, oracle, 1e6, run="", data="", seed=[0], threads=None) == []
+    answers, kept = spend([], records, oracle, 150.0)
+    assert answers == [] and [r.to_json() for r in kept] == [r.to_json() for r in records]

@@ -129,7 +129,7 @@ def loop(
                                    help="Comma-separated: advisor (dspseg advise), random (random images, random "
                                    "kinds), masks-random (random images, masks), uncertainty-masks (masks on the "
                                    "most uncertain images); diagnostics: boxes-random, points-random, labels-random "
-                                   "(random images, one weak kind)."),
+                                   "(random images, one weak kind), none (no annotation: the same retraining, the control)."),
     splits: int = typer.Option(3, "--splits", min=1, help="Cross-validation splits to run (0 .. N-1)."),
     n_splits: int = typer.Option(3, "--n-splits", min=1, help="Splits the data is divided into."),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits, the image order and the random strategies."),

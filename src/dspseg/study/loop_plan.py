@@ -31,7 +31,7 @@ from dspseg.study.costs import AnnotationCosts
 
 #: the strategies a loop compares (``--strategies``)
 STRATEGIES = ("advisor", "random", "masks-random", "uncertainty-masks", "boxes-random", "points-random",
-              "labels-random")
+              "labels-random", "none")
 START = "start"
 LOOP_FILE = "loop.yaml"
 ROUND_FILE = "round.json"

@@ -8,7 +8,9 @@
   point > image``), taken when its cost still fits the round's budget, else passed over (no second
   draw: that would favour the cheap kinds), until every image has been looked at;
 * ``masks-random`` — the same with masks only; ``boxes-random``, ``points-random`` and
-  ``labels-random`` likewise with one weak kind (diagnostics: what an hour of each kind buys).
+  ``labels-random`` likewise with one weak kind (diagnostics: what an hour of each kind buys);
+* ``none`` — asks for nothing: the round retrains on the unchanged dataset (the control: how much of a
+  round's gain is its extra training steps rather than its annotations).
 
 The random strategies price a request with the oracle's own rule (:meth:`Oracle.cost_s`), so their
 estimate is the actual cost. The advisor estimates costs from its prediction (the number of objects
@@ -86,6 +88,8 @@ def requests_for(strategy: str, records: Sequence[ImageRecord], oracle: Oracle, 
                  images: Sequence[str] | None = None) -> list[LoopRequest]:
     """What ``strategy`` asks for, given the current ``records`` (at ``data``) and model ``run``
     (``images``: only these may be asked about; the random strategies draw from every image)."""
+    if strategy == "none":
+        return []
     if strategy == "random":
         return random_requests(records, oracle, budget_s, np.random.default_rng(seed))
     if strategy in ONE_KIND:
