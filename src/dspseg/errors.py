@@ -33,14 +33,28 @@ EXIT_INTERRUPTED = 130
 EXIT_SKIPPED = 3
 
 
+def _rebuilt(cls: type, args: tuple, state: dict) -> BaseException:
+    """An error unpickled as it was (its message and fields), whatever its ``__init__`` takes."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class UserError(ValueError):
-    """A mistake the user can fix: a bad option, path, configuration or run folder (exit code 2)."""
+    """A mistake the user can fix: a bad option, path, configuration or run folder (exit code 2).
+
+    Every subclass pickles as it is (a DataLoader worker or a Ray task sends it back whole), even
+    when its ``__init__`` takes other arguments than the message."""
 
     exit_code: ClassVar[int] = 2
 
     def sentence(self) -> str:
         """What the command line prints after ``error:``."""
         return str(self)
+
+    def __reduce__(self) -> tuple:
+        return _rebuilt, (type(self), self.args, dict(self.__dict__))
 
 
 class DataError(UserError):
@@ -116,6 +130,35 @@ class VolumeError(DataError):
     def __init__(self, where: str | Path, field: str, reason: str, fix: str):
         self.where, self.field, self.reason, self.fix = str(where), field, reason, fix
         super().__init__(f"volume {self.where}, field '{field}': {reason}. Fix: {fix}")
+
+
+class VolumeReadError(DataError):
+    """A chunk of an opened volume that could not be read or decoded while reading a section (training,
+    validation, prediction). ``transient``: the store or filesystem did not answer (worth running
+    again as is); else the stored bytes are bad (corrupt or missing: the volume needs re-exporting).
+    ``where`` (URL or path), ``array``, ``section`` (``"z=5"``), ``chunk`` (grid index), ``reason``
+    and ``fix`` are kept separately; ``then`` says how the command goes on once fixed (a caller that
+    knows, such as the trainer, replaces it with :meth:`but`).
+
+        >>> e = VolumeReadError("cell.zarr", "s0", (1, 0, 0), "the chunk is corrupt (RuntimeError: bad)",
+        ...                     "re-export the volume", transient=False, section="z=5")
+        >>> print(e)  # doctest: +NORMALIZE_WHITESPACE
+        cannot read volume cell.zarr, array 's0', section z=5, chunk (1, 0, 0): the chunk is corrupt
+        (RuntimeError: bad). Fix: re-export the volume, then run the same command again
+    """
+
+    def __init__(self, where: str | Path, array: str | None, chunk: tuple[int, ...] | None, reason: str, fix: str,
+                 transient: bool, section: str | None = None, then: str = "then run the same command again"):
+        self.where, self.array, self.chunk, self.reason, self.fix = str(where), array, chunk, reason, fix
+        self.transient, self.section, self.then = transient, section, then
+        place = "".join([f", array '{array}'" if array else "", f", section {section}" if section else "",
+                         f", chunk {tuple(chunk)}" if chunk is not None else ""])
+        super().__init__(f"cannot read volume {self.where}{place}: {reason}. Fix: {fix}, {then}")
+
+    def but(self, **changes: object) -> VolumeReadError:
+        """The same error with some fields changed (``section``, ``then``...)."""
+        names = ("where", "array", "chunk", "reason", "fix", "transient", "section", "then")
+        return VolumeReadError(**{**{k: getattr(self, k) for k in names}, **changes})
 
 
 class DatasetError(DataError):
