@@ -9,13 +9,16 @@
 * an OME-TIFF stack (one page per z, PhysicalSize* in the OME-XML): tifffile, uncompressed
   (memory-mapped on reading) or zlib-compressed (read page by page).
 
-``volume_data`` is the reference array (z, y, x) every fixture stores.
+``volume_data`` is the reference array (z, y, x) every fixture stores; :func:`serve_http` serves a
+folder over HTTP (a remote store on 127.0.0.1) that can be made to fail its chunk requests.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +109,46 @@ def write_ome_tiff(path: Path, data: np.ndarray, compressed: bool = False) -> Pa
             "PhysicalSizeX": SCALE[2] / 1000}
     tifffile.imwrite(path, data, ome=True, metadata=meta, compression="zlib" if compressed else None)
     return path
+
+
+class _Server:
+    """A running :func:`serve_http`: its ``url``; set ``fail`` to ``"500"`` (answer HTTP 500) or
+    ``"close"`` (close the connection unanswered) for requests whose path contains ``only``."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.fail, self.only = url, None, "/c/"  # zarr v3 chunk keys: <array>/c/<z>/<y>/<x>
+
+
+@contextmanager
+def serve_http(folder: Path) -> Iterator[_Server]:
+    """Serve ``folder`` at ``http://127.0.0.1:<free port>`` in a thread while the block runs."""
+    import functools
+    import http.server
+    import socket
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def do_GET(self) -> None:
+            if server.fail and server.only in self.path:
+                if server.fail == "500":
+                    self.send_error(500)
+                    return
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    httpd.daemon_threads = True
+    server = _Server(f"http://127.0.0.1:{httpd.server_address[1]}")
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

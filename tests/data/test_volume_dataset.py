@@ -238,7 +238,8 @@ def test_validate_names_a_label_volume_that_stops_answering(volume_dir: Path, tm
     raw = {"format": "dspseg/2", "classes": SYNTH_CLASSES, "images": [
         {"volume": IMAGE, "index": 3, "mask": {"volume": LABELS}}]}
     (p,) = _validate_problems(tmp_path, "dataset.json", raw)
-    assert p.field == "mask.volume.url" and "section 3: cannot read it (ConnectionResetError" in p.message
+    assert p.field == "mask.volume.url"
+    assert "section 3, chunk (0, 0, 0): cannot read it (ConnectionResetError" in p.message
     assert p.fix.startswith("check the path") and "bug" not in str(p)
 
 

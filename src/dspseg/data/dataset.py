@@ -57,7 +57,7 @@ from dspseg.data.manifest import ImageRecord, Manifest
 from dspseg.data.rasterise import crop_instances, rasterise, shift_boxes, shift_points
 from dspseg.data.volume_items import LazyItem, VolumeReader
 from dspseg.data.volumes import ChunkCache
-from dspseg.errors import DatasetError
+from dspseg.errors import DatasetError, VolumeReadError
 from dspseg.vocabulary import BOX, POINT
 
 
@@ -297,6 +297,8 @@ class SegmentationDataset(Dataset):
         if isinstance(item, LazyItem):
             try:
                 it = self._read_window(item.record, (h, w), (r0, c0, vh, vw))
+            except VolumeReadError:
+                raise  # one sentence already: volume, array, section, chunk and fix
             except (ValueError, OSError) as e:
                 raise DatasetError(f"{item.file}: {e}") from None
             out = self._pad(it, 0, 0, vh, vw, ch, cw)

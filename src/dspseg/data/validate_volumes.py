@@ -17,8 +17,7 @@ import numpy as np
 from dspseg.data.manifest import ImageRecord
 from dspseg.data.volume_records import VolumeMask, resolve_ref
 from dspseg.data.volumes import Volume, VolumeRef, open_volume
-from dspseg.data.volumes.stores import is_remote_failure, unreadable
-from dspseg.errors import PathEscapeError, VolumeError
+from dspseg.errors import PathEscapeError, VolumeError, VolumeReadError
 
 _MIN_SIDE = 16
 
@@ -90,11 +89,9 @@ class VolumeChecks:
             return (1, h, w), None
         try:
             stored = labels.section(axis, rec.index)
-        except Exception as e:  # noqa: BLE001 - a store that stops answering is the user's to fix, not a bug
-            if not (isinstance(e, OSError) or is_remote_failure(rec.mask.volume, e)):
-                raise
-            bad = unreadable(rec.mask.volume, e)
-            self.add(where, "mask.volume.url", f"section {rec.index}: {bad.reason}", bad.fix, file=bad.where)
+        except VolumeReadError as e:  # a store that stops answering, a corrupt chunk: the user's to fix, not a bug
+            self.add(where, "mask.volume.url" if e.transient else "mask.volume",
+                     f"section {rec.index}, chunk {e.chunk}: {e.reason}", e.fix, file=e.where)
             return (1, h, w), None
         return (1, h, w), rec.mask.class_ids(stored, self.m.classes, self.m.ignore_index)
 

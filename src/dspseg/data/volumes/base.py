@@ -4,7 +4,9 @@ Every format (:mod:`.zarrs`, :mod:`.n5`, :mod:`.hdf5`, :mod:`.tiff`) is a :class
 its stored chunk grid and how to decode one chunk (``_load``); everything else lives here once.
 A read of a region asks the shared :class:`~.cache.ChunkCache` for exactly the chunks the region
 touches (chunk ``k`` along an axis of chunk size ``s`` covers ``[k s, (k + 1) s)``), so its cost and
-its memory are those of the window, never of the volume.
+its memory are those of the window, never of the volume. A chunk that cannot be read or decoded
+(the network drops, a corrupt or vanished file) is one :class:`~dspseg.errors.VolumeReadError`
+naming the volume, array, section and chunk (:meth:`Volume.chunk`, the one place all reads pass).
 
 Axes are letters of ``tczyx`` in stored order (``czyx``...). The spatial axes ``z, y, x`` are the
 volume; every other stored axis is fixed at one index (``VolumeRef.select``, or 0 when its size is
@@ -23,7 +25,8 @@ import numpy as np
 
 from dspseg.data.volumes.cache import ChunkCache, shared_cache
 from dspseg.data.volumes.ref import SPATIAL, VolumeRef
-from dspseg.errors import VolumeError
+from dspseg.data.volumes.stores import missing_package, read_failure
+from dspseg.errors import UserError, VolumeError, VolumeReadError
 
 
 def resolve_axes(ref: VolumeRef, declared: str | None, ndim: int) -> str:
@@ -112,9 +115,32 @@ class Volume(ABC):
     def _load(self, index: tuple[int, ...]) -> np.ndarray:
         """The chunk at grid ``index`` (stored order), clipped to the array's shape."""
 
+    @property
+    def array_name(self) -> str | None:
+        """The array's path inside the store, as the user's errors name it (the format's own when it knows it)."""
+        return self.ref.array
+
     def chunk(self, index: tuple[int, ...]) -> np.ndarray:
-        """One chunk through the cache (read-only array)."""
-        return self.cache.get((self.key, index), lambda: self._load(index))
+        """One chunk through the cache (read-only array).
+
+        The one place every format's chunk reads go through: an error while reading or decoding it
+        becomes a :class:`~dspseg.errors.VolumeReadError` naming the volume, the array and the chunk,
+        transient (the store did not deliver) or not (corrupt or missing bytes; see
+        :func:`~.stores.read_failure`); MemoryError and errors of our own code stay as they are.
+        """
+        try:
+            return self.cache.get((self.key, index), lambda: self._load(index))
+        except (MemoryError, UserError):
+            raise
+        except ImportError as err:  # a codec's optional package
+            raise missing_package(self.ref, err, self.format) from None
+        except Exception as err:
+            failure = read_failure(self.ref, err)
+            if failure is None:
+                raise
+            reason, fix, transient = failure
+            raise VolumeReadError(self.ref.url, self.array_name, tuple(int(k) for k in index), reason, fix,
+                                  transient) from None
 
     def read(self, start: Sequence[int], stop: Sequence[int]) -> np.ndarray:
         """The box ``[start, stop)`` in stored order (every dimension), assembled from the chunks it
@@ -150,7 +176,10 @@ class Volume(ABC):
         start[d], stop[d] = int(index), int(index) + 1
         start[rows], stop[rows] = r0, r0 + h
         start[cols], stop[cols] = c0, c0 + w
-        return self.read(start, stop).reshape(h, w)
+        try:
+            return self.read(start, stop).reshape(h, w)
+        except VolumeReadError as err:
+            raise err.but(section=f"{axis}={int(index)}") from None
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.ref.url!r}, axes={self.axes!r}, shape={self.shape}, "

@@ -67,6 +67,10 @@ class HDF5Volume(Volume):
         super().__init__(ref, shape=ds.shape, chunks=chunks, dtype=ds.dtype,
                          declared_axes=axes if isinstance(axes, str) else None, voxel_size=voxel, unit=unit, cache=cache)
 
+    @property
+    def array_name(self) -> str | None:
+        return self._ds.name
+
     def _load(self, index: tuple[int, ...]) -> np.ndarray:
         box = tuple(slice(k * c, min((k + 1) * c, s)) for k, c, s in zip(index, self.chunks, self.shape))
         return np.asarray(self._ds[box])

@@ -55,7 +55,7 @@ def _decompress(data: bytes, compression: dict) -> bytes:
 
 def decode_block(data: bytes, dtype: np.dtype, compression: dict) -> np.ndarray:
     """One N5 block file's bytes -> array in numpy axis order (the reverse of N5's)."""
-    mode, ndim = np.frombuffer(data[:4], dtype=">u2")
+    mode, ndim = (int(v) for v in np.frombuffer(data[:4], dtype=">u2"))
     size = np.frombuffer(data[4:4 + 4 * ndim], dtype=">u4").astype(int)
     offset = 4 + 4 * int(ndim) + (4 if mode == 1 else 0)
     raw = _decompress(data[offset:], compression)

@@ -91,6 +91,36 @@ def is_remote_failure(ref: VolumeRef, err: BaseException) -> bool:
     return local_path(ref.url) is None and type(err).__module__.split(".")[0] in REMOTE_LIBRARIES
 
 
+#: errors of our own code, never of the stored bytes: a chunk read raising one is not reworded
+BUGS = (TypeError, AttributeError, NameError, AssertionError, NotImplementedError, RecursionError)
+
+
+def read_failure(ref: VolumeRef, err: Exception) -> tuple[str, str, bool] | None:
+    """``(reason, fix, transient)`` of a chunk read of ``ref`` that raised ``err``, or None for a bug
+    (:data:`BUGS`). Transient: the store did not deliver (a remote store's network, HTTP or client
+    error, a timeout; a local disk or mount's I/O error): run again as is. Not: the chunk's file is
+    missing, or its bytes do not decode (a codec error, a short read): the volume needs re-exporting."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    what = f"{type(err).__name__}{': ' + first if first else ''}"
+    remote = local_path(ref.url) is None
+    if isinstance(err, FileNotFoundError):
+        return (f"the chunk's file is gone ({what})", "restore the volume's files from a copy or re-export the "
+                "volume (it changed after it was checked)", False)
+    if isinstance(err, PermissionError):
+        return (f"no permission to read it ({what})", "check that the store is readable (a private bucket needs "
+                "storage_options)" if remote else "check the permissions of the volume's files", False)
+    # an OSError without errno is a decoder's (gzip, bz2, HDF5 filters): the bytes, not the wire
+    io = isinstance(err, (TimeoutError, ConnectionError)) or (isinstance(err, OSError) and err.errno is not None)
+    if remote and (io or is_remote_failure(ref, err) or type(err).__module__.startswith("fsspec")):
+        return (f"the store did not deliver it ({what})", "check the connection and that the store is readable "
+                "(a private bucket needs storage_options)", True)
+    if not remote and io:
+        return f"cannot read it ({what})", "check the path, the disk and the network mount it is on", True
+    if isinstance(err, BUGS):
+        return None
+    return (f"the chunk is corrupt ({what})", "re-export the volume (or restore its files from a copy)", False)
+
+
 def read_json(fs: Any, path: str) -> dict | None:
     """A JSON file of the store, or None if it does not exist."""
     try:

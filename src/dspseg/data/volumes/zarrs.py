@@ -59,6 +59,10 @@ class ZarrVolume(Volume):
         super().__init__(ref, shape=array.shape, chunks=array.chunks, dtype=array.dtype,
                          declared_axes=declared, voxel_size=voxel, translation=trans, unit=unit, cache=cache)
 
+    @property
+    def array_name(self) -> str | None:
+        return getattr(self._array, "path", None) or self.ref.array
+
     def _load(self, index: tuple[int, ...]) -> np.ndarray:
         box = tuple(slice(k * c, min((k + 1) * c, s)) for k, c, s in zip(index, self.chunks, self.shape))
         return np.asarray(self._array[box])
