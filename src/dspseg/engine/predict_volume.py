@@ -16,7 +16,9 @@ attribute written by ``ome_zarr.writer``)::
 **Blocks and resume.** The volume is cut into blocks of ``block`` voxels (the output's chunks), each
 predicted section by section with a halo (:mod:`dspseg.engine.volume_blocks`) and written once; its
 marker is written after its chunks. A killed job run again with the same command skips the blocks
-with a marker and redoes the others (a half-written block has none). Memory is one block's
+with a marker and redoes the others (a half-written block has none); so does one stopped by a chunk of
+the input that cannot be read (a dropped connection, a corrupt chunk: one sentence, with the fix).
+Memory is one block's
 probabilities plus one section window, whatever the volume's size. The folder is held with
 :func:`dspseg.fslock.folder_lock` while written.
 
@@ -39,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from dspseg.errors import OutputFolderError, UserError
+from dspseg.errors import OutputFolderError, UserError, VolumeReadError
 
 LABEL_NAME = "segmentation"
 MARKER = ".dspseg-predict-volume.json"
@@ -232,24 +234,35 @@ def predict_volume(run: str | Path, volume: Any, out: str | Path, axes: str = "x
         todo = [j for j in jobs if not writer.done(j[0], j[1])]
         counts = {"computed": 0, "skipped": len(jobs) - len(todo), "levels": len({j[0] for j in jobs})}
         progress = Progress(console, counts, len(jobs), on_block)
-        if backend == "ray":
-            from dspseg.engine.predict_volume_ray import write_on_ray
-
-            write_on_ray(job, todo, progress, workers, address, threads)
-        else:
-            import torch
-
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads or before)
-            try:
-                for k, lo, hi in todo:
-                    writer.write(k, lo, hi)
-                    progress.block_done()
-            finally:
-                torch.set_num_threads(before)
+        try:
+            _write(job, writer, todo, progress, backend, workers, address, threads)
+        except VolumeReadError as e:  # the network dropped, a chunk is corrupt: one sentence, the markers kept
+            done = counts["computed"] + counts["skipped"]
+            then = f"then run the same command again: it keeps the {done} finished block(s) of {out}"
+            raise e.but(then=then) from None
     console.print(f"wrote {out} ({counts['computed']} block(s) computed, {counts['skipped']} kept from an earlier run)",
                   highlight=False, soft_wrap=True)
     return counts
+
+
+def _write(job: BlockJob, writer: BlockWriter, todo: Sequence[tuple[int, tuple[int, ...], tuple[int, ...]]],
+           progress: Progress, backend: str, workers: int, address: str | None, threads: int | None) -> None:
+    """Write the blocks ``todo`` here (``backend="local"``) or as Ray tasks."""
+    if backend == "ray":
+        from dspseg.engine.predict_volume_ray import write_on_ray
+
+        write_on_ray(job, todo, progress, workers, address, threads)
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        for k, lo, hi in todo:
+            writer.write(k, lo, hi)
+            progress.block_done()
+    finally:
+        torch.set_num_threads(before)
 
 
 def _console() -> Any:

@@ -12,7 +12,10 @@ split (whole images, mean Dice over classes), ``checkpoints/last.pt`` is written
 ``checkpoints/best.pt`` when the mean Dice improved (without a val split, best.pt is the final
 model). Loss values stay on the device between checks: on the CPU every step is checked for
 non-finite terms, elsewhere every ``log_every`` steps (one synchronisation), always before saving,
-so a NaN never reaches a checkpoint. Every path comes from :class:`~dspseg.engine.runfolder.RunFolder`.
+so a NaN never reaches a checkpoint. A volume chunk that cannot be read (the network drops, a
+corrupt chunk; :class:`~dspseg.errors.VolumeReadError`, also from a data loader worker:
+:mod:`~dspseg.engine.worker_errors`) stops the run with one sentence and the fix; last.pt stays as it
+was, to resume from. Every path comes from :class:`~dspseg.engine.runfolder.RunFolder`.
 
 The loop as named steps: :meth:`Trainer.setup` assembles the run (:mod:`dspseg.engine.assembly`),
 then per step :meth:`~Trainer.train_step` (``accumulate`` micro-batches) and, when due,
@@ -45,7 +48,9 @@ from dspseg.engine.config import TrainConfig, check_resume_changes, read_yaml, r
 from dspseg.engine.evaluate import dice_on_dataset
 from dspseg.engine.runfolder import RunFolder
 from dspseg.engine.runlog import LossWindow, Reporter, environment, plot_progress, write_config, write_env
-from dspseg.errors import TrainingError
+from dspseg.engine.worker_errors import CarryErrors, collate_carrying, raise_failed
+from dspseg.errors import TrainingError, VolumeReadError
+from dspseg.fslock import entries
 
 
 @dataclass
@@ -93,10 +98,11 @@ class Trainer(Assembly):
         """Batches from the current step on (``step · accumulate`` micro-batches already consumed)."""
         on_gpu = self.fabric.device.type == "cuda"
         workers = self.cfg.num_workers if self.cfg.num_workers is not None else (2 if on_gpu else 0)
+        # a read error in a worker comes back as itself, not as torch's traceback text (worker_errors)
         return torch.utils.data.DataLoader(
-            self.train_set, batch_sampler=self.plan.sampler(start_batch=self.step * self.cfg.accumulate),
-            num_workers=workers, collate_fn=partial(collate, ignore_index=self.train_set.ignore_index),
-            pin_memory=on_gpu, generator=torch.Generator(), persistent_workers=workers > 0)
+            CarryErrors(self.train_set), batch_sampler=self.plan.sampler(start_batch=self.step * self.cfg.accumulate),
+            num_workers=workers, pin_memory=on_gpu, generator=torch.Generator(), persistent_workers=workers > 0,
+            collate_fn=partial(collate_carrying, collate=partial(collate, ignore_index=self.train_set.ignore_index)))
 
     def train_step(self, batches: Any) -> dict[str, torch.Tensor]:
         """One optimiser step from ``accumulate`` micro-batches; the terms averaged over them (on the device)."""
@@ -104,7 +110,7 @@ class Trainer(Assembly):
         self.optimizer.zero_grad(set_to_none=True)
         micro_terms = []
         for micro in range(k):
-            batch = fabric.to_device(next(batches))
+            batch = fabric.to_device(raise_failed(next(batches)))
             with fabric.no_backward_sync(self.model, enabled=micro < k - 1):
                 terms = self.method.step(self.model, batch)
                 fabric.backward(sum(terms.values()) / k)
@@ -207,8 +213,19 @@ class Trainer(Assembly):
             t_start = time.perf_counter()
             self.setup()
             return self._train(t_start)
+        except VolumeReadError as e:  # the network dropped, a chunk is corrupt: one sentence, last.pt as it was
+            raise e.but(then=self.how_to_go_on()) from None
         finally:
             torch.set_num_threads(threads)
+
+    def how_to_go_on(self) -> str:
+        """How to continue after a stop that left the run folder as it was (after the fix)."""
+        if self.run.can_resume():
+            again = "run the same command again" if self.resume else "run it again with --resume"
+            return f"then {again}: training continues from {self.run.last}, which was kept"
+        if entries(self.run.root):
+            return "then run it again into a new --out folder (no checkpoint had been written yet)"
+        return "then run the same command again"
 
     def _train(self, t_start: float) -> TrainResult:
         cfg = self.cfg
