@@ -55,3 +55,21 @@ def test_padding_gets_ignore_index_and_confidence_rules():
     conf = confident(SCORES / 0.05, allowed, 0.95)
     assert conf[0, 1, 1]  # a single admissible class is always confident
     assert conf[0, 0, 0] and not confident(SCORES, allowed, 0.95)[0, 0, 0]
+
+
+def test_ties_go_to_the_first_admissible_class_as_with_argmax():
+    # classes 1 and 2 tie everywhere and beat class 0; where class 1 is not admissible, class 2 wins
+    scores = torch.tensor([[[[0.1, 0.1]], [[0.7, 0.7]], [[0.7, 0.7]]]])
+    allowed = allowed_from([[[1, 1]], [[1, 0]], [[1, 1]]])
+    valid = torch.ones(1, 1, 2, dtype=torch.bool)
+    labels = filter_pseudo_labels(scores, allowed, valid, 255)
+    assert labels.tolist() == [[[1, 2]]]
+    reference = scores.masked_fill(~allowed, float("-inf")).argmax(dim=1)
+    assert torch.equal(labels, reference)
+    # and on a large random batch with ties, the same labels as argmax
+    g = torch.Generator().manual_seed(0)
+    big = torch.randint(0, 4, (3, 9, 16, 16), generator=g).float()  # many exact ties
+    ok = torch.rand(3, 9, 16, 16, generator=g) > 0.3
+    ok[:, 0] = True
+    full = torch.ones(3, 16, 16, dtype=torch.bool)
+    assert torch.equal(filter_pseudo_labels(big, ok, full, 255), big.masked_fill(~ok, float("-inf")).argmax(dim=1))

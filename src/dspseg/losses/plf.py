@@ -42,7 +42,9 @@ def filter_pseudo_labels(scores: Tensor, allowed: Tensor, valid: Tensor, ignore_
         raise ValueError(f"allowed must have the shape of scores {tuple(scores.shape)}, got {tuple(allowed.shape)}")
     with torch.no_grad():
         masked = scores.detach().masked_fill(~allowed, float("-inf"))
-        labels = masked.argmax(dim=1)
+        # max(dim).indices, not argmax(dim): the same first maximal index (ties included), but on CPU
+        # torch's argmax over a non-innermost dim of (B,C,H,W) is ~5x slower (16x9x96^2: 62 vs 12 ms)
+        labels = masked.max(dim=1).indices
         return labels.masked_fill(~valid, ignore_index)
 
 
