@@ -128,8 +128,8 @@ def serve_http(folder: Path) -> Iterator[_Server]:
     import threading
 
     class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # quiet
-            pass
+        def log_message(self, *args) -> None:
+            """Say nothing: a test's output is not the server's request log."""
 
         def do_GET(self) -> None:
             if server.fail and server.only in self.path:
