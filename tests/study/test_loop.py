@@ -130,7 +130,7 @@ def test_bad_options_are_one_sentence(tmp_path, finished):
     r = loop(data, tmp_path / "x", "--strategies", "advisor,randomm")
     assert r.exit_code == 2 and "unknown strategy 'randomm'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["study", "loop", "--data", str(data), "--out", str(out), *ARGS[:-2], "--set", "lr=1"])
-    assert r.exit_code == 2 and "holds a loop with other train options lr 6e-05 (now 1.0)" in r.output
+    assert r.exit_code == 2 and "holds a loop with other training options lr 6e-05 (now 1.0)" in r.output
     r = CliRunner().invoke(app, ["study", "loop", "--data", str(tmp_path), "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "holds no dataset.json" in r.output
     r = loop(data, tmp_path / "x", "--hours-per-round", "0")

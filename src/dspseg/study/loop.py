@@ -77,7 +77,7 @@ def _prepare(spec: LoopSpec, root: Path, console: Any) -> LoopSpec:
     from dspseg.data.acr.writer import simulate_dataset
     from dspseg.data.manifest import load_manifest
     from dspseg.fsutil import write_text_atomic
-    from dspseg.study.sweep import with_new_defaults
+    from dspseg.study.sweep import refuse_other_options
 
     source = load_manifest(spec.data)
     if source.has_volumes:
@@ -85,18 +85,7 @@ def _prepare(spec: LoopSpec, root: Path, console: Any) -> LoopSpec:
                         "convert the sections to files first (dspseg convert)")
     if (root / LOOP_FILE).is_file():
         old = load_loop(root)
-        mine = spec.model_copy(update={"train": with_new_defaults(spec.train)})
-        old = old.model_copy(update={"train": with_new_defaults(old.train)})
-        for key in SAME:
-            before, now = getattr(old, key), getattr(mine, key)
-            if before != now:
-                if isinstance(before, dict) and isinstance(now, dict):
-                    keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-                    what = f"{key} options " + ", ".join(f"{k} {before.get(k)!r} (now {now.get(k)!r})" for k in keys)
-                else:
-                    what = f"{key} {before!r} (now {now!r})"
-                raise UserError(f"{root} holds a loop with other {what}; rounds of one folder must be comparable: "
-                                "use a new --out folder, or the same options as before")
+        refuse_other_options(old, spec, SAME, root, "loop")
         spec = spec.model_copy(update={"strategies": list(dict.fromkeys(spec.strategies + old.strategies)),
                                        "rounds": max(old.rounds, spec.rounds), "splits": max(old.splits, spec.splits)})
         if spec.splits > spec.n_splits:

@@ -21,7 +21,7 @@ import csv
 import functools
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -74,6 +74,28 @@ def with_new_defaults(train: dict[str, Any]) -> dict[str, Any]:
         return {**train, **missing}
 
 
+def refuse_other_options(old: Any, new: Any, keys: Iterable[str], root: Path, kind: str) -> None:
+    """Refuse, naming the option and the fix, when ``new`` (a sweep's or loop's spec) differs from
+    ``old`` (the one its folder ``root`` was made with) in any of ``keys``: the runs of one folder must be
+    comparable. Training options are compared with the options added to dspseg since filled in
+    (:func:`with_new_defaults`), so an upgrade alone does not refuse a folder."""
+    old = old.model_copy(update={"train": with_new_defaults(old.train)})
+    new = new.model_copy(update={"train": with_new_defaults(new.train)})
+    for key in keys:
+        before, now = getattr(old, key), getattr(new, key)
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):  # training options (--set), costs (--cost)
+            differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            name, flag = ("training options", "--set") if key == "train" else (key, "--" + key.rstrip("s"))
+            what = f"{name} " + ", ".join(f"{k} {before.get(k)!r} (now {now.get(k)!r})" for k in differ)
+            fix = "the same options as before (e.g. " + " ".join(f"{flag} {k}={before.get(k)}" for k in differ) + ")"
+        else:
+            what, fix = f"{key} {before!r} (now {now!r})", "the same options as before"
+        raise UserError(f"{root} holds a {kind} with other {what}; the runs of one folder must be comparable: "
+                        f"use a new --out folder, or {fix}")
+
+
 def prepare(spec: StudySpec, root: str | Path, console: Any) -> StudySpec:
     """Write or check ``study.yaml``; simulate the datasets ``spec`` needs; return the folder's study:
     ``spec`` joined with the methods, scenarios, ACRs and splits of earlier sweeps there (results.csv
@@ -91,19 +113,7 @@ def _prepare(spec: StudySpec, root: Path, console: Any) -> StudySpec:
 
     if (root / STUDY_FILE).is_file():
         old = load_study(root)
-        mine = spec.model_copy(update={"train": with_new_defaults(spec.train)})
-        old = old.model_copy(update={"train": with_new_defaults(old.train)})
-        for key in SAME:
-            before, now = getattr(old, key), getattr(mine, key)
-            if before != now:
-                if isinstance(before, dict) and isinstance(now, dict):
-                    keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-                    what = "training options " + ", ".join(f"{k} {before.get(k)!r} (now {now.get(k)!r})" for k in keys)
-                    fix = "the same options as before (e.g. " + " ".join(f"--set {k}={before.get(k)}" for k in keys) + ")"
-                else:
-                    what, fix = f"{key} {before!r} (now {now!r})", "the same options as before"
-                raise UserError(f"{root} holds a sweep with other {what}; runs of one folder must be comparable: "
-                                f"use a new --out folder, or {fix}")
+        refuse_other_options(old, spec, SAME, root, "sweep")
         # methods, scenarios, ACRs and splits may grow: the union is the study
         study = spec.model_copy(update={
             "methods": list(dict.fromkeys(old.methods + spec.methods)),
