@@ -4,8 +4,10 @@
   through its rounds (mean over splits at the mean hours spent), a band from the lowest to the
   highest split;
 * ``report.md`` — the settings, the Dice of every strategy per split and round with the hours
-  actually spent (and the strategy's estimate of them), the requests answered by kind, and the paired
-  per-split differences of ``advisor`` against every other strategy after the last round.
+  actually spent (and the strategy's estimate of them), the requests answered by kind, the paired
+  per-split differences of ``advisor`` against every other strategy in every round and, when the
+  loop ran the control ``none`` (the same retraining with no annotation), of every strategy against
+  it: what a round's annotation added beyond its training steps.
 
 matplotlib is imported inside :func:`loop_plot`.
 """
@@ -21,6 +23,7 @@ from dspseg.study.costs import costs_text
 from dspseg.study.loop_plan import LoopSpec
 
 FOCUS = "advisor"
+CONTROL = "none"  # no annotation: the same steps of retraining
 
 
 def read_rows(root: str | Path) -> list[dict[str, Any]]:
@@ -59,6 +62,17 @@ def curves(rows: Sequence[dict[str, Any]], strategies: Sequence[str]) -> dict[st
     return out
 
 
+def control_hours(lines: dict[str, list[dict[str, float]]]) -> dict[int, float]:
+    """Round → where the control's point of that round is drawn: it spends no hours, so at the most
+    hours any other strategy had spent by the same round (beside the points it is compared with)."""
+    out: dict[int, float] = {}
+    for s, points in lines.items():
+        for p in points:
+            if s != CONTROL:
+                out[p["round"]] = max(out.get(p["round"], 0.0), p["hours"])
+    return out
+
+
 def loop_plot(rows: Sequence[dict[str, Any]], strategies: Sequence[str], path: str | Path, title: str) -> Path:
     """Dice against hours annotated, one line per strategy, band = range over splits; written to ``path``."""
     from dspseg.study.plots import method_colours, new_figure, save_figure
@@ -66,10 +80,17 @@ def loop_plot(rows: Sequence[dict[str, Any]], strategies: Sequence[str], path: s
     fig = new_figure(6.4, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     colours = method_colours(list(strategies))
-    for s, points in curves(rows, strategies).items():
+    lines = curves(rows, strategies)
+    round_hours = control_hours(lines)
+    for s, points in lines.items():
         if not points:
             continue
         x = [p["hours"] for p in points]
+        if s == CONTROL:
+            x = [round_hours.get(p["round"], 0.0) for p in points]
+            ax.plot(x, [p["mean"] for p in points], marker="s", linestyle="--", color="0.35",
+                    label=f"{s}: no annotation, same retraining ({points[-1]['n']} splits)")
+            continue
         ax.plot(x, [p["mean"] for p in points], marker="o", color=colours[s], label=f"{s} ({points[-1]['n']} splits)")
         ax.fill_between(x, [p["low"] for p in points], [p["high"] for p in points], color=colours[s], alpha=0.15)
     ax.set_xlabel("hours annotated in the loop (actual cost, mean over splits)")
@@ -127,18 +148,32 @@ def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str
     later = [r for r in rounds if r > 0]
     if FOCUS in spec.strategies and later:
         lines += ["", f"## `{FOCUS}` against the others, paired per split (Dice points)", "",
-                  "| baseline | " + " | ".join(f"round {r}" for r in later) + " |", "|---|" + "---:|" * len(later)]
-        for s in spec.strategies:
-            if s == FOCUS:
-                continue
-            cells = []
-            for rnd in later:
-                values = [v for _, v in paired(rows, FOCUS, s, rnd)]
-                cells.append(" / ".join(f"{v:+.1f}" for v in values) + f" = {sum(values) / len(values):+.1f} "
-                             f"({sum(v > 0 for v in values)}/{len(values)} wins)" if values else "")
-            lines.append(f"| `{s}` | " + " | ".join(cells) + " |")
-        lines += ["", "Cells: splits in order, then their mean and the splits where the advisor is above."]
+                  *_paired_table(rows, later, [(FOCUS, s) for s in spec.strategies if s != FOCUS], "baseline"),
+                  "", "Cells: splits in order, then their mean and the splits where the advisor is above."]
+    if CONTROL in spec.strategies and later:
+        lines += ["", f"## What the annotation added: every strategy against `{CONTROL}`, paired per split (Dice points)",
+                  "", f"`{CONTROL}` retrains the same steps from the same weights with no annotation, so a strategy's "
+                  "difference from it is what its hours added beyond the training steps (one run each: compare it "
+                  "with the spread of training seeds before reading a difference as real).", "",
+                  *_paired_table(rows, later, [(s, CONTROL) for s in spec.strategies if s != CONTROL], "strategy"),
+                  "", f"Cells: splits in order, then their mean and the splits where the strategy is above `{CONTROL}`."]
     return "\n".join(lines) + "\n"
+
+
+def _paired_table(rows: Sequence[dict[str, Any]], rounds: Sequence[int], pairs: Sequence[tuple[str, str]],
+                  header: str) -> list[str]:
+    """Markdown rows: for each (method, baseline), per round the per-split differences, their mean and wins;
+    the row is named by the member of the pair that varies (``header`` says which)."""
+    lines = [f"| {header} | " + " | ".join(f"round {r}" for r in rounds) + " |", "|---|" + "---:|" * len(rounds)]
+    for method, baseline in pairs:
+        cells = []
+        for rnd in rounds:
+            values = [v for _, v in paired(rows, method, baseline, rnd)]
+            cells.append(" / ".join(f"{v:+.1f}" for v in values) + f" = {sum(values) / len(values):+.1f} "
+                         f"({sum(v > 0 for v in values)}/{len(values)} wins)" if values else "")
+        name = baseline if header == "baseline" else method
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_loop_report(spec: LoopSpec, root: str | Path) -> tuple[Path, Path]:
