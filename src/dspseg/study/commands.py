@@ -125,11 +125,12 @@ def loop(
     rounds: int = typer.Option(3, "--rounds", min=1, help="Annotation rounds."),
     hours_per_round: float = typer.Option(0.25, "--hours-per-round", min=0.0, help="Hours of annotation each "
                                           "strategy may spend per round (actual cost of the answers)."),
-    strategies: str = typer.Option("advisor,random,masks-random,uncertainty-masks", "--strategies",
+    strategies: str = typer.Option("advisor,random,masks-random,uncertainty-masks,none", "--strategies",
                                    help="Comma-separated: advisor (dspseg advise), random (random images, random "
                                    "kinds), masks-random (random images, masks), uncertainty-masks (masks on the "
                                    "most uncertain images); diagnostics: boxes-random, points-random, labels-random "
-                                   "(random images, one weak kind), none (no annotation: the same retraining, the control)."),
+                                   "(random images, one weak kind); none: no annotation, the same retraining — the control every "
+                                   "other strategy is read against."),
     splits: int = typer.Option(3, "--splits", min=1, help="Cross-validation splits to run (0 .. N-1)."),
     n_splits: int = typer.Option(3, "--n-splits", min=1, help="Splits the data is divided into."),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits, the image order and the random strategies."),
