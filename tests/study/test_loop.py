@@ -131,6 +131,8 @@ def test_bad_options_are_one_sentence(tmp_path, finished):
     assert r.exit_code == 2 and "unknown strategy 'randomm'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["study", "loop", "--data", str(data), "--out", str(out), *ARGS[:-2], "--set", "lr=1"])
     assert r.exit_code == 2 and "holds a loop with other training options lr 6e-05 (now 1.0)" in r.output
+    r = loop(data, out, "--start-steps", "3")
+    assert r.exit_code == 2 and "holds a loop with other start_steps None (now 3)" in r.output
     r = CliRunner().invoke(app, ["study", "loop", "--data", str(tmp_path), "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "holds no dataset.json" in r.output
     r = loop(data, tmp_path / "x", "--hours-per-round", "0")
@@ -138,3 +140,17 @@ def test_bad_options_are_one_sentence(tmp_path, finished):
     r = loop(data, tmp_path / "z", "--method", "basic")
     assert r.exit_code == 2 and "does not learn from box, point, image" in r.output
     assert np.all([not (tmp_path / n).exists() for n in ("x", "z")])
+
+
+def test_the_start_can_train_longer_than_the_rounds(tmp_path, finished):
+    data, _, _ = finished
+    out = tmp_path / "long"
+    args = [a for a in ARGS]
+    args[args.index("--strategies") + 1] = "none"
+    args[args.index("--rounds") + 1] = "1"
+    r = CliRunner().invoke(app, ["study", "loop", "--data", str(data), "--out", str(out), *args, "--start-steps", "3"])
+    assert r.exit_code == 0, r.output
+    rows = {(x["strategy"], x["round"]): x for x in read_csv(out / "results.csv")}
+    assert (rows["none", "0"]["steps"], rows["none", "0"]["total_steps"]) == ("3", "3")
+    assert (rows["none", "1"]["steps"], rows["none", "1"]["total_steps"]) == ("2", "5")
+    assert "the start model: 3 steps from random weights" in (out / "report.md").read_text()

@@ -144,6 +144,9 @@ def loop(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (e.g. auto or HEAD:6379)."),
     steps: Optional[int] = train_option("steps", "--steps", help="Training steps of the start model and of every "
                                         "round (default: {default})."),
+    start_steps: Optional[int] = typer.Option(None, "--start-steps", min=1, help="Training steps of the start "
+                                              "model only (default: --steps). More lets the start converge, so that "
+                                              "what a round gains is its annotation rather than its extra steps."),
     batch_size: Optional[int] = train_option("batch_size", "--batch-size", "-b",
                                              help="Images per step (default: {default})."),
     width: Optional[int] = train_option("width", "--width", help="U-Net width (default: {default})."),
@@ -179,7 +182,7 @@ def loop(
                             hours_per_round=hours_per_round,
                             strategies=parse_list(strategies, "strategies", "advisor,random"), splits=splits,
                             n_splits=max(n_splits, splits), seed=seed, method=method, train=base,
-                            costs=AnnotationCosts.from_items(cost))
+                            start_steps=start_steps, costs=AnnotationCosts.from_items(cost))
         except ValueError as e:
             errors = getattr(e, "errors", None)
             msg = "; ".join(str(x["msg"]).removeprefix("Value error, ") for x in errors()) if errors else str(e)

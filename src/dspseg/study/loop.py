@@ -42,7 +42,7 @@ from dspseg.study.runner import read_result
 
 RESULTS_FILE = "results.csv"
 #: what the loop folder's runs must share (strategies, rounds and splits may grow)
-SAME = ("data", "start_acr", "hours_per_round", "n_splits", "seed", "method", "train", "costs")
+SAME = ("data", "start_acr", "hours_per_round", "n_splits", "seed", "method", "train", "start_steps", "costs")
 KIND_COLUMNS = ("requests_mask", "requests_box", "requests_point", "requests_image")
 #: results.csv: which run; hours spent in the loop so far (actual costs; the strategy's estimates of the
 #: answered requests; this round's), the requests answered this round by kind and those skipped; test Dice
@@ -119,6 +119,8 @@ def task_payload(spec: LoopSpec, root: str | Path, task: LoopTask, threads: int 
     train = dict(spec.train)
     if threads is not None and train.get("threads") is None:
         train["threads"] = threads
+    if task.is_start and spec.start_steps is not None:
+        train["steps"] = spec.start_steps
     parent = task.parent
     p: dict[str, Any] = {
         "root": str(root), "key": task.key, "method": spec.method, "method_name": spec.method, "method_options": {},

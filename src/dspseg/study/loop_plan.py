@@ -51,6 +51,8 @@ class LoopSpec(BaseModel):
     seed: int = Field(0, ge=0, description="seed of the splits, the image order and the random strategies")
     method: str = Field("dsp", description="training method of every run (it must learn from every kind)")
     train: dict[str, Any] = Field(default_factory=dict)
+    start_steps: int | None = Field(None, ge=1, description="training steps of the start model (None: the rounds' "
+                                    "steps); more lets the start converge, so that a round's gain is its annotation")
     costs: AnnotationCosts = Field(default_factory=AnnotationCosts)
 
     @field_validator("strategies")

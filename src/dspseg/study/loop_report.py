@@ -114,11 +114,12 @@ def paired(rows: Sequence[dict[str, Any]], method: str, baseline: str, rnd: int)
 
 def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str = "loop.png") -> str:
     """The loop's report (see the module docstring)."""
+    start = "the same steps" if spec.start_steps is None else f"{spec.start_steps} steps"
     lines = [f"# Annotation loop: {', '.join(spec.strategies)}", "",
              f"Data `{spec.data}`; start: the mixed ACR protocol at ACR {spec.start_acr:g} per split; {spec.rounds} "
              f"round(s) of {spec.hours_per_round:g} h per strategy; {spec.splits} split(s); method `{spec.method}`, "
-             f"{spec.train.get('steps')} steps per round from the previous round's weights (the start model: the same "
-             f"steps from random weights); costs: {costs_text(spec.costs)}.", "", f"![Dice against hours]({picture})", ""]
+             f"{spec.train.get('steps')} steps per round from the previous round's weights (the start model: {start} "
+             f"from random weights); costs: {costs_text(spec.costs)}.", "", f"![Dice against hours]({picture})", ""]
     rounds = sorted({r["round"] for r in rows})
     for k in sorted({r["split"] for r in rows}):
         lines += [f"## Split {k}", "", "| strategy | " + " | ".join(f"round {r}" for r in rounds) + " |",
