@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -152,10 +153,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-memory", action="store_true", help="only the throughput (and Ray) parts")
     p.add_argument("--skip-throughput", action="store_true", help="only the memory part")
     p.add_argument("--keep", action="store_true", help="keep the volumes and outputs")
+    p.add_argument("--resume", action="store_true",
+                   help="memory part only: go on with an earlier --keep run in --work (its model, volumes and "
+                   "part-written outputs are kept); dspseg predict keeps the blocks it finished, so the peak "
+                   "is that of the rest of the job")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     if (args.throughput not in sizes and not args.skip_throughput) or any(s % 16 for s in sizes):
         p.error("--sizes must be multiples of 16 and include --throughput")
+    if args.resume and not (args.skip_throughput and not args.skip_memory):
+        p.error("--resume goes on with the memory part: give it with --skip-throughput")
     import torch
 
     from dspseg.data.volumes import shared_cache
@@ -168,17 +175,21 @@ def main(argv: list[str] | None = None) -> None:
     base = V.read_base(V.base_volume(work))
     vols = {}
     for size in sizes:
-        vols[size] = V.write_tiled_volume(work / f"predict-{size}m.ome.zarr", (size, SIDE, SIDE), base, [], seed=size)
+        path = work / f"predict-{size}m.ome.zarr"
+        if args.resume and (path / "zarr.json").is_file():  # the earlier run's volume (only its path is used)
+            vols[size] = types.SimpleNamespace(path=path)
+        else:
+            vols[size] = V.write_tiled_volume(path, (size, SIDE, SIDE), base, [], seed=size)
     outs = []
     if not args.skip_memory:
         rows = []
         sampler = V.TreeRSS()
         for size in sizes:
             out = work / f"pred-{size}m.ome.zarr"
-            if out.exists():
+            if out.exists() and not args.resume:
                 shutil.rmtree(out)
             outs.append(out)
-            log = work / f"predict-{size}m.log"
+            log = work / f"predict-{size}m{'-resume' if args.resume else ''}.log"
             res = sampler.run([str(VENV / "dspseg"), "predict", str(run), str(vols[size].path), "--out", str(out)],
                               log, env=_env())
             if res.returncode != 0:
