@@ -149,30 +149,29 @@ def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str
     later = [r for r in rounds if r > 0]
     if FOCUS in spec.strategies and later:
         lines += ["", f"## `{FOCUS}` against the others, paired per split (Dice points)", "",
-                  *_paired_table(rows, later, [(FOCUS, s) for s in spec.strategies if s != FOCUS], "baseline"),
+                  *_paired_table(rows, later, "baseline", [(s, FOCUS, s) for s in spec.strategies if s != FOCUS]),
                   "", "Cells: splits in order, then their mean and the splits where the advisor is above."]
     if CONTROL in spec.strategies and later:
         lines += ["", f"## What the annotation added: every strategy against `{CONTROL}`, paired per split (Dice points)",
                   "", f"`{CONTROL}` retrains the same steps from the same weights with no annotation, so a strategy's "
                   "difference from it is what its hours added beyond the training steps (one run each: compare it "
                   "with the spread of training seeds before reading a difference as real).", "",
-                  *_paired_table(rows, later, [(s, CONTROL) for s in spec.strategies if s != CONTROL], "strategy"),
+                  *_paired_table(rows, later, "strategy", [(s, s, CONTROL) for s in spec.strategies if s != CONTROL]),
                   "", f"Cells: splits in order, then their mean and the splits where the strategy is above `{CONTROL}`."]
     return "\n".join(lines) + "\n"
 
 
-def _paired_table(rows: Sequence[dict[str, Any]], rounds: Sequence[int], pairs: Sequence[tuple[str, str]],
-                  header: str) -> list[str]:
-    """Markdown rows: for each (method, baseline), per round the per-split differences, their mean and wins;
-    the row is named by the member of the pair that varies (``header`` says which)."""
+def _paired_table(rows: Sequence[dict[str, Any]], rounds: Sequence[int], header: str,
+                  pairs: Sequence[tuple[str, str, str]]) -> list[str]:
+    """A markdown table, one row per ``(name, method, baseline)``: per round the per-split differences
+    ``method − baseline`` (Dice points), their mean and the splits ``method`` wins."""
     lines = [f"| {header} | " + " | ".join(f"round {r}" for r in rounds) + " |", "|---|" + "---:|" * len(rounds)]
-    for method, baseline in pairs:
+    for name, method, baseline in pairs:
         cells = []
         for rnd in rounds:
             values = [v for _, v in paired(rows, method, baseline, rnd)]
             cells.append(" / ".join(f"{v:+.1f}" for v in values) + f" = {sum(values) / len(values):+.1f} "
                          f"({sum(v > 0 for v in values)}/{len(values)} wins)" if values else "")
-        name = baseline if header == "baseline" else method
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return lines
 
