@@ -18,7 +18,6 @@ Inference-free: it reads the masks of the source dataset and the loop's CSV only
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from dspseg.data.io import read_mask
 from dspseg.data.manifest import load_manifest
 from dspseg.study.loop import load_loop
-from dspseg.study.loop_report import CONTROL
+from dspseg.study.loop_report import CONTROL, read_rows
 
 
 def class_shares(masks: list[Path], n_classes: int) -> np.ndarray:
@@ -70,10 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     whole = class_shares(list(mask_of.values()), len(classes))
     print(f"| whole dataset ({len(mask_of)} masks) | | | | | " + " | ".join(f"{100 * x:.1f} %" for x in whole) + " |")
 
-    with open(args.loop / "results.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["status"] == "done"]
-    rnd = args.round if args.round is not None else max(int(r["round"]) for r in rows)
-    at = {(r["strategy"], int(r["split"])): r for r in rows if int(r["round"]) == rnd}
+    rows = read_rows(args.loop)  # the done rows, numbers typed
+    rnd = args.round if args.round is not None else max(r["round"] for r in rows)
+    at = {(r["strategy"], r["split"]): r for r in rows if r["round"] == rnd}
     print(f"\n## Test Dice per class minus `{CONTROL}`'s, round {rnd} (Dice points, mean over splits)\n")
     if not any(s == CONTROL for s, _ in at):
         print(f"(no `{CONTROL}` run at round {rnd}: run the loop with the control)")
@@ -88,8 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
 
         def diff(column: str) -> float:
-            return 100 * float(np.mean([float(at[strategy, k][column]) - float(at[CONTROL, k][column])
-                                        for k in splits]))
+            return 100 * float(np.mean([at[strategy, k][column] - at[CONTROL, k][column] for k in splits]))
         print(f"| `{strategy}` | {len(splits)} | {diff('mean_dice'):+.1f} | "
               + " | ".join(f"{diff('dice_' + c):+.1f}" for c in classes) + " |")
 

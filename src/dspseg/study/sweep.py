@@ -85,11 +85,10 @@ def refuse_other_options(old: Any, new: Any, keys: Iterable[str], root: Path, ki
         before, now = getattr(old, key), getattr(new, key)
         if before == now:
             continue
-        if isinstance(before, dict) and isinstance(now, dict):  # training options (--set), costs (--cost)
+        if key == "train":  # name each training option that differs, and its --set
             differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            name, flag = ("training options", "--set") if key == "train" else (key, "--" + key.rstrip("s"))
-            what = f"{name} " + ", ".join(f"{k} {before.get(k)!r} (now {now.get(k)!r})" for k in differ)
-            fix = "the same options as before (e.g. " + " ".join(f"{flag} {k}={before.get(k)}" for k in differ) + ")"
+            what = "training options " + ", ".join(f"{k} {before.get(k)!r} (now {now.get(k)!r})" for k in differ)
+            fix = "the same options as before (e.g. " + " ".join(f"--set {k}={before.get(k)}" for k in differ) + ")"
         else:
             what, fix = f"{key} {before!r} (now {now!r})", "the same options as before"
         raise UserError(f"{root} holds a {kind} with other {what}; the runs of one folder must be comparable: "
