@@ -16,7 +16,7 @@ from dspseg.data.volumes import open_volume
 from dspseg.engine.checkpoint import LoadedRun, load_run
 from dspseg.engine.evaluate import predict_labels
 from dspseg.engine.predict import palette
-from dspseg.engine.predict_volume import DONE, predict_volume
+from dspseg.engine.predict_volume import DONE, predict_volume, read_record
 from dspseg.engine.trainer import train
 from dspseg.data.volumes.pyramid import mode_downsample
 from dspseg.errors import DatasetError, OutputFolderError, UserError, VolumeError
@@ -88,8 +88,61 @@ def test_resume_after_a_stop_skips_finished_blocks(setup: tuple[Path, Path], tmp
     resumed = predict_volume(run, str(cell), out, **OPTS)
     assert resumed == {"computed": total - 5, "skipped": 5, "levels": 2}
     assert np.array_equal(_labels(out), _labels(whole)) and np.array_equal(_labels(out, 1), _labels(whole, 1))
-    assert predict_volume(run, str(cell), out, **OPTS)["computed"] == 0  # all done: nothing recomputed
-    assert len(list((out / DONE).rglob("*_*_*"))) == total
+    assert predict_volume(run, str(cell), out, **OPTS) == {"computed": 0, "skipped": total, "levels": 2}  # all done
+
+
+def test_a_finished_output_holds_only_zarr_and_records_what_wrote_it(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """No block markers, marker file or lock left in the finished folder: zarr-python lists its members
+    without a warning (it warns about every entry it does not know); the root group's ``dspseg``
+    attribute names the run, the input and the options, and the same command finds it complete."""
+    import warnings
+
+    run, cell = setup
+    out = tmp_path / "seg.ome.zarr"
+    total = predict_volume(run, str(cell), out, **OPTS)["computed"]
+    assert sorted(p.name for p in out.iterdir()) == ["labels", "zarr.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.ome.zarr"]  # the sibling lock is gone too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        root = zarr.open_group(str(out), mode="r")
+        assert sorted(name for name, _ in root.members(max_depth=None)) == [
+            "labels", "labels/segmentation", "labels/segmentation/s0", "labels/segmentation/s1"]
+    record = read_record(out)
+    assert record["complete"] is True and record["predict"]["run"] == str(run.resolve())
+    assert record["predict"]["volume"]["url"] == str(cell) and record["predict"]["levels"] == 2
+    assert predict_volume(run, str(cell), out, **OPTS) == {"computed": 0, "skipped": total, "levels": 2}
+    with pytest.raises(OutputFolderError, match="not written by this command.*--overwrite"):
+        predict_volume(run, str(cell), out, **{**OPTS, "levels": 1})  # other options: refused, kept
+    assert read_record(out)["complete"] is True
+    redone = predict_volume(run, str(cell), out, overwrite=True, **{**OPTS, "levels": 1})
+    assert redone["skipped"] == 0 and read_record(out)["predict"]["levels"] == 1
+
+
+def test_a_second_writer_is_refused_and_a_failed_start_leaves_no_folder(setup: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dspseg.errors import FolderLockedError
+    from dspseg.fslock import sibling_lock_file
+
+    run, cell = setup
+    out = tmp_path / "seg.ome.zarr"
+    hold = ("import sys, time\nfrom dspseg.fslock import folder_lock, sibling_lock_file\n"
+            "with folder_lock(sys.argv[1], sibling_lock_file(sys.argv[1])):\n    print('held', flush=True)\n"
+            "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(FolderLockedError, match=f"pid {proc.pid}"):
+            predict_volume(run, str(cell), out, **OPTS)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists()
+    with pytest.raises(UserError, match="--axes"):
+        predict_volume(run, str(cell), out, axes="xw", **OPTS)
+    assert not out.exists() and not sibling_lock_file(out).exists()
 
 
 def test_three_orthogonal_passes(setup: tuple[Path, Path], tmp_path: Path) -> None:
@@ -217,7 +270,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(setup: tuple[Path, 
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert f"{len(finished) - 1} kept from an earlier run" in again.stdout.replace("\n", " ")
-    assert len(_blocks_done(out, 0)) + len(_blocks_done(out, 1)) == total
+    assert not (out / DONE).exists() and read_record(out)["complete"] is True  # finished: the markers removed
     for level in (0, 1):
         assert np.array_equal(_labels(out, level), _labels(whole, level)), level
 

@@ -10,17 +10,23 @@ attribute written by ``ome_zarr.writer``)::
                                     voxel size and translation; s(k+1) = mode of 2 × 2 × 2 voxels of sk
     OUT/probabilities/              with --probabilities: an NGFF image (c, z, y, x) of float32
                                     class probabilities at s0's grid
-    OUT/.dspseg-predict-volume.json the run, checkpoint, input and options that write the folder
-    OUT/.dspseg-blocks/sK/Z_Y_X     one empty marker per finished block of level K
+    OUT/zarr.json                   the root group; its attribute ``dspseg`` records the run, checkpoint,
+                                    step, input and options that wrote the folder and whether it is
+                                    ``complete`` (:func:`read_record`)
+    OUT/.dspseg-blocks/sK/Z_Y_X     while the job runs: one empty marker per finished block of level K
 
 **Blocks and resume.** The volume is cut into blocks of ``block`` voxels (the output's chunks), each
 predicted section by section with a halo (:mod:`dspseg.engine.volume_blocks`) and written once; its
 marker is written after its chunks. A killed job run again with the same command skips the blocks
 with a marker and redoes the others (a half-written block has none); so does one stopped by a chunk of
 the input that cannot be read (a dropped connection, a corrupt chunk: one sentence, with the fix).
-Memory is one block's
-probabilities plus one section window, whatever the volume's size. The folder is held with
-:func:`dspseg.fslock.folder_lock` while written.
+Memory is one block's probabilities plus one section window, whatever the volume's size.
+
+**A finished output holds only zarr.** Once every block is written the record says ``complete`` and
+the markers are removed, so the folder holds nothing a zarr reader does not know (zarr-python warns
+about every other entry when it lists a group's members); the same command run again finds it
+complete and computes nothing. The folder is held with :func:`dspseg.fslock.folder_lock` through a
+hidden sibling, ``.OUT.dspseg.lock``, removed when the job ends, for the same reason.
 
 **Where blocks are written.** :class:`BlockWriter` writes one block (level 0 predicted, a pyramid
 level from the level below) and its marker. ``backend="local"`` runs it in this process, block
@@ -44,7 +50,7 @@ import numpy as np
 from dspseg.errors import OutputFolderError, UserError, VolumeReadError
 
 LABEL_NAME = "segmentation"
-MARKER = ".dspseg-predict-volume.json"
+RECORD = "dspseg"  # the root group's attribute that records what wrote the folder
 DONE = ".dspseg-blocks"
 
 
@@ -123,6 +129,30 @@ def _create(out: Path, vol: Any, classes: list[str], block: tuple[int, ...], lev
         write_multiscales_metadata(group, [{"path": "s0", "coordinateTransformations": [
             {"type": "scale", "scale": [1.0, *vox]}, {"type": "translation", "translation": [0.0, *trans]}]}],
             fmt=fmt, axes=[{"name": "c", "type": "channel"}, *axes], name="probabilities")
+
+
+def read_record(out: str | Path) -> dict[str, Any] | None:
+    """The ``dspseg`` attribute of ``OUT``'s root group — ``{"predict": {run, checkpoint, step, volume,
+    axes, block, levels, probabilities, tile, overlap}, "complete": bool}`` — or None where there is none
+    (no zarr v3 group, another program's group, an unreadable file). Read from ``zarr.json`` itself (the
+    zarr v3 spec's group metadata) so that a folder of anything else is simply "not ours"."""
+    try:
+        record = json.loads((Path(out) / "zarr.json").read_text(encoding="utf-8"))["attributes"][RECORD]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _finish(out: Path) -> None:
+    """Every block is written: record the output as complete, then remove the block markers (in that
+    order, so that a job killed in between is still found complete)."""
+    import shutil
+
+    import zarr
+
+    root = zarr.open_group(str(out), mode="r+")
+    root.attrs[RECORD] = {**root.attrs[RECORD], "complete": True}
+    shutil.rmtree(out / DONE, ignore_errors=True)
 
 
 def _done_file(out: Path, level: int, lo: Sequence[int]) -> Path:
@@ -215,7 +245,7 @@ def predict_volume(run: str | Path, volume: Any, out: str | Path, axes: str = "x
     CPU's sums are split by thread; another count moves a probability by about 1e-7, which can change
     a label only at an exact tie). UserError (one sentence) for a bad volume, run, option or output.
     """
-    from dspseg.fslock import folder_lock
+    from dspseg.fslock import folder_lock, sibling_lock_file
 
     if backend not in ("local", "ray"):
         raise UserError(f"--backend must be local or ray, got '{backend}'")
@@ -227,19 +257,28 @@ def predict_volume(run: str | Path, volume: Any, out: str | Path, axes: str = "x
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"--out {out} is a file; give a new folder for the label image, e.g. seg.ome.zarr")
     console = console or _console()
-    with folder_lock(out):
-        job, jobs, loaded = _prepare(run, volume, out, axes, tuple(block), levels, probabilities, tile, overlap,
-                                     batch_size, checkpoint, overwrite, "cpu" if backend == "ray" else "auto")
-        writer = BlockWriter(job, loaded)
-        todo = [j for j in jobs if not writer.done(j[0], j[1])]
-        counts = {"computed": 0, "skipped": len(jobs) - len(todo), "levels": len({j[0] for j in jobs})}
-        progress = Progress(console, counts, len(jobs), on_block)
-        try:
-            _write(job, writer, todo, progress, backend, workers, address, threads)
-        except VolumeReadError as e:  # the network dropped, a chunk is corrupt: one sentence, the markers kept
-            done = counts["computed"] + counts["skipped"]
-            then = f"then run the same command again: it keeps the {done} finished block(s) of {out}"
-            raise e.but(then=then) from None
+    created = not out.exists()
+    try:
+        with folder_lock(out, sibling_lock_file(out)):
+            out.mkdir(parents=True, exist_ok=True)
+            job, jobs, loaded, complete = _prepare(run, volume, out, axes, tuple(block), levels, probabilities, tile,
+                                                   overlap, batch_size, checkpoint, overwrite,
+                                                   "cpu" if backend == "ray" else "auto")
+            writer = BlockWriter(job, loaded)
+            todo = [] if complete else [j for j in jobs if not writer.done(j[0], j[1])]
+            counts = {"computed": 0, "skipped": len(jobs) - len(todo), "levels": len({j[0] for j in jobs})}
+            progress = Progress(console, counts, len(jobs), on_block)
+            try:
+                _write(job, writer, todo, progress, backend, workers, address, threads)
+            except VolumeReadError as e:  # the network dropped, a chunk is corrupt: one sentence, the markers kept
+                done = counts["computed"] + counts["skipped"]
+                then = f"then run the same command again: it keeps the {done} finished block(s) of {out}"
+                raise e.but(then=then) from None
+            _finish(out)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was written (a bad run or option): leave no empty folder behind
+        raise
     console.print(f"wrote {out} ({counts['computed']} block(s) computed, {counts['skipped']} kept from an earlier run)",
                   highlight=False, soft_wrap=True)
     return counts
@@ -273,11 +312,12 @@ def _console() -> Any:
 
 def _prepare(run: Any, volume: Any, out: Path, axes: str, block: tuple[int, ...], levels: int | None,
              probabilities: bool, tile: int, overlap: float, batch_size: int, checkpoint: str,
-             overwrite: bool, device: str) -> tuple[BlockJob, list[tuple[int, tuple[int, ...], tuple[int, ...]]], Any]:
+             overwrite: bool, device: str
+             ) -> tuple[BlockJob, list[tuple[int, tuple[int, ...], tuple[int, ...]]], Any, bool]:
     """Check the options, the volume and the run; create the output (or keep it, to resume).
 
     Returns the job, every block ``(level, lo, hi)`` (level 0 first, then each pyramid level; done
-    or not) and the loaded run (on ``device``).
+    or not), the loaded run (on ``device``) and whether the kept output is complete already.
     """
     import shutil
 
@@ -287,7 +327,6 @@ def _prepare(run: Any, volume: Any, out: Path, axes: str, block: tuple[int, ...]
     from dspseg.engine.checkpoint import load_run
     from dspseg.engine.volume_blocks import block_grid
     from dspseg.fslock import LOCK_NAMES
-    from dspseg.fsutil import write_text_atomic
 
     passes = parse_passes(axes)
     if tile < 16:
@@ -303,11 +342,9 @@ def _prepare(run: Any, volume: Any, out: Path, axes: str, block: tuple[int, ...]
     mine = {"run": str(loaded.folder.root.resolve()), "checkpoint": loaded.which, "step": loaded.step,
             "volume": ref.model_dump(), "axes": passes, "block": list(block), "levels": n_levels,
             "probabilities": probabilities, "tile": tile, "overlap": overlap}
-    try:
-        same = json.loads((out / MARKER).read_text()) == mine
-    except (OSError, ValueError):
-        same = False
-    others = [p for p in out.iterdir() if p.name != MARKER and p.name not in LOCK_NAMES]
+    record = read_record(out)
+    same = record is not None and record.get("predict") == mine
+    others = [p for p in out.iterdir() if p.name not in LOCK_NAMES]  # a lock file of an older dspseg
     if others and not same and not overwrite:
         raise OutputFolderError(f"{out} is not empty and was not written by this command with this run, volume and "
                                 "options; choose a new --out folder, run the same command again to resume, "
@@ -316,13 +353,14 @@ def _prepare(run: Any, volume: Any, out: Path, axes: str, block: tuple[int, ...]
         for p in others:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         _create(out, vol, loaded.classes, block, n_levels, probabilities)
-        write_text_atomic(out / MARKER, json.dumps(mine) + "\n")
+        zarr.open_group(str(out), mode="r+").attrs[RECORD] = {"predict": mine, "complete": False}  # after the arrays
+        record = None
     label = zarr.open_group(str(out), mode="r")[f"labels/{LABEL_NAME}"]
     jobs = [(k, lo, hi) for k in range(n_levels) for lo, hi in block_grid(label[f"s{k}"].shape, block)]
     job = BlockJob(run=str(loaded.folder.root.resolve()), checkpoint=checkpoint, volume=_absolute(ref),
                    out=str(out.resolve()), passes=tuple(passes), tile=tile, overlap=overlap, batch_size=batch_size,
                    probabilities=probabilities, n_classes=len(loaded.classes))
-    return job, jobs, loaded
+    return job, jobs, loaded, bool(record is not None and record.get("complete") is True)
 
 
 class Progress:
