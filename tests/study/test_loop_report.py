@@ -47,3 +47,18 @@ def test_the_control_is_drawn_at_the_hours_the_others_reached(tmp_path):
     assert control_hours(lines) == {0: 0.0, 1: 0.25, 2: 0.50}
     png = loop_plot(rows(), ["advisor", "random", "none"], tmp_path / "loop.png", "hand-made")
     assert png.stat().st_size > 10_000
+
+
+def test_rounds_with_nothing_answered_are_named():
+    made = rows()
+    for r in made:
+        if r["strategy"] == "random" and r["round"] > 0:
+            r["requests_mask"] = 1
+        if r["strategy"] == "advisor" and (r["split"], r["round"]) == (0, 1):
+            r["requests_point"] = 12
+    md = report_markdown(spec(["advisor", "random", "none"]), made)
+    assert "Rounds with nothing answered: `advisor` split 0 round 2, split 1 round 1, split 1 round 2. " in md
+    assert "`random` split" not in md and "`none` split" not in md  # the control asks for nothing by design
+    for r in made:
+        r["requests_mask"] = r["requests_mask"] or (r["round"] > 0 and r["strategy"] != "none")
+    assert "nothing answered" not in report_markdown(spec(["advisor", "random", "none"]), made)

@@ -5,7 +5,8 @@
   highest split;
 * ``report.md`` — the settings, the Dice of every strategy per split and round with the hours
   actually spent (and the strategy's estimate of them), the requests answered by kind, the paired
-  per-split differences of ``advisor`` against every other strategy in every round and, when the
+  per-split differences of ``advisor`` against every other strategy in every round, the rounds in
+  which a strategy had nothing answered (nothing left to ask for) and, when the
   loop ran the control ``none`` (the same retraining with no annotation), of every strategy against
   it: what a round's annotation added beyond its training steps.
 
@@ -146,6 +147,7 @@ def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str
         est = sum(r["hours_estimated"] for r in ends) / max(1, len(ends))
         lines.append(f"| `{s}` | {total['requests_mask']} | {total['requests_box']} | {total['requests_point']} | "
                      f"{total['requests_image']} | {total['requests_skipped']} | {spent:.3f} | {est:.3f} |")
+    lines += _nothing_answered(rows, spec.strategies)
     later = [r for r in rounds if r > 0]
     if FOCUS in spec.strategies and later:
         lines += ["", f"## `{FOCUS}` against the others, paired per split (Dice points)", "",
@@ -159,6 +161,23 @@ def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str
                   *_paired_table(rows, later, "strategy", [(s, s, CONTROL) for s in spec.strategies if s != CONTROL]),
                   "", f"Cells: splits in order, then their mean and the splits where the strategy is above `{CONTROL}`."]
     return "\n".join(lines) + "\n"
+
+
+def _nothing_answered(rows: Sequence[dict[str, Any]], strategies: Sequence[str]) -> list[str]:
+    """Report lines naming the rounds in which a strategy (the control aside) had no request answered:
+    nothing it asks for was left within the round's hours — on a small dataset, every training image
+    already holds what it would ask — so the round only retrained."""
+    idle = {s: [(r["split"], r["round"]) for r in rows if r["strategy"] == s and r["round"] > 0
+                and not any(r[c] for c in ("requests_mask", "requests_box", "requests_point", "requests_image"))]
+            for s in strategies if s != CONTROL}
+    idle = {s: sorted(v) for s, v in idle.items() if v}
+    if not idle:
+        return []
+    named = "; ".join(f"`{s}` " + ", ".join(f"split {k} round {r}" for k, r in v) for s, v in idle.items())
+    return ["", f"Rounds with nothing answered: {named}. Nothing the strategy asks for was left within the round's "
+            "hours (on a small dataset: every training image already annotated as it would ask), so these rounds "
+            "only retrained; strategies that have masked every training image train on the same annotations "
+            "from then on."]
 
 
 def _paired_table(rows: Sequence[dict[str, Any]], rounds: Sequence[int], header: str,
