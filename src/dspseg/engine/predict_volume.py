@@ -94,8 +94,10 @@ def pyramid_levels(shape: Sequence[int], levels: int | None) -> int:
     return n
 
 
-def _create(out: Path, vol: Any, classes: list[str], block: tuple[int, ...], levels: int, probabilities: bool) -> None:
-    """Create the empty arrays and write the NGFF metadata through ``ome_zarr.writer``."""
+def _create(out: Path, vol: Any, classes: list[str], block: tuple[int, ...], levels: int, probabilities: bool,
+            options: dict[str, Any]) -> None:
+    """Create the empty arrays and write the NGFF metadata through ``ome_zarr.writer``; last, the record
+    of ``options`` (not complete), so that a folder with a record has all its arrays."""
     import zarr
 
     from dspseg.colours import image_label_colors
@@ -111,7 +113,7 @@ def _create(out: Path, vol: Any, classes: list[str], block: tuple[int, ...], lev
     trans = [vol.translation["zyx".index(a)] for a in spatial]
     unit = {"unit": vol.unit} if vol.unit else {}
     axes = [{"name": a, "type": "space", **unit} for a in spatial]
-    root = zarr.open_group(str(out), mode="a", zarr_format=3)  # "w" would delete the lock file
+    root = zarr.open_group(str(out), mode="a", zarr_format=3)  # into the folder the caller emptied
     label = root.create_group("labels").create_group(LABEL_NAME)
     shape = tuple(vol.size(a) for a in spatial)
     datasets = level_datasets(levels, vox, trans)
@@ -129,6 +131,7 @@ def _create(out: Path, vol: Any, classes: list[str], block: tuple[int, ...], lev
         write_multiscales_metadata(group, [{"path": "s0", "coordinateTransformations": [
             {"type": "scale", "scale": [1.0, *vox]}, {"type": "translation", "translation": [0.0, *trans]}]}],
             fmt=fmt, axes=[{"name": "c", "type": "channel"}, *axes], name="probabilities")
+    root.attrs[RECORD] = {"predict": options, "complete": False}
 
 
 def read_record(out: str | Path) -> dict[str, Any] | None:
@@ -352,8 +355,7 @@ def _prepare(run: Any, volume: Any, out: Path, axes: str, block: tuple[int, ...]
     if not same or overwrite:
         for p in others:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-        _create(out, vol, loaded.classes, block, n_levels, probabilities)
-        zarr.open_group(str(out), mode="r+").attrs[RECORD] = {"predict": mine, "complete": False}  # after the arrays
+        _create(out, vol, loaded.classes, block, n_levels, probabilities, mine)
         record = None
     label = zarr.open_group(str(out), mode="r")[f"labels/{LABEL_NAME}"]
     jobs = [(k, lo, hi) for k in range(n_levels) for lo, hi in block_grid(label[f"s{k}"].shape, block)]

@@ -25,6 +25,7 @@ from dspseg.study.loop_plan import LoopSpec
 
 FOCUS = "advisor"
 CONTROL = "none"  # no annotation: the same steps of retraining
+REQUESTS = ("requests_mask", "requests_box", "requests_point", "requests_image")  # answered, by kind
 
 
 def read_rows(root: str | Path) -> list[dict[str, Any]]:
@@ -140,8 +141,7 @@ def report_markdown(spec: LoopSpec, rows: Sequence[dict[str, Any]], picture: str
     last = max(rounds) if rounds else 0
     for s in spec.strategies:
         mine = [r for r in rows if r["strategy"] == s and r["round"] > 0]
-        total = {c: sum(r[c] or 0 for r in mine) for c in ("requests_mask", "requests_box", "requests_point",
-                                                              "requests_image", "requests_skipped")}
+        total = {c: sum(r[c] or 0 for r in mine) for c in (*REQUESTS, "requests_skipped")}
         ends = [r for r in rows if r["strategy"] == s and r["round"] == last]
         spent = sum(r["hours_spent"] for r in ends) / max(1, len(ends))
         est = sum(r["hours_estimated"] for r in ends) / max(1, len(ends))
@@ -167,10 +167,10 @@ def _nothing_answered(rows: Sequence[dict[str, Any]], strategies: Sequence[str])
     """Report lines naming the rounds in which a strategy (the control aside) had no request answered:
     nothing it asks for was left within the round's hours — on a small dataset, every training image
     already holds what it would ask — so the round only retrained."""
-    idle = {s: [(r["split"], r["round"]) for r in rows if r["strategy"] == s and r["round"] > 0
-                and not any(r[c] for c in ("requests_mask", "requests_box", "requests_point", "requests_image"))]
+    idle = {s: sorted((r["split"], r["round"]) for r in rows if r["strategy"] == s and r["round"] > 0
+                      and not any(r[c] for c in REQUESTS))
             for s in strategies if s != CONTROL}
-    idle = {s: sorted(v) for s, v in idle.items() if v}
+    idle = {s: v for s, v in idle.items() if v}
     if not idle:
         return []
     named = "; ".join(f"`{s}` " + ", ".join(f"split {k} round {r}" for k, r in v) for s, v in idle.items())
